@@ -1,0 +1,207 @@
+"""Task parameters of SelectivBench (SPEC §1-4) and their validation.
+
+One frozen dataclass holds every knob of a task, so that (params, seed, split, index) names a
+sample everywhere: in the sampler, in the datasets builder config and in the cache key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+MAX_VOCAB = len(LETTERS) + 1  # the letters plus the end-of-string marker '#'
+GAP_LAWS = ("fixed", "uniform", "lognormal")
+GAP_CONTENTS = ("silence", "distractor")
+
+
+class ParameterError(ValueError):
+    """A task or grammar parameter is outside its allowed range."""
+
+
+def _fail(name, value, allowed):
+    raise ParameterError(f"{name}={value!r} is invalid: allowed {allowed}")
+
+
+def _check_int(name, value, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(name, value, f"an integer in [{low}, {high if high is not None else 'inf'}]")
+    if value < low or (high is not None and value > high):
+        _fail(name, value, f"[{low}, {high if high is not None else 'inf'}]")
+
+
+def _check_float(name, value, low, high=None, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(name, value, "a finite number")
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value > high):
+        lo = "(" if low_open else "["
+        _fail(name, value, f"{lo}{low}, {high if high is not None else 'inf'}]")
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """Every parameter of a SelectivBench task. Defaults are the paper's task 1 at k = d = 40."""
+
+    # --- grammar (SPEC §1) ---
+    vocab_size: int = 41
+    """Number of symbols, the end-of-string marker '#' included (V-1 letters)."""
+    ambiguities: int = 40
+    """Number k of ambiguous letters, each split into `ambiguity_depth` states."""
+    ambiguity_depth: int = 40
+    """Number d of states that emit each ambiguous letter."""
+    density: float = 0.4
+    """Edge density: an ambiguous symbol is reached with this probability, a plain one with density/d."""
+    start_states: int = 4
+    """Number of distinct non-'#' start states."""
+    min_string_length: int = 1
+    """Shortest path from every start state to '#' must have at least this many edges."""
+    seed: int = 0
+    """Task seed: draws the grammar, and with (split, index) every sample."""
+
+    # --- sequences (SPEC §2) ---
+    seq_len: int = 200
+    """Elements per sequence (the maximum when `seq_len_min` is set); also bounds a string's length."""
+    seq_len_min: int | None = None
+    """If set, each sequence has a uniform random length in [seq_len_min, seq_len]."""
+
+    # --- gaps, noise, distractors (SPEC §3) ---
+    gap_start: int = 0
+    """Gaps may follow elements from this element index on."""
+    gap_prob: float = 1.0
+    """Probability that a gap follows an element (from `gap_start` on)."""
+    gap_law: str = "fixed"
+    """Gap duration law: 'fixed' (gap_duration), 'uniform' (gap_low, gap_high) or 'lognormal' (gap_mean, gap_sigma)."""
+    gap_duration: float = 0.1
+    """Duration of a 'fixed' gap, in time units (one step = `timestep`)."""
+    gap_low: float = 0.1
+    """Lower bound of a 'uniform' gap duration."""
+    gap_high: float = 1.0
+    """Upper bound of a 'uniform' gap duration."""
+    gap_mean: float = -1.0
+    """Mean of the underlying normal of a 'lognormal' gap duration."""
+    gap_sigma: float = 0.5
+    """Standard deviation of the underlying normal of a 'lognormal' gap duration."""
+    timestep: float = 0.1
+    """Duration of one step; a gap of duration t lasts ceil(round(t, 1) / timestep) steps."""
+    gap_content: str = "silence"
+    """'silence' (zero input) or 'distractor' (a symbol forbidden after the current state)."""
+    noise: float = 0.0
+    """Uniform noise in [0, noise) added to every input entry (applied by the collator/model)."""
+    test_gaps: tuple[int, ...] = field(default_factory=tuple)
+    """Fixed gap lengths (in steps) of the extra test splits `test_gap{g}`; empty: none."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "test_gaps", tuple(self.test_gaps))
+        validate(self)
+
+    # Derived quantities, kept here so every module agrees on them.
+    @property
+    def num_symbols(self) -> int:
+        return self.vocab_size
+
+    @property
+    def gap_id(self) -> int:
+        """Token id of a silent step: one past the symbols (SPEC §7)."""
+        return self.vocab_size
+
+    @property
+    def max_string_length(self) -> int:
+        """A string longer than this many elements is rejected (SPEC §2)."""
+        return self.seq_len
+
+    @property
+    def train_max_gap_steps(self) -> int:
+        """The largest gap the training law can draw, in steps (the test splits' fixed gap)."""
+        if self.gap_law == "fixed":
+            duration = self.gap_duration
+        elif self.gap_law == "uniform":
+            duration = self.gap_high
+        else:  # lognormal has no maximum: use its 99th percentile
+            duration = math.exp(self.gap_mean + 2.3263478740408408 * self.gap_sigma)
+        return duration_to_steps(duration, self.timestep)
+
+    def replace(self, **changes) -> "TaskParams":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["test_gaps"] = list(self.test_gaps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TaskParams":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ParameterError(f"unknown parameter(s) {unknown}: allowed {sorted(known)}")
+        return cls(**d)
+
+
+def duration_to_steps(duration: float, timestep: float) -> int:
+    """SPEC §3: round the duration to one decimal, then ceil(duration / timestep).
+
+    The 1e-9 guards against float noise: 1.1 / 0.1 is 11.000000000000002, which is 11 steps.
+    """
+    return max(0, math.ceil(round(duration, 1) / timestep - 1e-9))
+
+
+def validate(p: TaskParams) -> None:
+    """Raise one ParameterError naming the first bad field, its value and the allowed range."""
+    _check_int("vocab_size", p.vocab_size, 2, MAX_VOCAB)
+    _check_int("ambiguities", p.ambiguities, 0, p.vocab_size - 1)
+    _check_int("ambiguity_depth", p.ambiguity_depth, 1 if p.ambiguities > 0 else 0)
+    if p.ambiguities > 0 and p.ambiguity_depth > 256:
+        _fail("ambiguity_depth", p.ambiguity_depth, "[1, 256]")
+    _check_float("density", p.density, 0.0, 1.0, low_open=True)
+    num_plain_states = (p.vocab_size - 1 - p.ambiguities) + p.ambiguities * p.ambiguity_depth
+    _check_int("start_states", p.start_states, 1, num_plain_states)
+    _check_int("min_string_length", p.min_string_length, 1, p.seq_len - 1 if p.seq_len > 1 else 1)
+    _check_int("seed", p.seed, 0, 2**63 - 1)
+    _check_int("seq_len", p.seq_len, 2)
+    if p.seq_len_min is not None:
+        _check_int("seq_len_min", p.seq_len_min, 1, p.seq_len)
+    _check_int("gap_start", p.gap_start, 0)
+    _check_float("gap_prob", p.gap_prob, 0.0, 1.0)
+    if p.gap_law not in GAP_LAWS:
+        _fail("gap_law", p.gap_law, f"one of {GAP_LAWS}")
+    _check_float("timestep", p.timestep, 0.0, low_open=True)
+    if p.gap_law == "fixed":
+        _check_float("gap_duration", p.gap_duration, 0.0, 1e4)
+    elif p.gap_law == "uniform":
+        _check_float("gap_low", p.gap_low, 0.0, 1e4)
+        _check_float("gap_high", p.gap_high, p.gap_low, 1e4)
+    else:
+        _check_float("gap_mean", p.gap_mean, -20.0, 9.0)
+        _check_float("gap_sigma", p.gap_sigma, 0.0, 3.0)
+    if p.gap_content not in GAP_CONTENTS:
+        _fail("gap_content", p.gap_content, f"one of {GAP_CONTENTS}")
+    _check_float("noise", p.noise, 0.0, 1.0)
+    for g in p.test_gaps:
+        _check_int("test_gaps", g, 0, 100_000)
+    if len(set(p.test_gaps)) != len(p.test_gaps):
+        _fail("test_gaps", p.test_gaps, "distinct gap lengths")
+
+
+# The paper's four tasks (SPEC §4). Each is a set of overrides of TaskParams' defaults.
+TASKS: dict[str, dict] = {
+    "complexity": dict(gap_law="fixed", gap_duration=0.1),
+    "gapped": dict(gap_law="uniform", gap_low=0.1, gap_high=1.0, noise=0.2),
+    "distractor": dict(gap_law="fixed", gap_duration=0.1, gap_content="distractor", gap_prob=0.1,
+                       gap_start=50),
+    "generalization": dict(gap_law="uniform", gap_low=0.1, gap_high=1.0, noise=0.2,
+                           test_gaps=(10, 20, 50, 100)),
+}
+
+TASK_DESCRIPTIONS = {
+    "complexity": "Task 1: grammar complexity; one silent step after every element, no noise.",
+    "gapped": "Task 2: silent gaps of 1-10 steps after every element, input noise 0.2.",
+    "distractor": "Task 3: with probability 0.1 from element 50 on, one non-grammatical distractor step.",
+    "generalization": "Task 4: trained as task 2, tested with fixed gaps of 10, 20, 50 and 100 steps.",
+}
+
+
+def task_params(task: str, **overrides) -> TaskParams:
+    if task not in TASKS:
+        _fail("task", task, f"one of {tuple(TASKS)}")
+    return TaskParams(**{**TASKS[task], **overrides})

@@ -150,12 +150,12 @@ class BayesFilter:
         return out
 
 
-def ceiling_counts(sampler: Sampler, split: str, batch) -> dict:
-    """Element and per-step accuracy of the ideal model on a SampleBatch."""
+def ceiling_counts(sampler: Sampler, split: str, rows) -> dict:
+    """Element and per-step accuracy of the ideal model on rows (dicts of per-step arrays)."""
     filt = BayesFilter(sampler, split)
     el_correct = el_total = st_correct = st_total = 0
-    for row in batch.rows():
-        ids, labels, elem = row["input_ids"], row["labels"], row["element_index"]
+    for row in rows:
+        ids, labels, elem = (np.asarray(row[k]) for k in ("input_ids", "labels", "element_index"))
         first = np.flatnonzero(np.diff(elem, prepend=-1))  # first step of each element
         window_len = np.diff(np.append(first, len(elem)))
         if filt.silent_gaps:
@@ -186,6 +186,6 @@ def _argmax(post: dict[int, float]) -> int:
 
 def bayes_ceiling(sampler: Sampler, split: str, num_samples: int) -> dict:
     batch = sampler.generate(split, np.arange(num_samples))
-    c = ceiling_counts(sampler, split, batch)
+    c = ceiling_counts(sampler, split, batch.rows())
     return {"element_accuracy": c["element_correct"] / c["elements"],
             "step_accuracy": c["step_correct"] / c["steps"], "num_samples": num_samples}

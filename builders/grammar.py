@@ -169,12 +169,7 @@ def _draw_once(params: TaskParams, rng: np.random.Generator, symbols, states, st
     next_state = np.where(keep, target, -1)
     next_state[END] = -1  # '#' has no outgoing edges
     start = rng.choice(np.arange(1, S), size=params.start_states, replace=False)
-    return Grammar(symbols, states, state_symbol, np.sort(start), next_state,
-                   {k: v for k, v in params.to_dict().items() if k in GRAMMAR_FIELDS})
-
-
-GRAMMAR_FIELDS = ("vocab_size", "ambiguities", "ambiguity_depth", "density", "start_states",
-                  "min_string_length", "seed", "seq_len")
+    return Grammar(symbols, states, state_symbol, np.sort(start), next_state, params.to_dict())
 
 
 def make_grammar(params: TaskParams) -> Grammar:

@@ -1,0 +1,132 @@
+"""The `selectivbench` command."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import typing
+
+from .builders import TASKS, ParameterError, TaskParams
+
+_SIZES = ("num_train", "num_validation", "num_test")
+
+
+def _add_task_params(parser: argparse.ArgumentParser) -> None:
+    """One --flag per TaskParams field, typed from its annotation; unset flags keep the task default."""
+    group = parser.add_argument_group("task parameters (default: the config's own)")
+    hints = typing.get_type_hints(TaskParams)
+    for f in dataclasses.fields(TaskParams):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        if f.name == "test_gaps":
+            group.add_argument(flag, type=lambda s: tuple(int(x) for x in s.split(",") if x), default=None,
+                               help="comma-separated gap lengths in steps, e.g. 10,20,50,100")
+        elif kind in (int, typing.Optional[int]):
+            group.add_argument(flag, type=int, default=None)
+        elif kind is float:
+            group.add_argument(flag, type=float, default=None)
+        else:
+            group.add_argument(flag, type=str, default=None)
+
+
+def _task_overrides(args) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TaskParams)
+            if getattr(args, f.name, None) is not None}
+
+
+def cmd_generate(args) -> None:
+    from .hub_dataset import generate_folder
+
+    sizes = {k: getattr(args, k) for k in _SIZES if getattr(args, k) is not None}
+    result = generate_folder(args.configs, args.out, num_proc=args.num_proc, repo_id=args.repo_id,
+                             command="selectivbench " + shlex.join(sys.argv[1:]),
+                             **sizes, **_task_overrides(args))
+    from .hub_dataset import render_example_params
+
+    for c in result["configs"]:
+        print(f"\n== {c['name']}: {c['description']}")
+        print(json.dumps({"splits": c["sizes"], **c["stats"]}, indent=None))
+        for row in c["ceiling"]:
+            print(f"  Bayes ceiling {row['split']:>12}: element {row['element_accuracy']:.4f}  "
+                  f"step {row['step_accuracy']:.4f}  ({row['num_samples']} samples)")
+    first = result["configs"][0]["p"]
+    print("\nExample (first validation sample):")
+    print(render_example_params(first))
+    print(f"\nWrote {args.out} (card: {result['card']}).")
+    print(f"Load it with: datasets.load_dataset({str(args.out)!r}, {args.configs[0]!r})")
+
+
+def cmd_publish_dataset(args) -> None:
+    from .hub_dataset import publish_folder
+
+    files = publish_folder(args.folder, args.repo_id, dry_run=args.dry_run, private=args.private)
+    verb = "Would upload" if args.dry_run else "Uploaded"
+    print(f"{verb} {len(files)} files to https://huggingface.co/datasets/{args.repo_id}:")
+    for f in files:
+        print("  " + f)
+
+
+def cmd_inspect(args) -> None:
+    from .builders import Sampler, bayes_ceiling, make_grammar, task_params
+    from .hub_dataset import render_example_params
+
+    p = task_params(args.config, **_task_overrides(args))
+    g = make_grammar(p)
+    s = Sampler(p, g)
+    print(json.dumps(p.to_dict()))
+    print(f"states {g.num_states}  edges {g.num_edges}  mean string length {s.law.mean_length():.2f}  "
+          f"topological entropy {g.topological_entropy():.4f} bits")
+    c = bayes_ceiling(s, "validation", args.samples)
+    print(f"Bayes ceiling (validation, {args.samples} samples): element {c['element_accuracy']:.4f}  "
+          f"step {c['step_accuracy']:.4f}")
+    print(render_example_params(p))
+    if args.grammar_json:
+        g.save(args.grammar_json)
+        print(f"grammar written to {args.grammar_json}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selectivbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write a Hub-layout dataset folder (parquet, grammar.json, card)")
+    g.add_argument("configs", nargs="+", choices=list(TASKS), metavar="CONFIG",
+                   help=f"one or more of {', '.join(TASKS)}")
+    g.add_argument("--out", required=True, help="output folder (name it selectivbench to load it by that name)")
+    g.add_argument("--num-proc", type=int, default=None, help="generation processes (same bytes for any value)")
+    for k in _SIZES:
+        g.add_argument("--" + k.replace("_", "-"), type=int, default=None, help="default: the paper's size")
+    g.add_argument("--repo-id", default="selectivbench", help="repository id shown in the card's load example")
+    _add_task_params(g)
+    g.set_defaults(func=cmd_generate)
+
+    pub = sub.add_parser("publish-dataset", help="upload a generated folder to the Hub")
+    pub.add_argument("folder")
+    pub.add_argument("--repo-id", required=True, help="ORG/NAME")
+    pub.add_argument("--private", action="store_true")
+    pub.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
+    pub.set_defaults(func=cmd_publish_dataset)
+
+    ins = sub.add_parser("inspect", help="print a task's grammar statistics, Bayes ceiling and an example")
+    ins.add_argument("config", choices=list(TASKS))
+    ins.add_argument("--samples", type=int, default=200, help="validation samples for the ceiling")
+    ins.add_argument("--grammar-json", default=None, help="also write the grammar (SPEC §7 JSON) here")
+    _add_task_params(ins)
+    ins.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ParameterError as err:
+        print(f"selectivbench: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The Bayes filter against brute-force enumeration of every hidden path of a tiny grammar."""
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from selectivbench.builders import Sampler, TaskParams, bayes_ceiling, make_grammar
+from selectivbench.builders.ceiling import BayesFilter
+from selectivbench.builders.grammar import END
+
+T = 6  # steps enumerated
+TINY = dict(vocab_size=3, ambiguities=1, ambiguity_depth=2, density=0.9, start_states=2, seq_len=8,
+            gap_law="uniform", gap_low=0.1, gap_high=0.3, gap_prob=0.5, gap_start=1)
+GAP_PMF = {1: 0.25, 2: 0.5, 3: 0.25}  # uniform(0.1, 0.3) rounded to 0.1, 0.2, 0.3 with weights 1/4, 1/2, 1/4
+
+
+def tiny_sampler(content):
+    """A tiny grammar whose two start states emit the same letter (ambiguous starts)."""
+    for seed in range(200):
+        p = TaskParams(**TINY, gap_content=content, seed=seed)
+        g = make_grammar(p)
+        symbols = g.state_symbol[g.start_states]
+        n_forbidden = [len(g.forbidden_symbols(s)) for s in range(1, g.num_states)]
+        if symbols[0] == symbols[1] and 0 in n_forbidden and max(n_forbidden) > 0:
+            return Sampler(p, g)
+    raise AssertionError("no tiny grammar with ambiguous starts")
+
+
+def complete_strings(g, max_len):
+    out = {}
+
+    def walk(string, prob):
+        s = string[-1]
+        if s == END:
+            out[tuple(string)] = prob
+        elif len(string) < max_len:
+            nxt = g.next_state[s][g.next_state[s] >= 0].tolist()
+            for t in nxt:
+                walk(string + [t], prob / len(nxt))
+
+    for s0 in g.start_states.tolist():
+        walk([s0], 1.0 / len(g.start_states))
+    z = sum(out.values())
+    return {k: v / z for k, v in out.items()}
+
+
+def enumerate_prefixes(sampler):
+    """P(inputs_1..T, labels_1..T) for every hidden path, straight from the generative story."""
+    p, g = sampler.params, sampler.grammar
+    strings = complete_strings(g, p.seq_len)
+    table = defaultdict(float)
+
+    def emit(xs, ys, prob, e, rest):
+        if len(xs) >= T:
+            table[(tuple(xs[:T]), tuple(ys[:T]))] += prob
+            return
+        if not rest:
+            for string, q in strings.items():
+                emit(xs, ys, prob * q, e, list(string))
+            return
+        s, rest = rest[0], rest[1:]
+        xs, ys = xs + [int(g.state_symbol[s])], ys + [s]
+        gaps = {0: 1.0} if e < p.gap_start else {0: 1 - p.gap_prob, **{k: p.gap_prob * w for k, w in GAP_PMF.items()}}
+        for n, q in gaps.items():
+            fill(xs, ys, prob * q, s, n, lambda xs2, ys2, q2: emit(xs2, ys2, q2, e + 1, rest))
+
+    def fill(xs, ys, prob, s, n, then):
+        if n == 0 or len(xs) >= T:
+            return then(xs, ys, prob)
+        forbidden = g.forbidden_symbols(s).tolist()
+        if p.gap_content == "silence" or not forbidden:
+            return fill(xs + [p.gap_id], ys + [s], prob, s, n - 1, then)
+        for a in forbidden:
+            fill(xs + [a], ys + [s], prob / len(forbidden), s, n - 1, then)
+
+    emit([], [], 1.0, 0, [])
+    return table
+
+
+@pytest.mark.parametrize("content", ["distractor", "silence"])
+def test_filter_posteriors_equal_brute_force(content):
+    sampler = tiny_sampler(content)
+    table = enumerate_prefixes(sampler)
+    assert sum(table.values()) == pytest.approx(1.0, abs=1e-12)
+    filt = BayesFilter(sampler, "train")
+    inputs = {xs for xs, _ in table}
+    assert len(inputs) > 20
+    for xs in inputs:
+        posts = filt.posteriors(np.array(xs))
+        for t in range(T):
+            joint = defaultdict(float)
+            for (xs2, ys2), q in table.items():
+                if xs2[: t + 1] == xs[: t + 1]:
+                    joint[ys2[t]] += q
+            z = sum(joint.values())
+            expected = {s: q / z for s, q in joint.items() if q > 0}
+            assert set(posts[t]) == set(expected)
+            for s, q in expected.items():
+                assert posts[t][s] == pytest.approx(q, rel=1e-9)
+
+
+def test_ceiling_is_below_one_only_where_history_is_ambiguous():
+    amb = tiny_sampler("silence")
+    c = bayes_ceiling(amb, "test", 300)
+    assert 0.5 < c["element_accuracy"] < 1.0
+    p = TaskParams(vocab_size=8, ambiguities=3, ambiguity_depth=3, seq_len=40, seed=0)
+    g = make_grammar(p)
+    assert len(set(g.state_symbol[g.start_states].tolist())) == p.start_states  # distinct start letters
+    clear = bayes_ceiling(Sampler(p, g), "test", 100)
+    assert clear["element_accuracy"] == 1.0 and clear["step_accuracy"] == 1.0

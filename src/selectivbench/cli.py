@@ -87,6 +87,12 @@ def cmd_inspect(args) -> None:
         print(f"grammar written to {args.grammar_json}")
 
 
+def cmd_taxonomy(args) -> None:
+    from .models import taxonomy_markdown
+
+    print(taxonomy_markdown())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selectivbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--grammar-json", default=None, help="also write the grammar (SPEC §7 JSON) here")
     _add_task_params(ins)
     ins.set_defaults(func=cmd_inspect)
+
+    tax = sub.add_parser("taxonomy", help="print the token mixers' taxonomy as a markdown table")
+    tax.set_defaults(func=cmd_taxonomy)
     return parser
 
 

@@ -1,0 +1,64 @@
+"""The (gated) delta rule, behind DeltaNet, Gated DeltaNet and Gated DeltaProduct.
+
+Recurrence (per head; S is K x V, beta_t in (0, 1), g_t <= 0 a scalar log gate):
+
+    S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T        o_t = S_t^T q_t
+
+Chunked form (WY / UT transform). Inside a chunk with b_t = g_1 + ... + g_t and S_0 entering,
+write S_t = exp(b_t) S_0 + sum_{j<=t} exp(b_t - b_j) k_j u_j^T. The new values u solve a unit
+lower-triangular system:
+
+    (I + L) u = beta * v - (beta * exp(b) * k) S_0,   L_tj = beta_t exp(b_t - b_j) k_t.k_j  (j < t)
+
+so u = U - W S_0 with U, W from one triangular solve per chunk, and
+
+    o_t   = exp(b_t) q_t^T S_0 + sum_{j<=t} exp(b_t - b_j) (q_t.k_j) u_j
+    S_end = exp(b_C) S_0 + sum_j exp(b_C - b_j) k_j u_j^T
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def recurrent_delta_step(q, k, v, beta, g, state):
+    """One step. q, k: (B, H, K); v: (B, H, V); beta, g: (B, H); state: (B, H, K, V)."""
+    state = g.exp()[..., None, None] * state
+    kS = (k[..., None] * state).sum(-2)  # k^T S: (B, H, V)
+    state = state + beta[..., None, None] * k[..., None] * (v - kS)[..., None, :]
+    return (q[..., None] * state).sum(-2), state
+
+
+def chunk_delta_rule(q, k, v, beta, g=None, chunk_size: int = 16, initial_state=None):
+    """q, k: (B, H, T, K); v: (B, H, T, V); beta, g: (B, H, T). Returns o (B, H, T, V), final state."""
+    B, H, T, K = q.shape
+    V = v.shape[-1]
+    C = chunk_size
+    if g is None:
+        g = beta.new_zeros(beta.shape)
+    pad = (-T) % C
+    if pad:  # padded steps have beta = 0 and g = 0: they leave the state alone
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        beta, g = F.pad(beta, (0, pad)), F.pad(g, (0, pad))
+    N = (T + pad) // C
+    q, k, v = (x.reshape(B, H, N, C, x.shape[-1]) for x in (q, k, v))
+    beta, g = beta.reshape(B, H, N, C), g.reshape(B, H, N, C)
+    b = g.cumsum(-1, dtype=torch.promote_types(g.dtype, torch.float32))
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    decay = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # exp(b_t - b_j)
+    kk = k @ k.transpose(-1, -2)
+    eye = torch.eye(C, dtype=q.dtype, device=q.device)
+    system = eye + (beta[..., :, None] * kk * decay).tril(-1)
+    rhs = torch.cat([beta[..., None] * v, beta[..., None] * b.exp()[..., None] * k], -1)
+    sol = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
+    U, W = sol[..., :V], sol[..., V:]
+    qk = (q @ k.transpose(-1, -2)) * decay
+    k_to_end = k * (b[..., -1:] - b).exp()[..., None]
+    decay_end = b[..., -1].exp()[..., None, None]
+    state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state
+    outs = []
+    for n in range(N):
+        u = U[:, :, n] - W[:, :, n] @ state
+        outs.append((q[:, :, n] * b[:, :, n, :, None].exp()) @ state + qk[:, :, n] @ u)
+        state = decay_end[:, :, n] * state + k_to_end[:, :, n].transpose(-1, -2) @ u
+    return torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T], state

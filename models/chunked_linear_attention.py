@@ -1,0 +1,59 @@
+"""Gated linear attention, the recurrence behind RetNet, GLA and Mamba2 (SSD).
+
+Recurrence (per head; S is a K x V matrix, g_t <= 0 a log gate, scalar or per key channel):
+
+    S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T          o_t = S_t^T q_t
+
+Chunked form: split time into chunks of C steps and let b_t = g_1 + ... + g_t inside a chunk.
+Then, with S_0 the state entering the chunk,
+
+    o_t   = (q_t * exp(b_t))^T S_0  +  sum_{s<=t} [sum_c q_tc k_sc exp(b_tc - b_sc)] v_s
+    S_end = diag(exp(b_C)) S_0      +  sum_s (k_s * exp(b_C - b_s)) v_s^T
+
+Every exponent is <= 0, so nothing overflows whatever the gate range (no exp(-b) factorisation).
+Only the C-step state hand-over is sequential; everything else is batched over chunks.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def recurrent_gla_step(q, k, v, g, state):
+    """One step. q, k, g: (B, H, K) (g may be (B, H, 1)); v: (B, H, V); state: (B, H, K, V)."""
+    state = g.exp()[..., None] * state + k[..., None] * v[..., None, :]
+    return (q[..., None] * state).sum(-2), state
+
+
+def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None):
+    """q, k: (B, H, T, K); v: (B, H, T, V); g: (B, H, T, K) or (B, H, T, 1), log gates <= 0.
+
+    Returns o (B, H, T, V) and the final state (B, H, K, V).
+    """
+    B, H, T, K = q.shape
+    V = v.shape[-1]
+    C = chunk_size
+    pad = (-T) % C
+    if pad:
+        q, k, v, g = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v, g))
+    N = (T + pad) // C
+    q, k, v, g = (x.reshape(B, H, N, C, x.shape[-1]) for x in (q, k, v, g))
+    b = g.cumsum(-2, dtype=torch.promote_types(g.dtype, torch.float32))
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    if g.shape[-1] == 1:  # scalar gate: the decay is a C x C matrix per chunk
+        diff = (b[..., :, None, 0] - b[..., None, :, 0]).masked_fill(~causal, float("-inf"))
+        scores = (q @ k.transpose(-1, -2)) * diff.exp()
+    else:  # per-channel gate: the decay differs per key channel
+        diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~causal[..., None], float("-inf"))
+        scores = (q[..., :, None, :] * k[..., None, :, :] * diff.exp()).sum(-1)
+    o = scores @ v
+    b_end = b[..., -1:, :]
+    chunk_kv = (k * (b_end - b).exp()).transpose(-1, -2) @ v  # (B, H, N, K, V)
+    decay_end = b_end.squeeze(-2).exp()[..., None]  # (B, H, N, K or 1, 1)
+    state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state
+    entering = []
+    for n in range(N):
+        entering.append(state)
+        state = decay_end[:, :, n] * state + chunk_kv[:, :, n]
+    o = o + (q * b.exp()) @ torch.stack(entering, 2)
+    return o.reshape(B, H, N * C, V)[:, :, :T], state

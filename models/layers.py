@@ -1,0 +1,77 @@
+"""Small building blocks shared by the mixers: RMSNorm, rotary embedding, short causal conv."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+def rotary(x, positions, theta: float):
+    """Rotate channel pairs (i, i + d/2) of x (..., T, d) by angle position * theta^(-2i/d)."""
+    d = x.shape[-1]
+    inv_freq = theta ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+
+
+def split_heads(x, n_heads: int):
+    """(B, T, H * d) -> (B, H, T, d)."""
+    B, T, _ = x.shape
+    return x.view(B, T, n_heads, -1).transpose(1, 2)
+
+
+def merge_heads(x):
+    """(B, H, T, d) -> (B, T, H * d)."""
+    B, H, T, d = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * d)
+
+
+class ShortConv(nn.Module):
+    """Depthwise causal convolution over time; the step form keeps the last kernel-1 inputs."""
+
+    def __init__(self, channels: int, kernel: int):
+        super().__init__()
+        self.kernel = kernel
+        # own parameters, not an nn.Conv1d: transformers only calls init on modules that hold some
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel))
+        self.bias = nn.Parameter(torch.empty(channels))
+
+    def init_mixer_weights(self, init):
+        bound = self.kernel ** -0.5  # PyTorch's conv default; the generic 0.02 std would mute it
+        init.uniform_(self.weight, -bound, bound)
+        init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):  # (B, T, C)
+        y = F.conv1d(x.transpose(1, 2), self.weight, self.bias, padding=self.kernel - 1, groups=x.shape[-1])
+        return y[..., : x.shape[1]].transpose(1, 2)
+
+    def step(self, x_t, window):  # x_t (B, C); window (B, C, kernel - 1) of past inputs
+        if window is None:
+            window = x_t.new_zeros(*x_t.shape, self.kernel - 1)
+        full = torch.cat([window, x_t[..., None]], -1)
+        return (full * self.weight[:, 0]).sum(-1) + self.bias, full[..., 1:]
+
+
+def inverse_softplus(x):
+    return x + torch.log(-torch.expm1(-x))
+
+
+def log_uniform(n: int, low: float, high: float):
+    return torch.exp(torch.rand(n) * (torch.log(torch.tensor(high)) - torch.log(torch.tensor(low)))
+                     + torch.log(torch.tensor(low)))
+
+
+__all__ = ["RMSNorm", "rotary", "split_heads", "merge_heads", "ShortConv", "inverse_softplus", "log_uniform", "F"]

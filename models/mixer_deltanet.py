@@ -1,0 +1,85 @@
+"""DeltaNet: linear attention whose state is corrected by the delta rule (identity plus low rank).
+
+    S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,   o_t = S_t^T q_t,   beta_t = sigmoid(w_b x_t)
+    q, k = L2-normalised silu projections;  out = W_o RMSNorm(o)
+
+The gated variants (mixer_gated_deltanet, mixer_gated_deltaproduct) add a scalar decay exp(g_t) and
+an output gate; the product variant applies `n_householder` rank-one corrections per token, i.e.
+runs the same rule over n_householder sub-steps, the decay on the first, the output after the last.
+Chunked form: `chunk_delta_rule` (WY/UT transform) over the sub-steps. Recurrent form: the K x V state.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .chunked_delta_rule import chunk_delta_rule, recurrent_delta_step
+from .layers import RMSNorm, inverse_softplus, log_uniform, merge_heads, split_heads
+
+TAXONOMY = dict(transition="identity plus low rank (delta rule)", input_gating="yes (beta writes the input)",
+                channel_mixing="yes (k k^T mixes state rows)", softmax="no", state="constant: heads x d_head x d_head")
+
+
+class DeltaNetMixer(nn.Module):
+    gated = False
+
+    def __init__(self, config, n_householder: int = 1):
+        super().__init__()
+        D, H = config.d_model, config.n_heads
+        self.n_heads, self.nh, self.chunk_size = H, n_householder, config.chunk_size
+        self.q_proj = nn.Linear(D, D, bias=False)
+        self.kvb_proj = nn.Linear(D, n_householder * (2 * D + H), bias=False)
+        if self.gated:
+            self.a_proj = nn.Linear(D, H, bias=False)
+            self.A_log = nn.Parameter(torch.empty(H))
+            self.dt_bias = nn.Parameter(torch.empty(H))
+            self.gate_proj = nn.Linear(D, D, bias=False)
+        self.norm = RMSNorm(config.head_dim)
+        self.out = nn.Linear(D, D, bias=False)
+
+    def init_mixer_weights(self, init):
+        if self.gated:
+            H = self.A_log.shape[0]
+            init.copy_(self.A_log, torch.log(torch.empty(H).uniform_(1, 16)))
+            init.copy_(self.dt_bias, inverse_softplus(log_uniform(H, 1e-3, 1e-1)))
+
+    def _project(self, x):
+        """q (B,H,T,d); k, v (B,H,T,nh,d); beta (B,H,T,nh); g (B,H,T) log decay."""
+        B, T, D = x.shape
+        H, nh = self.n_heads, self.nh
+        q = F.normalize(F.silu(split_heads(self.q_proj(x), H)), dim=-1) / math.sqrt(D // H)
+        k, v, beta = self.kvb_proj(x).view(B, T, nh, 2 * D + H).split([D, D, H], -1)
+        k = F.normalize(F.silu(k.view(B, T, nh, H, -1)), dim=-1).permute(0, 3, 1, 2, 4)
+        v = v.view(B, T, nh, H, -1).permute(0, 3, 1, 2, 4)
+        beta = beta.sigmoid().permute(0, 3, 1, 2)
+        if self.gated:
+            g = (-self.A_log.exp() * F.softplus(self.a_proj(x) + self.dt_bias)).transpose(1, 2)
+        else:
+            g = x.new_zeros(B, H, T)
+        return q, k, v, beta, g
+
+    def _output(self, o, x):
+        o = merge_heads(self.norm(o))
+        if self.gated:
+            o = o * F.silu(self.gate_proj(x))
+        return self.out(o)
+
+    def forward(self, x):
+        q, k, v, beta, g = self._project(x)
+        B, H, T, nh, d = k.shape
+        # sub-step j of token t sits at t * nh + j; the decay acts on j = 0, the output is read at j = nh-1
+        q_sub = torch.zeros_like(k).index_copy_(3, torch.tensor([nh - 1], device=x.device), q[:, :, :, None])
+        g_sub = F.pad(g[..., None], (0, nh - 1))
+        o, _ = chunk_delta_rule(q_sub.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), beta.flatten(2, 3),
+                                g_sub.flatten(2, 3), self.chunk_size)
+        return self._output(o[:, :, nh - 1::nh], x)
+
+    def step(self, x_t, state):
+        q, k, v, beta, g = self._project(x_t[:, None])
+        if state is None:
+            state = x_t.new_zeros(x_t.shape[0], self.n_heads, k.shape[-1], v.shape[-1])
+        for j in range(self.nh):
+            g_j = g[:, :, 0] if j == 0 else torch.zeros_like(g[:, :, 0])
+            o, state = recurrent_delta_step(q[:, :, 0], k[:, :, 0, j], v[:, :, 0, j], beta[:, :, 0, j], g_j, state)
+        return self._output(o[:, :, None], x_t[:, None])[:, 0], state

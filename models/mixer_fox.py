@@ -1,0 +1,53 @@
+"""Forgetting attention (FoX): softmax attention whose logits decay with a data-dependent forget gate.
+
+    o_t = sum_{s<=t} softmax_s(q_t . k_s / sqrt(d) + c_t - c_s) v_s,   c_t = sum_{i<=t} log f_i,
+    f_t = sigmoid(w_f . x_t + b_f) per head
+
+Parallel form: scaled_dot_product_attention with the additive bias c_t - c_s (causal).
+Recurrent form: a KV cache that also keeps c_s of every cached step.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import merge_heads, split_heads
+
+TAXONOMY = dict(transition="data-dependent scalar (forget gate on attention logits)", input_gating="no",
+                channel_mixing="no (no recurrent state)", softmax="yes", state="KV cache, grows with t")
+
+
+class FoxMixer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.forget = nn.Linear(config.d_model, config.n_heads)
+        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
+
+    def init_mixer_weights(self, init):
+        # forget gates start near 1 (long memory), spread across heads as in FoX
+        init.copy_(self.forget.bias, torch.linspace(1.0, 6.0, self.n_heads))
+
+    def _qkvc(self, x):
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, -1))
+        log_f = F.logsigmoid(self.forget(x).float()).transpose(1, 2)  # (B, H, T)
+        return q, k, v, log_f
+
+    def forward(self, x):
+        q, k, v, log_f = self._qkvc(x)
+        c = log_f.cumsum(-1)
+        T = x.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        bias = (c[..., :, None] - c[..., None, :]).masked_fill(~causal, float("-inf")).to(q.dtype)
+        return self.out(merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=bias)))
+
+    def step(self, x_t, state):
+        q, k, v, log_f = self._qkvc(x_t[:, None])
+        if state is None:
+            c = log_f
+        else:
+            c = torch.cat([state["c"], state["c"][..., -1:] + log_f], -1)
+            k, v = torch.cat([state["k"], k], 2), torch.cat([state["v"], v], 2)
+        bias = (c[..., -1:] - c)[..., None, :].to(q.dtype)  # (B, H, 1, t)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.out(merge_heads(o))[:, 0], {"k": k, "v": v, "c": c}

@@ -1,0 +1,16 @@
+"""Gated DeltaNet: the delta rule with a data-dependent scalar decay and an output gate.
+
+    g_t = -exp(A_log) softplus(w_a x_t + b),   S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T
+    o_t = S_t^T q_t,   out = W_o (RMSNorm(o) * silu(W_g x))
+
+Chunked and recurrent forms: those of `mixer_deltanet` with the gate switched on.
+"""
+from .mixer_deltanet import DeltaNetMixer
+
+TAXONOMY = dict(transition="data-dependent scalar x (identity plus low rank)",
+                input_gating="yes (beta writes the input)", channel_mixing="yes (k k^T mixes state rows)",
+                softmax="no", state="constant: heads x d_head x d_head")
+
+
+class GatedDeltaNetMixer(DeltaNetMixer):
+    gated = True

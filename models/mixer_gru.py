@@ -1,0 +1,39 @@
+"""GRU, in its parallel-trainable minimal form (minGRU): the gates see the input only.
+
+    z_t = sigmoid(W_z x_t),  h~_t = W_h x_t,  h_t = (1 - z_t) * h_{t-1} + z_t * h~_t,  out = W_o h
+
+A classic GRU also feeds h_{t-1} into its gates, which makes it non-linear and sequential; the
+minGRU keeps the update/forget coupling (input gating) and is a diagonal linear recurrence.
+Chunked form: `chunk_scan` with log decay log(1 - z) = logsigmoid(-W_z x). Recurrent form: h.
+"""
+import math
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .chunked_scan import chunk_scan, recurrent_scan_step
+
+TAXONOMY = dict(transition="data-dependent diagonal (1 - z_t)", input_gating="yes (z_t, coupled to the decay)",
+                channel_mixing="no", softmax="no", state="constant: d_inner")
+
+
+class GRUMixer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        Di = config.expand * config.d_model
+        self.zh = nn.Linear(config.d_model, 2 * Di)
+        self.out = nn.Linear(Di, config.d_model, bias=False)
+
+    def _gates(self, x):
+        u, h_tilde = self.zh(x).chunk(2, -1)
+        return F.logsigmoid(-u), u.sigmoid() * h_tilde
+
+    def forward(self, x):
+        a, b = self._gates(x)
+        h, _ = chunk_scan(a, b, chunk_size=max(8, int(math.sqrt(x.shape[1]))))
+        return self.out(h)
+
+    def step(self, x_t, state):
+        a, b = self._gates(x_t)
+        h = recurrent_scan_step(a, b, 0.0 if state is None else state)
+        return self.out(h), h

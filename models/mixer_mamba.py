@@ -1,0 +1,66 @@
+"""Mamba (S6): a selective, input-dependent diagonal state space model.
+
+    dt_t = softplus(W_dt x_t),  h_t = exp(dt_t A) * h_{t-1} + dt_t B_t x_t,   y_t = C_t . h_t + D x_t
+    out = W_o (y * silu(z)), with x = silu(conv(W_x u)), z = W_z u, (B_t, C_t, dt_t) from x_t
+
+The state has d_inner x d_state channels, each with its own data-dependent decay. Chunked form:
+the two-level `chunk_scan`. Recurrent form: the conv window and h.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .chunked_scan import chunk_scan, recurrent_scan_step
+from .layers import ShortConv, inverse_softplus, log_uniform
+
+TAXONOMY = dict(transition="data-dependent diagonal", input_gating="yes (dt scales the input)",
+                channel_mixing="no", softmax="no", state="constant: d_inner x d_state + conv window")
+
+
+class MambaMixer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        D, Di, N = config.d_model, config.expand * config.d_model, config.d_state
+        self.dt_rank = math.ceil(D / 16)
+        self.in_proj = nn.Linear(D, 2 * Di, bias=False)
+        self.conv = ShortConv(Di, config.conv_size)
+        self.x_proj = nn.Linear(Di, self.dt_rank + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, Di)
+        self.A_log = nn.Parameter(torch.empty(Di, N))
+        self.D = nn.Parameter(torch.empty(Di))
+        self.out_proj = nn.Linear(Di, D, bias=False)
+
+    def init_mixer_weights(self, init):
+        Di, N = self.A_log.shape
+        init.copy_(self.A_log, torch.log(torch.arange(1, N + 1, dtype=torch.float32)).expand(Di, N))
+        init.ones_(self.D)
+        init.uniform_(self.dt_proj.weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        init.copy_(self.dt_proj.bias, inverse_softplus(log_uniform(Di, 1e-3, 1e-1)))
+
+    def _ssm_inputs(self, x):
+        """From the conv output x (..., Di): log decay a and input b of the scan, and C."""
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.A_log.shape[1], self.A_log.shape[1]], -1)
+        dt = F.softplus(self.dt_proj(dt))
+        a = dt[..., None] * -self.A_log.exp()
+        b = (dt * x)[..., None] * B[..., None, :]
+        return a, b, C
+
+    def forward(self, u):
+        x, z = self.in_proj(u).chunk(2, -1)
+        x = F.silu(self.conv(x))
+        a, b, C = self._ssm_inputs(x)
+        h, _ = chunk_scan(a, b, chunk_size=max(8, int(math.sqrt(u.shape[1]))))
+        y = (h * C[..., None, :]).sum(-1) + self.D * x
+        return self.out_proj(y * F.silu(z))
+
+    def step(self, u_t, state):
+        window, h = (None, 0.0) if state is None else (state["conv"], state["h"])
+        x, z = self.in_proj(u_t).chunk(2, -1)
+        x, window = self.conv.step(x, window)
+        x = F.silu(x)
+        a, b, C = self._ssm_inputs(x)
+        h = recurrent_scan_step(a, b, h)
+        y = (h * C[..., None, :]).sum(-1) + self.D * x
+        return self.out_proj(y * F.silu(z)), {"conv": window, "h": h}

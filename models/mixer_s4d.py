@@ -1,0 +1,59 @@
+"""S4D: a diagonal, time-invariant state space model per channel (complex modes, ZOH).
+
+    h_t = exp(dt A) h_{t-1} + (exp(dt A) - 1) / A * x_t,      y_t = 2 Re(C . h_t) + D x_t
+
+Parallel form: the recurrence is a causal convolution with kernel K_l = 2 Re(C (exp(dtA)-1)/A
+exp(dtA)^l), applied with FFTs. Recurrent form: the complex state h (d_state / 2 modes).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import log_uniform
+
+TAXONOMY = dict(transition="fixed (diagonal, time-invariant)", input_gating="no",
+                channel_mixing="no (one SSM per channel)", softmax="no", state="constant: d_model x d_state/2 complex")
+
+
+class S4DMixer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        H, N = config.d_model, config.d_state // 2
+        self.log_dt = nn.Parameter(torch.empty(H))
+        self.log_A_real = nn.Parameter(torch.empty(H, N))
+        self.A_imag = nn.Parameter(torch.empty(H, N))
+        self.C = nn.Parameter(torch.empty(H, N, 2))
+        self.D = nn.Parameter(torch.empty(H))
+        self.out = nn.Linear(H, H)
+
+    def init_mixer_weights(self, init):
+        H, N = self.A_imag.shape
+        init.copy_(self.log_dt, log_uniform(H, 1e-3, 1e-1).log())
+        init.constant_(self.log_A_real, math.log(0.5))
+        init.copy_(self.A_imag, math.pi * torch.arange(N, dtype=torch.float32).expand(H, N))  # S4D-Lin
+        init.normal_(self.C, std=0.5 ** 0.5)
+        init.ones_(self.D)
+
+    def _discrete(self):
+        A = torch.complex(-self.log_A_real.exp(), self.A_imag)
+        dtA = A * self.log_dt.exp()[:, None]
+        return dtA.exp(), torch.view_as_complex(self.C) * (dtA.exp() - 1) / A  # decay, C * B_bar
+
+    def forward(self, x):  # (B, T, H)
+        T = x.shape[1]
+        decay, CB = self._discrete()
+        powers = torch.exp(decay.log()[..., None] * torch.arange(T, device=x.device))  # (H, N, T)
+        kernel = 2 * torch.einsum("hn,hnl->hl", CB, powers).real  # (H, T)
+        n = 2 * T
+        y = torch.fft.irfft(torch.fft.rfft(x.float().transpose(1, 2), n) * torch.fft.rfft(kernel, n), n)[..., :T]
+        y = y.transpose(1, 2).to(x.dtype) + self.D * x
+        return self.out(F.gelu(y))
+
+    def step(self, x_t, state):
+        decay, CB = self._discrete()
+        h = torch.zeros(x_t.shape[0], *decay.shape, dtype=decay.dtype, device=x_t.device) if state is None else state
+        h = decay * h + x_t[..., None].to(decay.dtype)
+        y = 2 * (CB * h).sum(-1).real.to(x_t.dtype) + self.D * x_t
+        return self.out(F.gelu(y)), h

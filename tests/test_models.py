@@ -1,0 +1,161 @@
+"""Every mixer: chunked = recurrent, causal, trainable, saved and reloaded (also as remote code)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from selectivbench.models import (MIXERS, SelectivBenchConfig, SelectivBenchForTokenClassification,
+                                  SelectivBenchModel, taxonomy_markdown)
+from selectivbench.models.modeling_selectivbench import OneHotInput
+
+V, LABELS = 6, 9
+
+
+def make(mixer, **kw):
+    torch.manual_seed(0)
+    cfg = SelectivBenchConfig(mixer=mixer, vocab_size=V, num_labels=LABELS, d_model=32, n_layers=2, n_heads=4,
+                              d_state=8, chunk_size=8, **kw)
+    return SelectivBenchForTokenClassification(cfg).eval()
+
+
+def batch(T=37, B=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, V + 1, (B, T), generator=g)  # V is the silent gap id
+    noise = torch.rand(B, T, V, generator=g) * 0.2
+    return ids, noise
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_chunked_and_recurrent_forms_agree(mixer):
+    model = make(mixer)
+    ids, noise = batch()
+    with torch.no_grad():
+        parallel = model(ids, input_noise=noise).logits
+        recurrent = model(ids, input_noise=noise, recurrent=True).logits
+        # a stream fed in two pieces, carrying the state
+        first = model(ids[:, :20], input_noise=noise[:, :20], use_cache=True)
+        second = model(ids[:, 20:], input_noise=noise[:, 20:], state=first.state)
+    scale = parallel.abs().max()
+    assert scale > 0.1
+    assert torch.allclose(parallel, recurrent, atol=2e-5 * scale, rtol=0)
+    assert torch.allclose(torch.cat([first.logits, second.logits], 1), recurrent, atol=2e-5 * scale, rtol=0)
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_causal_outputs_up_to_t_ignore_later_inputs(mixer):
+    model = make(mixer)
+    ids, noise = batch(T=40)
+    t = 23
+    ids2, noise2 = ids.clone(), noise.clone()
+    ids2[:, t + 1:] = (ids2[:, t + 1:] + 3) % (V + 1)
+    noise2[:, t + 1:] = 0.15
+    with torch.no_grad():
+        a = model(ids, input_noise=noise).logits
+        b = model(ids2, input_noise=noise2).logits
+    assert torch.equal(a[:, : t + 1], b[:, : t + 1]) or torch.allclose(a[:, : t + 1], b[:, : t + 1], atol=1e-6)
+    assert not torch.allclose(a[:, t + 1:], b[:, t + 1:], atol=1e-3)
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_gradients_reach_every_parameter(mixer):
+    model = make(mixer).train()
+    ids, noise = batch()
+    labels = torch.randint(0, LABELS, ids.shape)
+    labels[:, -3:] = -100
+    out = model(ids, input_noise=noise, labels=labels)
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing
+    assert out.loss.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(out.logits[:, :-3].reshape(-1, LABELS), labels[:, :-3].reshape(-1)).item(),
+        rel=1e-6)
+
+
+def test_input_layer_is_one_hot_plus_noise_through_a_linear_map():
+    torch.manual_seed(0)
+    layer = OneHotInput(V, 16)
+    ids, noise = batch(T=11)
+    one_hot = torch.nn.functional.one_hot(ids, V + 1)[..., :V].float()  # the gap id's vector is zero
+    expected = (one_hot + noise) @ layer.proj.weight.t() + layer.proj.bias
+    assert torch.allclose(layer(ids, noise), expected, atol=1e-6)
+    gap = ids == V
+    assert gap.any() and torch.allclose(layer(ids)[gap], layer.proj.bias.expand(int(gap.sum()), -1))
+
+
+def test_model_draws_its_own_noise_when_given_none():
+    model = make("gru", input_noise=0.2)
+    ids, _ = batch()
+    with torch.no_grad():
+        a, b = model(ids).logits, model(ids).logits
+        c, d = model(ids, input_noise=torch.zeros(*ids.shape, V)).logits, make("gru")(ids).logits
+    assert not torch.allclose(a, b) and torch.allclose(c, d, atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("mixer", "lstm", "mixer='lstm' is invalid: allowed one of"),
+    ("d_model", 30, "d_model=30 is invalid: allowed a multiple of n_heads=4"),
+    ("n_layers", 0, "n_layers=0 is invalid: allowed an integer >= 1"),
+    ("input_noise", -0.1, r"input_noise=-0.1 is invalid: allowed \[0.0, 1.0\]"),
+    ("norm", "batchnorm", "norm='batchnorm' is invalid"),
+    ("num_labels", 1, "num_labels=1 is invalid"),
+])
+def test_bad_config_values_raise_one_clear_error(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SelectivBenchConfig(**{"mixer": "gla", "d_model": 32, "n_heads": 4, field: value})
+
+
+def test_taxonomy_has_a_row_per_mixer():
+    table = taxonomy_markdown()
+    assert all(f"| `{m}` |" in table for m in MIXERS)
+    assert "identity plus low rank" in table and "fixed (diagonal, time-invariant)" in table
+
+
+@pytest.mark.parametrize("mixer", ["mamba", "gated_deltaproduct", "fox"])
+def test_save_and_load_round_trip(mixer, tmp_path):
+    from transformers import AutoModel, AutoModelForTokenClassification
+
+    model = make(mixer)
+    ids, noise = batch()
+    model.save_pretrained(tmp_path)
+    again = AutoModelForTokenClassification.from_pretrained(tmp_path).eval()
+    assert type(again) is SelectivBenchForTokenClassification
+    with torch.no_grad():
+        assert torch.equal(model(ids, input_noise=noise).logits, again(ids, input_noise=noise).logits)
+        base = AutoModel.from_pretrained(tmp_path).eval()
+        assert type(base) is SelectivBenchModel
+        assert torch.equal(base(ids, input_noise=noise).last_hidden_state,
+                           model.model(ids, input_noise=noise).last_hidden_state)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForTokenClassification"}
+
+
+def test_checkpoint_loads_as_remote_code_without_selectivbench(tmp_path):
+    model = make("gated_deltanet")
+    ids, noise = batch()
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt)
+    with torch.no_grad():
+        expected = model(ids, input_noise=noise).logits
+    torch.save({"ids": ids, "noise": noise, "logits": expected}, tmp_path / "io.pt")
+    assert (ckpt / "modeling_selectivbench.py").exists() and (ckpt / "chunked_delta_rule.py").exists()
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["selectivbench"] = None  # any import of it fails: the checkpoint must stand alone
+        import torch
+        from transformers import AutoModel, AutoModelForTokenClassification
+        io = torch.load({str(tmp_path / "io.pt")!r})
+        m = AutoModelForTokenClassification.from_pretrained({str(ckpt)!r}, trust_remote_code=True).eval()
+        assert "selectivbench" not in type(m).__module__.split(".")[0], type(m).__module__
+        with torch.no_grad():
+            assert torch.equal(m(io["ids"], input_noise=io["noise"]).logits, io["logits"])
+        base = AutoModel.from_pretrained({str(ckpt)!r}, trust_remote_code=True)
+        print("OK", type(m).__name__, type(base).__name__)
+    """)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "OK SelectivBenchForTokenClassification SelectivBenchModel" in run.stdout

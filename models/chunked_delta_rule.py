@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .layers import use_fla
+
 
 def recurrent_delta_step(q, k, v, beta, g, state):
     """One step. q, k: (B, H, K); v: (B, H, V); beta, g: (B, H); state: (B, H, K, V)."""
@@ -29,8 +31,12 @@ def recurrent_delta_step(q, k, v, beta, g, state):
     return (q[..., None] * state).sum(-2), state
 
 
-def chunk_delta_rule(q, k, v, beta, g=None, chunk_size: int = 16, initial_state=None):
-    """q, k: (B, H, T, K); v: (B, H, T, V); beta, g: (B, H, T). Returns o (B, H, T, V), final state."""
+def chunk_delta_rule(q, k, v, beta, g=None, chunk_size: int = 16, initial_state=None, fast: bool = False):
+    """q, k: (B, H, T, K); v: (B, H, T, V); beta, g: (B, H, T). Returns o (B, H, T, V), final state.
+
+    With fast=True on CUDA, runs flash-linear-attention's (gated) delta rule kernels instead."""
+    if use_fla(q, fast):
+        return _fla_delta_rule(q, k, v, beta, g, initial_state)
     B, H, T, K = q.shape
     V = v.shape[-1]
     C = chunk_size
@@ -62,3 +68,17 @@ def chunk_delta_rule(q, k, v, beta, g=None, chunk_size: int = 16, initial_state=
         outs.append((q[:, :, n] * b[:, :, n, :, None].exp()) @ state + qk[:, :, n] @ u)
         state = decay_end[:, :, n] * state + k_to_end[:, :, n].transpose(-1, -2) @ u
     return torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T], state
+
+
+def _fla_delta_rule(q, k, v, beta, g, initial_state):
+    from fla.ops.delta_rule import chunk_delta_rule as fla_delta
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_gated_delta
+
+    q, k, v = (x.transpose(1, 2) for x in (q, k, v))  # fla wants (B, T, H, .)
+    beta = beta.transpose(1, 2).contiguous()
+    if g is None:
+        o, state = fla_delta(q, k, v, beta, scale=1.0, initial_state=initial_state, output_final_state=True)
+    else:
+        o, state = fla_gated_delta(q, k, v, g.transpose(1, 2).contiguous(), beta, scale=1.0,
+                                   initial_state=initial_state, output_final_state=True)
+    return o.transpose(1, 2), state

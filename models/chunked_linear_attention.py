@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .layers import use_fla
+
 
 def recurrent_gla_step(q, k, v, g, state):
     """One step. q, k, g: (B, H, K) (g may be (B, H, 1)); v: (B, H, V); state: (B, H, K, V)."""
@@ -25,11 +27,14 @@ def recurrent_gla_step(q, k, v, g, state):
     return (q[..., None] * state).sum(-2), state
 
 
-def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None):
+def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None, fast: bool = False):
     """q, k: (B, H, T, K); v: (B, H, T, V); g: (B, H, T, K) or (B, H, T, 1), log gates <= 0.
 
-    Returns o (B, H, T, V) and the final state (B, H, K, V).
+    Returns o (B, H, T, V) and the final state (B, H, K, V). With fast=True on CUDA, runs
+    flash-linear-attention's chunk_gla / chunk_simple_gla kernels instead (same math).
     """
+    if use_fla(q, fast):
+        return _fla_gla(q, k, v, g, initial_state)
     B, H, T, K = q.shape
     V = v.shape[-1]
     C = chunk_size
@@ -57,3 +62,16 @@ def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None):
         state = decay_end[:, :, n] * state + chunk_kv[:, :, n]
     o = o + (q * b.exp()) @ torch.stack(entering, 2)
     return o.reshape(B, H, N * C, V)[:, :, :T], state
+
+
+def _fla_gla(q, k, v, g, initial_state):
+    from fla.ops.gla import chunk_gla as fla_chunk_gla
+    from fla.ops.simple_gla import chunk_simple_gla
+
+    q, k, v, g = (x.transpose(1, 2) for x in (q, k, v, g))  # fla wants (B, T, H, .)
+    if g.shape[-1] == 1:
+        o, state = chunk_simple_gla(q, k, v, g=g[..., 0].contiguous(), scale=1.0, initial_state=initial_state,
+                                    output_final_state=True)
+    else:
+        o, state = fla_chunk_gla(q, k, v, g, scale=1.0, initial_state=initial_state, output_final_state=True)
+    return o.transpose(1, 2), state

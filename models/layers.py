@@ -39,6 +39,30 @@ def merge_heads(x):
     return x.transpose(1, 2).reshape(B, T, H * d)
 
 
+class KVCache:
+    """Keys and values of the past steps, (B, H, t, d), in a buffer that doubles when full, so a
+    stream of T steps copies O(T) elements instead of O(T^2)."""
+
+    def __init__(self, *tensors):
+        self.length = tensors[0].shape[2]
+        self.buffers = [t.clone() for t in tensors]
+
+    def append(self, *tensors):
+        n = tensors[0].shape[2]
+        if self.length + n > self.buffers[0].shape[2]:
+            cap = max(2 * self.buffers[0].shape[2], self.length + n)
+            self.buffers = [torch.cat([b[:, :, : self.length], b.new_empty(*b.shape[:2], cap - self.length,
+                                                                              *b.shape[3:])], 2)
+                            for b in self.buffers]
+        for b, t in zip(self.buffers, tensors):
+            b[:, :, self.length:self.length + n] = t
+        self.length += n
+        return [b[:, :, : self.length] for b in self.buffers]
+
+    def tensors(self):
+        return [b[:, :, : self.length] for b in self.buffers]
+
+
 class ShortConv(nn.Module):
     """Depthwise causal convolution over time; the step form keeps the last kernel-1 inputs."""
 
@@ -65,6 +89,15 @@ class ShortConv(nn.Module):
         return (full * self.weight[:, 0]).sum(-1) + self.bias, full[..., 1:]
 
 
+def use_fla(x, fast: bool) -> bool:
+    """flash-linear-attention's Triton kernels: only on CUDA tensors, only when installed and asked."""
+    if not (fast and x.is_cuda):
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("fla") is not None
+
+
 def inverse_softplus(x):
     return x + torch.log(-torch.expm1(-x))
 
@@ -74,4 +107,3 @@ def log_uniform(n: int, low: float, high: float):
                      + torch.log(torch.tensor(low)))
 
 
-__all__ = ["RMSNorm", "rotary", "split_heads", "merge_heads", "ShortConv", "inverse_softplus", "log_uniform", "F"]

@@ -28,6 +28,7 @@ class DeltaNetMixer(nn.Module):
         super().__init__()
         D, H = config.d_model, config.n_heads
         self.n_heads, self.nh, self.chunk_size = H, n_householder, config.chunk_size
+        self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
         self.q_proj = nn.Linear(D, D, bias=False)
         self.kvb_proj = nn.Linear(D, n_householder * (2 * D + H), bias=False)
         if self.gated:
@@ -72,7 +73,7 @@ class DeltaNetMixer(nn.Module):
         q_sub = torch.zeros_like(k).index_copy_(3, torch.tensor([nh - 1], device=x.device), q[:, :, :, None])
         g_sub = F.pad(g[..., None], (0, nh - 1))
         o, _ = chunk_delta_rule(q_sub.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), beta.flatten(2, 3),
-                                g_sub.flatten(2, 3), self.chunk_size)
+                                g_sub.flatten(2, 3) if self.gated else None, self.chunk_size, fast=self.fast)
         return self._output(o[:, :, nh - 1::nh], x)
 
     def step(self, x_t, state):

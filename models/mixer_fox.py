@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import merge_heads, split_heads
+from .layers import KVCache, merge_heads, split_heads
 
 TAXONOMY = dict(transition="data-dependent scalar (forget gate on attention logits)", input_gating="no",
                 channel_mixing="no (no recurrent state)", softmax="yes", state="KV cache, grows with t")
@@ -43,11 +43,12 @@ class FoxMixer(nn.Module):
 
     def step(self, x_t, state):
         q, k, v, log_f = self._qkvc(x_t[:, None])
+        c = log_f[..., None]  # (B, H, 1, 1): cumulative log forget of this step
         if state is None:
-            c = log_f
+            state = KVCache(k, v, c)
         else:
-            c = torch.cat([state["c"], state["c"][..., -1:] + log_f], -1)
-            k, v = torch.cat([state["k"], k], 2), torch.cat([state["v"], v], 2)
-        bias = (c[..., -1:] - c)[..., None, :].to(q.dtype)  # (B, H, 1, t)
+            c = c + state.tensors()[2][:, :, -1:]
+            k, v, c = state.append(k, v, c)
+        bias = (c[:, :, -1:] - c).transpose(2, 3).to(q.dtype)  # (B, H, 1, t)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.out(merge_heads(o))[:, 0], {"k": k, "v": v, "c": c}
+        return self.out(merge_heads(o))[:, 0], state

@@ -23,7 +23,9 @@ class GLAMixer(nn.Module):
         super().__init__()
         D, H = config.d_model, config.n_heads
         self.key_dim = D // 2 if (D // 2) % H == 0 else D  # GLA's expand_k = 0.5 where heads allow it
-        self.n_heads, self.chunk_size = H, config.chunk_size
+        # the per-channel decay makes the intra-chunk work C x C x K: half-size chunks are faster
+        self.n_heads, self.chunk_size = H, max(1, config.chunk_size // 2)
+        self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
         self.qk = nn.Linear(D, 2 * self.key_dim, bias=False)
         self.vg = nn.Linear(D, 2 * D, bias=False)
         self.gate = nn.Sequential(nn.Linear(D, GATE_RANK, bias=False), nn.Linear(GATE_RANK, self.key_dim))
@@ -41,7 +43,7 @@ class GLAMixer(nn.Module):
 
     def forward(self, x):
         q, k, v, g, out_gate = self._project(x)
-        o, _ = chunk_gla(q, k, v, g, self.chunk_size)
+        o, _ = chunk_gla(q, k, v, g, self.chunk_size, fast=self.fast)
         return self._output(o, out_gate)
 
     def step(self, x_t, state):

@@ -4,12 +4,11 @@
 
 A classic GRU also feeds h_{t-1} into its gates, which makes it non-linear and sequential; the
 minGRU keeps the update/forget coupling (input gating) and is a diagonal linear recurrence.
-Chunked form: `chunk_scan` with log decay log(1 - z) = logsigmoid(-W_z x). Recurrent form: h.
+Chunked form: `chunk_scan` with decay 1 - z = sigmoid(-W_z x). Recurrent form: h.
 """
 import math
 
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .chunked_scan import chunk_scan, recurrent_scan_step
 
@@ -26,7 +25,8 @@ class GRUMixer(nn.Module):
 
     def _gates(self, x):
         u, h_tilde = self.zh(x).chunk(2, -1)
-        return F.logsigmoid(-u), u.sigmoid() * h_tilde
+        z = u.sigmoid()
+        return 1 - z, z * h_tilde
 
     def forward(self, x):
         a, b = self._gates(x)

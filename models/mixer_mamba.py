@@ -3,8 +3,12 @@
     dt_t = softplus(W_dt x_t),  h_t = exp(dt_t A) * h_{t-1} + dt_t B_t x_t,   y_t = C_t . h_t + D x_t
     out = W_o (y * silu(z)), with x = silu(conv(W_x u)), z = W_z u, (B_t, C_t, dt_t) from x_t
 
-The state has d_inner x d_state channels, each with its own data-dependent decay. Chunked form:
-the two-level `chunk_scan`. Recurrent form: the conv window and h.
+The state has d_inner x d_state channels, each with its own data-dependent decay. Training form:
+projections, conv and gates of all steps at once, then `selective_scan`, one fused loop over time
+that never materialises the T x d_inner x d_state states (as mamba-ssm's selective_scan_ref). On
+CPU that beats a two-level chunked scan, which is memory-bound there (measured 5x slower forward,
+12x slower forward+backward at B=8, T=1024, d_inner=256, d_state=16). Recurrent form: the conv
+window and h, one token at a time.
 """
 import math
 
@@ -12,7 +16,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .chunked_scan import chunk_scan, recurrent_scan_step
 from .layers import ShortConv, inverse_softplus, log_uniform
 
 TAXONOMY = dict(transition="data-dependent diagonal", input_gating="yes (dt scales the input)",
@@ -40,27 +43,33 @@ class MambaMixer(nn.Module):
         init.copy_(self.dt_proj.bias, inverse_softplus(log_uniform(Di, 1e-3, 1e-1)))
 
     def _ssm_inputs(self, x):
-        """From the conv output x (..., Di): log decay a and input b of the scan, and C."""
+        """From the conv output x (..., Di): the step sizes dt and the input/output maps B, C."""
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.A_log.shape[1], self.A_log.shape[1]], -1)
-        dt = F.softplus(self.dt_proj(dt))
-        a = dt[..., None] * -self.A_log.exp()
-        b = (dt * x)[..., None] * B[..., None, :]
-        return a, b, C
+        return F.softplus(self.dt_proj(dt)), B, C
 
     def forward(self, u):
         x, z = self.in_proj(u).chunk(2, -1)
         x = F.silu(self.conv(x))
-        a, b, C = self._ssm_inputs(x)
-        h, _ = chunk_scan(a, b, chunk_size=max(8, int(math.sqrt(u.shape[1]))))
-        y = (h * C[..., None, :]).sum(-1) + self.D * x
-        return self.out_proj(y * F.silu(z))
+        dt, B, C = self._ssm_inputs(x)
+        y, _ = selective_scan(x, dt, -self.A_log.exp(), B, C)
+        return self.out_proj((y + self.D * x) * F.silu(z))
 
     def step(self, u_t, state):
-        window, h = (None, 0.0) if state is None else (state["conv"], state["h"])
+        window, h = (None, None) if state is None else (state["conv"], state["h"])
         x, z = self.in_proj(u_t).chunk(2, -1)
         x, window = self.conv.step(x, window)
         x = F.silu(x)
-        a, b, C = self._ssm_inputs(x)
-        h = recurrent_scan_step(a, b, h)
-        y = (h * C[..., None, :]).sum(-1) + self.D * x
-        return self.out_proj(y * F.silu(z)), {"conv": window, "h": h}
+        dt, B, C = self._ssm_inputs(x)
+        y, h = selective_scan(x[:, None], dt[:, None], -self.A_log.exp(), B[:, None], C[:, None], h)
+        return self.out_proj((y[:, 0] + self.D * x) * F.silu(z)), {"conv": window, "h": h}
+
+
+def selective_scan(x, dt, A, B, C, h=None):
+    """x, dt: (Bsz, T, Di); A: (Di, N); B, C: (Bsz, T, N). y_t = C_t . h_t, h (Bsz, Di, N)."""
+    if h is None:
+        h = x.new_zeros(x.shape[0], *A.shape)
+    ys = []
+    for x_t, dt_t, B_t, C_t in zip(x.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1)):
+        h = torch.exp(dt_t[..., None] * A) * h + (dt_t * x_t)[..., None] * B_t[:, None, :]
+        ys.append(torch.bmm(h, C_t[..., None])[..., 0])
+    return torch.stack(ys, 1), h

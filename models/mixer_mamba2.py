@@ -23,6 +23,7 @@ class Mamba2Mixer(nn.Module):
         D, Di, N, H = config.d_model, config.expand * config.d_model, config.d_state, config.n_heads
         self.sizes = (Di, N, H)
         self.chunk_size = config.chunk_size
+        self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
         self.in_proj = nn.Linear(D, 2 * Di + 2 * N + H, bias=False)
         self.conv = ShortConv(Di + 2 * N, config.conv_size)
         self.A_log = nn.Parameter(torch.empty(H))
@@ -56,7 +57,7 @@ class Mamba2Mixer(nn.Module):
         Bsz, T, _ = u.shape
         v = (x.view(Bsz, T, H, -1) * dt[..., None]).transpose(1, 2)
         q, k = (t[:, None].expand(Bsz, H, T, N) for t in (C, B))
-        y, _ = chunk_gla(q, k, v, g.transpose(1, 2)[..., None], self.chunk_size)
+        y, _ = chunk_gla(q, k, v, g.transpose(1, 2)[..., None], self.chunk_size, fast=self.fast)
         return self._output(y.transpose(1, 2), x, z)
 
     def step(self, u_t, state):

@@ -22,6 +22,7 @@ class RetNetMixer(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.n_heads, self.theta, self.chunk_size = config.n_heads, config.rope_theta, config.chunk_size
+        self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
         D = config.d_model
         self.qkvg = nn.Linear(D, 4 * D, bias=False)
         self.norm = RMSNorm(config.head_dim)
@@ -42,7 +43,7 @@ class RetNetMixer(nn.Module):
         B, T, _ = x.shape
         q, k, v, gate = self._project(x, torch.arange(T, device=x.device))
         g = self.log_gamma.view(1, -1, 1, 1).expand(B, -1, T, 1)
-        o, _ = chunk_gla(q, k, v, g, self.chunk_size)
+        o, _ = chunk_gla(q, k, v, g, self.chunk_size, fast=self.fast)
         return self._output(o, gate)
 
     def step(self, x_t, state):

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import merge_heads, rotary, split_heads
+from .layers import KVCache, merge_heads, rotary, split_heads
 
 TAXONOMY = dict(transition="none (attention over all past keys)", input_gating="no",
                 channel_mixing="no (no recurrent state)", softmax="yes", state="KV cache, grows with t")
@@ -30,9 +30,11 @@ class TransformerMixer(nn.Module):
         return self.out(merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
 
     def step(self, x_t, state):
-        t = 0 if state is None else state["k"].shape[2]
+        t = 0 if state is None else state.length
         q, k, v = self._qkv(x_t[:, None], torch.tensor([t], device=x_t.device))
-        if state is not None:
-            k, v = torch.cat([state["k"], k], 2), torch.cat([state["v"], v], 2)
+        if state is None:
+            state = KVCache(k, v)
+        else:
+            k, v = state.append(k, v)
         o = F.scaled_dot_product_attention(q, k, v)
-        return self.out(merge_heads(o))[:, 0], {"k": k, "v": v}
+        return self.out(merge_heads(o))[:, 0], state

@@ -39,10 +39,9 @@ def _task_overrides(args) -> dict:
 def cmd_generate(args) -> None:
     from .hub_dataset import generate_folder
 
-    sizes = {k: getattr(args, k) for k in _SIZES if getattr(args, k) is not None}
     result = generate_folder(args.configs, args.out, num_proc=args.num_proc, repo_id=args.repo_id,
                              command="selectivbench " + shlex.join(sys.argv[1:]),
-                             **sizes, **_task_overrides(args))
+                             **_sizes(args), **_task_overrides(args))
     from .hub_dataset import render_example_params
 
     for c in result["configs"]:
@@ -93,6 +92,41 @@ def cmd_taxonomy(args) -> None:
     print(taxonomy_markdown())
 
 
+def _sizes(args) -> dict:
+    return {k: getattr(args, k) for k in _SIZES if getattr(args, k, None) is not None}
+
+
+def cmd_train(args) -> None:
+    from .train import TrainArgs, train
+
+    fields = {f.name for f in dataclasses.fields(TrainArgs)} - {"task_overrides"}
+    targs = TrainArgs(**{k: getattr(args, k) for k in fields}, task_overrides={**_sizes(args), **_task_overrides(args)})
+    metrics = train(targs)
+    print(json.dumps(metrics))
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluate import evaluate
+
+    evaluate(args.checkpoints, args.configs, args.out, splits=args.splits, data_dir=args.data_dir,
+             batch_size=args.batch_size, num_samples=args.num_samples, seed=args.noise_seed, cpu=args.cpu,
+             **_sizes(args), **_task_overrides(args))
+    print(f"rows appended to {args.out}.jsonl and {args.out}.csv")
+
+
+def _add_dataclass_flags(parser, cls, skip=()):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=f.default)
+        else:
+            base = int if kind in (int, typing.Optional[int]) else float if kind is float else str
+            parser.add_argument(flag, type=base, default=f.default)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selectivbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +158,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     tax = sub.add_parser("taxonomy", help="print the token mixers' taxonomy as a markdown table")
     tax.set_defaults(func=cmd_taxonomy)
+
+    from .train import TrainArgs
+
+    tr = sub.add_parser("train", help="train a model on a task config (Accelerate; any number of processes)")
+    _add_dataclass_flags(tr, TrainArgs, skip=("task_overrides",))
+    for k in _SIZES:
+        tr.add_argument("--" + k.replace("_", "-"), type=int, default=None, help="split size when built here")
+    _add_task_params(tr)
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate checkpoints on task configs and splits (Accelerate)")
+    ev.add_argument("checkpoints", nargs="+", help="save_pretrained folders (e.g. runs/x/model)")
+    ev.add_argument("--configs", nargs="+", required=True, choices=list(TASKS))
+    ev.add_argument("--splits", nargs="+", default=None, help="default: every split but train")
+    ev.add_argument("--data-dir", default=None, help="a generated folder; default: build the configs here")
+    ev.add_argument("--out", default="results/eval", help="table path without suffix (.jsonl and .csv)")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--num-samples", type=int, default=None, help="first N samples of each split")
+    ev.add_argument("--noise-seed", type=int, default=0, help="seed of the evaluation input noise")
+    ev.add_argument("--cpu", action="store_true")
+    for k in _SIZES:
+        ev.add_argument("--" + k.replace("_", "-"), type=int, default=None)
+    _add_task_params(ev)
+    ev.set_defaults(func=cmd_evaluate)
     return parser
 
 

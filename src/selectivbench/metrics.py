@@ -74,3 +74,18 @@ def element_accuracy(scores, labels, element_index, scores_are: str = "logits") 
     m = ElementAccuracy()
     m.update(scores, labels, element_index, scores_are)
     return m.compute()
+
+
+# --- transformers.Trainer glue: TrainingArguments(label_names=["labels", "element_index"]) ---
+
+def preprocess_logits_for_metrics(logits, labels):
+    """Reduce (B, T, classes) logits to (B, T, 2) predictions before Trainer accumulates them."""
+    labels, element_index = labels
+    step_pred, element_pred = window_predictions(logits, labels, element_index)
+    return torch.stack([step_pred, element_pred], -1)
+
+
+def compute_metrics(eval_pred) -> dict:
+    preds = eval_pred.predictions
+    labels, element_index = eval_pred.label_ids
+    return accuracies(count_correct(preds[..., 0], preds[..., 1], labels, element_index))

@@ -1,0 +1,152 @@
+"""Collator, training (end to end, resume), evaluation (1 vs 2 processes) and the Trainer glue."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from selectivbench.builders import ParameterError, bayes_ceiling
+from selectivbench.builders.sampler import Sampler
+from selectivbench.data import SelectivBenchCollator, load_task, model_view
+from selectivbench.evaluate import evaluate
+from selectivbench.models import SelectivBenchForTokenClassification
+from selectivbench.train import TrainArgs, model_config, train
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=30, num_train=2000, num_validation=100,
+             num_test=64)
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("complexity", **SMALL)
+
+
+@pytest.fixture(scope="module")
+def noisy_task():
+    return load_task("gapped", **{**SMALL, "num_train": 200, "num_validation": 13})
+
+
+def test_collator_pads_and_draws_reproducible_noise(noisy_task):
+    rows = [noisy_task.data["validation"][i] for i in range(3)]
+    col = SelectivBenchCollator(noisy_task.params.vocab_size, noisy_task.params.noise, seed=1, split="validation")
+    a, b = col(rows), col(rows)
+    lengths = [len(r["input_ids"]) for r in rows]
+    T = max(lengths)
+    assert a["input_ids"].shape == (3, T) and a["input_noise"].shape == (3, T, 6)
+    for i, n in enumerate(lengths):
+        assert a["input_ids"][i, :n].tolist() == rows[i]["input_ids"]
+        assert (a["input_ids"][i, n:] == 6).all() and (a["labels"][i, n:] == -100).all()
+        assert (a["input_noise"][i, n:] == 0).all()
+        assert 0 <= a["input_noise"][i, :n].min() and a["input_noise"][i, :n].max() < 0.2
+    assert torch.equal(a["input_noise"], b["input_noise"])  # the same eval batch, the same noise
+    # a sample's noise does not depend on its batch-mates
+    alone = col(rows[1:2])
+    assert torch.equal(alone["input_noise"][0, :lengths[1]], a["input_noise"][1, :lengths[1]])
+    col.epoch = 1
+    assert not torch.equal(col(rows)["input_noise"], a["input_noise"])
+
+
+def test_training_reaches_the_bayes_ceiling_on_a_small_task(task, tmp_path):
+    args = TrainArgs(config="complexity", output_dir=str(tmp_path / "run"), mixer="gla", d_model=32, max_steps=300,
+                     warmup_steps=30, batch_size=32, lr=3e-3, eval_every=100, save_every=300, cpu=True)
+    metrics = train(args, task=task)
+    ceiling = bayes_ceiling(Sampler(task.params, task.grammar), "validation", 100)["element_accuracy"]
+    chance = 1 / task.num_labels
+    assert metrics["element_accuracy"] > 10 * chance
+    assert metrics["element_accuracy"] >= ceiling - 0.03, (metrics, ceiling)
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 301)) and log[-1]["loss"] < log[0]["loss"] / 4
+    assert (tmp_path / "run" / "model" / "config.json").exists()
+
+
+def test_resumed_run_ends_with_the_same_weights_and_metrics(noisy_task, tmp_path):
+    def args(name, resume=False):
+        return TrainArgs(config="gapped", output_dir=str(tmp_path / name), mixer="gated_deltanet", d_model=16,
+                         max_steps=12, warmup_steps=2, batch_size=16, eval_every=6, save_every=5, cpu=True,
+                         resume=resume)
+
+    straight = train(args("a"), task=noisy_task)
+    assert train(args("b"), task=noisy_task, stop_after=7) == {"stopped_at": 7}  # dies after step 7
+    resumed = train(args("b", resume=True), task=noisy_task)  # picks up from the step-5 state
+    assert resumed == straight
+    wa = SelectivBenchForTokenClassification.from_pretrained(tmp_path / "a" / "model").state_dict()
+    wb = SelectivBenchForTokenClassification.from_pretrained(tmp_path / "b" / "model").state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    log_a = (tmp_path / "a" / "metrics.jsonl").read_text()
+    assert log_a == (tmp_path / "b" / "metrics.jsonl").read_text()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(noisy_task, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model"
+    torch.manual_seed(0)
+    SelectivBenchForTokenClassification(model_config(TrainArgs(mixer="retnet", d_model=16), noisy_task)).save_pretrained(path)
+    return path
+
+
+def test_evaluation_is_the_same_on_one_and_two_processes(checkpoint, tmp_path):
+    over = {**SMALL, "num_train": 200, "num_validation": 13}
+    one = evaluate([str(checkpoint)], ["gapped"], str(tmp_path / "one"), splits=["validation"], batch_size=4,
+                   cpu=True, **over)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in over.items()]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    run = subprocess.run(LAUNCH + ["-m", "selectivbench", "evaluate", str(checkpoint), "--configs", "gapped",
+                                   "--splits", "validation", "--batch-size", "4", "--out", str(tmp_path / "two"),
+                                   "--cpu", *flags], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    two = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert len(two) == 1 and two[0]["samples"] == 13
+    for key in ("element_accuracy", "step_accuracy", "elements", "steps", "bayes_element_accuracy"):
+        assert two[0][key] == one[0][key], key
+    assert two[0]["loss"] == pytest.approx(one[0]["loss"], rel=1e-6)
+    assert one[0]["bayes_element_accuracy"] <= 1.0 and one[0]["elements"] == 13 * 30
+
+
+def test_a_mismatched_checkpoint_is_refused_before_any_work(checkpoint, tmp_path):
+    with pytest.raises(ParameterError, match=r"num_labels=.* is invalid for config 'gapped': allowed 401"):
+        evaluate([str(checkpoint)], ["gapped"], str(tmp_path / "x"), vocab_size=6, ambiguities=5, ambiguity_depth=5,
+                 seq_len=30, num_train=10, num_validation=5, num_test=5, cpu=True)
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_trainer_metrics_match_ours_and_its_loss_is_right_on_two_processes(tmp_path):
+    script = str(REPO / "scripts" / "finetune_with_trainer.py")
+    common = ["--max-steps", "6", "--batch-size", "8", "--d-model", "16"]
+
+    def metrics(cmd, out, env=None):
+        run = subprocess.run(cmd + [script, *common, "--output-dir", str(tmp_path / out)], capture_output=True,
+                             text=True, env={**os.environ, **(env or {})}, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return json.loads(next(l for l in run.stdout.splitlines() if l.startswith("METRICS "))[8:])
+
+    one = metrics([sys.executable], "one")
+    two = metrics(LAUNCH, "two", {"ACCELERATE_USE_CPU": "true"})
+    # equal-length sequences: the mean of two half-batch losses is the full-batch loss (no x2 per process)
+    assert two["first_train_loss"] == pytest.approx(one["first_train_loss"], rel=1e-4)
+    assert 0 < one["eval_element_accuracy"] <= 1
+
+
+def test_trainer_compute_metrics_equals_the_streaming_metric(task):
+    from transformers import EvalPrediction
+
+    from selectivbench.metrics import compute_metrics, element_accuracy, preprocess_logits_for_metrics
+
+    torch.manual_seed(0)
+    model = SelectivBenchForTokenClassification(model_config(TrainArgs(mixer="gru", d_model=16), task)).eval()
+    col = SelectivBenchCollator(task.params.vocab_size)
+    batch = col([task.data["validation"][i] for i in range(5)])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"]).logits
+    preds = preprocess_logits_for_metrics(logits, (batch["labels"], batch["element_index"]))
+    assert preds.shape == (*batch["input_ids"].shape, 2)
+    got = compute_metrics(EvalPrediction(predictions=preds.numpy(),
+                                         label_ids=(batch["labels"].numpy(), batch["element_index"].numpy())))
+    ref = element_accuracy(logits, batch["labels"], batch["element_index"])
+    assert got == {"element_accuracy": ref["element_accuracy"], "step_accuracy": ref["step_accuracy"]}

@@ -27,8 +27,10 @@ class RetNetMixer(nn.Module):
         self.qkvg = nn.Linear(D, 4 * D, bias=False)
         self.norm = RMSNorm(config.head_dim)
         self.out = nn.Linear(D, D, bias=False)
-        log_gamma = torch.log(1 - 2.0 ** (-5.0 - torch.arange(config.n_heads, dtype=torch.float32)))
-        self.register_buffer("log_gamma", log_gamma, persistent=False)
+
+    def log_gamma(self, device):
+        # computed, not a buffer: a non-persistent buffer is left uninitialised by from_pretrained
+        return torch.log(1 - 2.0 ** (-5.0 - torch.arange(self.n_heads, dtype=torch.float32, device=device)))
 
     def _project(self, x, positions):
         q, k, v, gate = self.qkvg(x).chunk(4, -1)
@@ -42,7 +44,7 @@ class RetNetMixer(nn.Module):
     def forward(self, x):
         B, T, _ = x.shape
         q, k, v, gate = self._project(x, torch.arange(T, device=x.device))
-        g = self.log_gamma.view(1, -1, 1, 1).expand(B, -1, T, 1)
+        g = self.log_gamma(x.device).view(1, -1, 1, 1).expand(B, -1, T, 1)
         o, _ = chunk_gla(q, k, v, g, self.chunk_size, fast=self.fast)
         return self._output(o, gate)
 
@@ -51,6 +53,6 @@ class RetNetMixer(nn.Module):
         q, k, v, gate = self._project(x_t[:, None], torch.tensor([t], device=x_t.device))
         if S is None:
             S = x_t.new_zeros(q.shape[0], self.n_heads, q.shape[-1], v.shape[-1])
-        g = self.log_gamma.view(1, -1, 1).expand(q.shape[0], -1, 1)
+        g = self.log_gamma(x_t.device).view(1, -1, 1).expand(q.shape[0], -1, 1)
         o, S = recurrent_gla_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g, S)
         return self._output(o[:, :, None], gate)[:, 0], {"t": t + 1, "S": S}

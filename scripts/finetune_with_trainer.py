@@ -9,7 +9,7 @@ never holds T x classes logits for the whole split. Prints the final metrics as 
 import argparse
 import json
 
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 
 from selectivbench.data import SelectivBenchCollator, load_task, model_view
 from selectivbench.metrics import compute_metrics, preprocess_logits_for_metrics
@@ -34,6 +34,7 @@ def main():
     args = ap.parse_args()
 
     task = load_task(args.config, args.data_dir, **({} if args.data_dir else SMALL_TASK))
+    set_seed(args.seed)  # the same initial weights on every process and in every run
     model = SelectivBenchForTokenClassification(
         model_config(TrainArgs(mixer=args.mixer, d_model=args.d_model), task))
     training = TrainingArguments(

@@ -114,7 +114,7 @@ def test_taxonomy_has_a_row_per_mixer():
     assert "identity plus low rank" in table and "fixed (diagonal, time-invariant)" in table
 
 
-@pytest.mark.parametrize("mixer", ["mamba", "gated_deltaproduct", "fox"])
+@pytest.mark.parametrize("mixer", MIXERS)
 def test_save_and_load_round_trip(mixer, tmp_path):
     from transformers import AutoModel, AutoModelForTokenClassification
 

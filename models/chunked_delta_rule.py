@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .layers import use_fla
+from .layers import at_least_fp32, use_fla
 
 
 def recurrent_delta_step(q, k, v, beta, g, state):
@@ -37,11 +37,13 @@ def chunk_delta_rule(q, k, v, beta, g=None, chunk_size: int = 16, initial_state=
     With fast=True on CUDA, runs flash-linear-attention's (gated) delta rule kernels instead."""
     if use_fla(q, fast):
         return _fla_delta_rule(q, k, v, beta, g, initial_state)
+    dtype = q.dtype
     B, H, T, K = q.shape
     V = v.shape[-1]
     C = chunk_size
     if g is None:
         g = beta.new_zeros(beta.shape)
+    q, k, v, beta, g = at_least_fp32(q, k, v, beta, g)
     pad = (-T) % C
     if pad:  # padded steps have beta = 0 and g = 0: they leave the state alone
         q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
@@ -49,7 +51,7 @@ def chunk_delta_rule(q, k, v, beta, g=None, chunk_size: int = 16, initial_state=
     N = (T + pad) // C
     q, k, v = (x.reshape(B, H, N, C, x.shape[-1]) for x in (q, k, v))
     beta, g = beta.reshape(B, H, N, C), g.reshape(B, H, N, C)
-    b = g.cumsum(-1, dtype=torch.promote_types(g.dtype, torch.float32))
+    b = g.cumsum(-1)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
     decay = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # exp(b_t - b_j)
     kk = k @ k.transpose(-1, -2)
@@ -61,13 +63,13 @@ def chunk_delta_rule(q, k, v, beta, g=None, chunk_size: int = 16, initial_state=
     qk = (q @ k.transpose(-1, -2)) * decay
     k_to_end = k * (b[..., -1:] - b).exp()[..., None]
     decay_end = b[..., -1].exp()[..., None, None]
-    state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state
+    state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(q.dtype)
     outs = []
     for n in range(N):
         u = U[:, :, n] - W[:, :, n] @ state
         outs.append((q[:, :, n] * b[:, :, n, :, None].exp()) @ state + qk[:, :, n] @ u)
         state = decay_end[:, :, n] * state + k_to_end[:, :, n].transpose(-1, -2) @ u
-    return torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T], state
+    return torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T].to(dtype), state
 
 
 def _fla_delta_rule(q, k, v, beta, g, initial_state):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .layers import use_fla
+from .layers import at_least_fp32, use_fla
 
 
 def recurrent_gla_step(q, k, v, g, state):
@@ -35,6 +35,8 @@ def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None, fast: bool =
     """
     if use_fla(q, fast):
         return _fla_gla(q, k, v, g, initial_state)
+    dtype = q.dtype
+    q, k, v, g = at_least_fp32(q, k, v, g)
     B, H, T, K = q.shape
     V = v.shape[-1]
     C = chunk_size
@@ -43,7 +45,7 @@ def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None, fast: bool =
         q, k, v, g = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v, g))
     N = (T + pad) // C
     q, k, v, g = (x.reshape(B, H, N, C, x.shape[-1]) for x in (q, k, v, g))
-    b = g.cumsum(-2, dtype=torch.promote_types(g.dtype, torch.float32))
+    b = g.cumsum(-2)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
     if g.shape[-1] == 1:  # scalar gate: the decay is a C x C matrix per chunk
         diff = (b[..., :, None, 0] - b[..., None, :, 0]).masked_fill(~causal, float("-inf"))
@@ -55,13 +57,13 @@ def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None, fast: bool =
     b_end = b[..., -1:, :]
     chunk_kv = (k * (b_end - b).exp()).transpose(-1, -2) @ v  # (B, H, N, K, V)
     decay_end = b_end.squeeze(-2).exp()[..., None]  # (B, H, N, K or 1, 1)
-    state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state
+    state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(q.dtype)
     entering = []
     for n in range(N):
         entering.append(state)
         state = decay_end[:, :, n] * state + chunk_kv[:, :, n]
     o = o + (q * b.exp()) @ torch.stack(entering, 2)
-    return o.reshape(B, H, N * C, V)[:, :, :T], state
+    return o.reshape(B, H, N * C, V)[:, :, :T].to(dtype), state
 
 
 def _fla_gla(q, k, v, g, initial_state):

@@ -90,12 +90,18 @@ class ShortConv(nn.Module):
 
 
 def use_fla(x, fast: bool) -> bool:
-    """flash-linear-attention's Triton kernels: only on CUDA tensors, only when installed and asked."""
-    if not (fast and x.is_cuda):
+    """flash-linear-attention's Triton kernels: on CUDA half-precision tensors (mixed precision), when
+    installed and asked. float32 runs the reference (fla's delta rule refuses float32)."""
+    if not (fast and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)):
         return False
     import importlib.util
 
     return importlib.util.find_spec("fla") is not None
+
+
+def at_least_fp32(*tensors):
+    """Half-precision inputs are computed in float32 (float64 stays float64)."""
+    return [t.to(torch.promote_types(t.dtype, torch.float32)) for t in tensors]
 
 
 def inverse_softplus(x):

@@ -1,8 +1,9 @@
 """GPU check: the flash-linear-attention fast path of each mixer against the pure-PyTorch reference.
 
-Needs CUDA and `fla-core` (pip install flash-linear-attention). For every fla-backed mixer, the
-same weights run with use_fast_kernels=False (reference) and True (fla): logits and gradients
-must agree, and forward+backward tokens/s of both are printed. Then every mixer's chunked form on
+Needs CUDA and `fla-core` (pip install flash-linear-attention). fla runs on half precision, so
+every fla-backed mixer runs under bf16 autocast with use_fast_kernels=False (reference, computed
+in float32 inside the kernels) and True (fla) on the same weights: logits and gradients must agree
+to bf16 precision, and forward+backward tokens/s of both are printed. Then every mixer's chunked form on
 CUDA (fast path on) is checked against its step-by-step recurrent form.
 
     python scripts/check_fast_kernels.py [--batch 8 --seq 1024]
@@ -26,7 +27,8 @@ def build(mixer, fast, device):
 
 def run(model, ids, labels):
     model.zero_grad(set_to_none=True)
-    out = model(ids, labels=labels)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(ids, labels=labels)
     out.loss.backward()
     return out.logits.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
@@ -72,8 +74,8 @@ def main():
     recurrent_worst = 0.0
     for m in MIXERS:
         model = build(m, True, dev).eval()
-        with torch.no_grad():
-            a, b = model(short).logits, model(short, recurrent=True).logits
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            a, b = model(short).logits.float(), model(short, recurrent=True).logits.float()
         recurrent_worst = max(recurrent_worst, rel(a, b))
         print(f"cuda chunked vs recurrent `{m}`: {rel(a, b):.2e}")
     print(f"worst_fla_vs_reference={worst:.2e} worst_chunked_vs_recurrent_cuda={recurrent_worst:.2e}")

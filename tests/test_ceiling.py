@@ -6,7 +6,8 @@ import pytest
 
 from selectivbench.builders import Sampler, TaskParams, bayes_ceiling, make_grammar
 from selectivbench.builders.ceiling import BayesFilter
-from selectivbench.builders.grammar import END
+
+from helpers import complete_strings
 
 T = 6  # steps enumerated
 TINY = dict(vocab_size=3, ambiguities=1, ambiguity_depth=2, density=0.9, start_states=2, seq_len=8,
@@ -24,24 +25,6 @@ def tiny_sampler(content):
         if symbols[0] == symbols[1] and 0 in n_forbidden and max(n_forbidden) > 0:
             return Sampler(p, g)
     raise AssertionError("no tiny grammar with ambiguous starts")
-
-
-def complete_strings(g, max_len):
-    out = {}
-
-    def walk(string, prob):
-        s = string[-1]
-        if s == END:
-            out[tuple(string)] = prob
-        elif len(string) < max_len:
-            nxt = g.next_state[s][g.next_state[s] >= 0].tolist()
-            for t in nxt:
-                walk(string + [t], prob / len(nxt))
-
-    for s0 in g.start_states.tolist():
-        walk([s0], 1.0 / len(g.start_states))
-    z = sum(out.values())
-    return {k: v / z for k, v in out.items()}
 
 
 def enumerate_prefixes(sampler):

@@ -1,9 +1,5 @@
 """Every mixer: chunked = recurrent, causal, trainable, saved and reloaded (also as remote code)."""
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -11,6 +7,8 @@ import torch
 from selectivbench.models import (MIXERS, SelectivBenchConfig, SelectivBenchForTokenClassification,
                                   SelectivBenchModel, taxonomy_markdown)
 from selectivbench.models.modeling_selectivbench import OneHotInput
+
+from helpers import assert_loads_without_selectivbench
 
 V, LABELS = 6, 9
 
@@ -135,27 +133,7 @@ def test_save_and_load_round_trip(mixer, tmp_path):
 
 def test_checkpoint_loads_as_remote_code_without_selectivbench(tmp_path):
     model = make("gated_deltanet")
-    ids, noise = batch()
     ckpt = tmp_path / "ckpt"
     model.save_pretrained(ckpt)
-    with torch.no_grad():
-        expected = model(ids, input_noise=noise).logits
-    torch.save({"ids": ids, "noise": noise, "logits": expected}, tmp_path / "io.pt")
     assert (ckpt / "modeling_selectivbench.py").exists() and (ckpt / "chunked_delta_rule.py").exists()
-    script = textwrap.dedent(f"""
-        import sys
-        sys.modules["selectivbench"] = None  # any import of it fails: the checkpoint must stand alone
-        import torch
-        from transformers import AutoModel, AutoModelForTokenClassification
-        io = torch.load({str(tmp_path / "io.pt")!r})
-        m = AutoModelForTokenClassification.from_pretrained({str(ckpt)!r}, trust_remote_code=True).eval()
-        assert "selectivbench" not in type(m).__module__.split(".")[0], type(m).__module__
-        with torch.no_grad():
-            assert torch.equal(m(io["ids"], input_noise=io["noise"]).logits, io["logits"])
-        base = AutoModel.from_pretrained({str(ckpt)!r}, trust_remote_code=True)
-        print("OK", type(m).__name__, type(base).__name__)
-    """)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "OK SelectivBenchForTokenClassification SelectivBenchModel" in run.stdout
+    assert_loads_without_selectivbench(ckpt, model, tmp_path, V)

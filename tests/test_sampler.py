@@ -9,6 +9,8 @@ from selectivbench.builders.ceiling import duration_step_pmf
 from selectivbench.builders.grammar import END
 from selectivbench.builders.sampler import rejection_string
 
+from helpers import complete_strings
+
 SMALL = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=30, seed=5)
 
 
@@ -143,34 +145,13 @@ def test_splits_are_disjoint_and_seeds_differ_at_index_zero():
 
 # --- the conditioned string law equals the reference's rejection law ---
 
-def _all_strings(g, max_len):
-    """Every complete string of at most max_len elements with its unconditioned walk probability."""
-    out = {}
-
-    def walk(string, prob):
-        s = string[-1]
-        if s == END:
-            out[tuple(string)] = prob
-            return
-        if len(string) == max_len:
-            return
-        nxt = g.next_state[s][g.next_state[s] >= 0]
-        for t in nxt.tolist():
-            walk(string + [t], prob / len(nxt))
-
-    for s0 in g.start_states.tolist():
-        walk([s0], 1.0 / len(g.start_states))
-    z = sum(out.values())
-    return {k: v / z for k, v in out.items()}
-
-
 RARE_END = dict(vocab_size=5, ambiguities=2, ambiguity_depth=2, density=0.6, seq_len=7, seed=11)
 
 
 def test_h_transform_gives_exactly_the_rejection_law():
     s = make(**RARE_END)
     law, g = s.law, s.grammar
-    exact = _all_strings(g, 7)
+    exact = complete_strings(g, 7)
     assert 0.05 < sum(exact.values()) and len(exact) > 20
     for string, prob in exact.items():
         p = law.start_prob[list(g.start_states).index(string[0])]
@@ -192,7 +173,7 @@ def _chi2(counts: Counter, exact: dict, n: int) -> tuple[float, int]:
 
 def test_sampler_and_plain_rejection_walker_fit_the_same_string_law():
     s = make(**RARE_END)
-    exact = _all_strings(s.grammar, 7)
+    exact = complete_strings(s.grammar, 7)
     n = 60000
     fast = Counter()
     for row in s.generate("train", np.arange(n)).rows():

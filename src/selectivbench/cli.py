@@ -114,6 +114,25 @@ def cmd_evaluate(args) -> None:
     print(f"rows appended to {args.out}.jsonl and {args.out}.csv")
 
 
+def cmd_publish_model(args) -> None:
+    from .publish import publish_model
+
+    files = publish_model(args.checkpoint, args.repo_id, results=args.results, dry_run=args.dry_run,
+                          private=args.private, dataset_repo=args.dataset_repo)
+    verb = "Would upload" if args.dry_run else "Uploaded"
+    print(f"{verb} {len(files)} files to https://huggingface.co/{args.repo_id} (card: {args.checkpoint}/README.md):")
+    for f in files:
+        print("  " + f)
+
+
+def cmd_reproduce(args) -> None:
+    from .reproduce import reproduce
+
+    folder = reproduce(args.task, args.scale, out=args.out, mixers=args.mixers)
+    print((folder / "summary.md").read_text())
+    print(f"table, summary and plots in {folder}")
+
+
 def _add_dataclass_flags(parser, cls, skip=()):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -182,6 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument("--" + k.replace("_", "-"), type=int, default=None)
     _add_task_params(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    pm = sub.add_parser("publish-model", help="write a checkpoint's model card and upload it to the Hub")
+    pm.add_argument("checkpoint", help="a save_pretrained folder made by `selectivbench train` (runs/x/model)")
+    pm.add_argument("--repo-id", required=True, help="ORG/NAME")
+    pm.add_argument("--results", default=None, help="an evaluation table (.jsonl); default: evaluate now")
+    pm.add_argument("--dataset-repo", default="selectivbench", help="the dataset repository it was trained on")
+    pm.add_argument("--private", action="store_true")
+    pm.add_argument("--dry-run", action="store_true", help="write the card and list the files; upload nothing")
+    pm.set_defaults(func=cmd_publish_model)
+
+    from .reproduce import SCALES, TASKS as SWEEPS
+
+    rp = sub.add_parser("reproduce", help="run one of the paper's sweeps (train + evaluate), resumable")
+    rp.add_argument("--task", required=True, choices=SWEEPS)
+    rp.add_argument("--scale", default="small", choices=list(SCALES))
+    rp.add_argument("--out", default="results")
+    rp.add_argument("--mixers", nargs="+", default=None, help="only these mixers of the sweep")
+    rp.set_defaults(func=cmd_reproduce)
     return parser
 
 

@@ -38,7 +38,7 @@ def ceiling_of(task: Task, split: str, dataset) -> dict:
             "bayes_step_accuracy": c["step_correct"] / c["steps"]}
 
 
-def evaluate(checkpoints: list[str], configs: list[str], out: str, splits: list[str] | None = None,
+def evaluate(checkpoints: list[str], configs: list[str], out: str | None, splits: list[str] | None = None,
              data_dir: str | None = None, batch_size: int = 64, num_samples: int | None = None, seed: int = 0,
              cpu: bool = False, **overrides) -> list[dict]:
     accelerator = Accelerator(cpu=cpu)
@@ -68,7 +68,7 @@ def evaluate(checkpoints: list[str], configs: list[str], out: str, splits: list[
                 accelerator.print(f"{ckpt} {task.name}/{split}: element {m['element_accuracy']:.4f} "
                                   f"(Bayes {ceiling['bayes_element_accuracy']:.4f}) step {m['step_accuracy']:.4f} "
                                   f"loss {m['loss']:.4f}")
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and out:
         append_rows(out, rows)
     return rows
 

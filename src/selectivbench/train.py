@@ -25,6 +25,9 @@ from .metrics import ElementAccuracy
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 
 
+RUN_FILE = "selectivbench_run.json"
+
+
 @dataclass
 class TrainArgs:
     config: str = "complexity"
@@ -52,6 +55,7 @@ class TrainArgs:
     resume: bool = False
     report_to: str | None = None
     cpu: bool = False
+    quiet: bool = False
     task_overrides: dict = field(default_factory=dict)
 
 
@@ -147,7 +151,7 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
         accelerator.init_trackers(out.name, config={k: v for k, v in asdict(args).items() if k != "task_overrides"})
 
     steps_per_epoch = math.ceil(len(train_loader) / args.grad_accum)
-    bar = tqdm(total=args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process,
+    bar = tqdm(total=args.max_steps, initial=progress.step, disable=args.quiet or not accelerator.is_local_main_process,
                desc=f"train {args.mixer}")
     metrics, stop = {}, False
     model.train()
@@ -180,7 +184,7 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
                 bar.set_postfix(acc=f"{metrics['element_accuracy']:.4f}")
             log(accelerator, out, record, args.report_to)
             if progress.step % args.save_every == 0 or progress.step == args.max_steps or stop:
-                save(accelerator, model, out, progress.step)
+                save(accelerator, model, out, progress.step, run_card(args, task, progress.step, metrics))
             if stop_after is not None and progress.step >= stop_after:
                 return {"stopped_at": progress.step}
             if progress.step >= args.max_steps or stop:
@@ -212,7 +216,13 @@ def drop_log_after(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
-def save(accelerator, model, out: Path, step: int, keep: int = 2) -> None:
+def run_card(args: TrainArgs, task: Task, step: int, metrics: dict) -> dict:
+    """What a checkpoint needs to say about how it was made (read by publish-model)."""
+    return {"train_args": asdict(args), "task": task.name, "task_params": task.params.to_dict(), "step": step,
+            "validation": metrics}
+
+
+def save(accelerator, model, out: Path, step: int, meta: dict, keep: int = 2) -> None:
     accelerator.wait_for_everyone()
     accelerator.save_state(str(out / "state" / f"step-{step}"))
     if accelerator.is_main_process:
@@ -223,4 +233,5 @@ def save(accelerator, model, out: Path, step: int, keep: int = 2) -> None:
         if final.exists():
             shutil.rmtree(final)
         accelerator.unwrap_model(model).save_pretrained(final)
+        (final / RUN_FILE).write_text(json.dumps(meta, indent=1))
     accelerator.wait_for_everyone()

@@ -73,7 +73,7 @@ class ShortConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel))
         self.bias = nn.Parameter(torch.empty(channels))
 
-    def init_mixer_weights(self, init):
+    def init_own_weights(self, init):
         bound = self.kernel ** -0.5  # PyTorch's conv default; the generic 0.02 std would mute it
         init.uniform_(self.weight, -bound, bound)
         init.uniform_(self.bias, -bound, bound)

@@ -21,6 +21,12 @@ TAXONOMY = dict(transition="identity plus low rank (delta rule)", input_gating="
                 channel_mixing="yes (k k^T mixes state rows)", softmax="no", state="constant: heads x d_head x d_head")
 
 
+def l2norm(x, eps: float = 1e-6):
+    """x / sqrt(|x|^2 + eps). A silent gap step feeds the first layer only the input bias, zero at
+    init, so x can be exactly 0: F.normalize's x / max(|x|, 1e-12) would send back 1e12 gradients."""
+    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
+
+
 class DeltaNetMixer(nn.Module):
     gated = False
 
@@ -39,7 +45,7 @@ class DeltaNetMixer(nn.Module):
         self.norm = RMSNorm(config.head_dim)
         self.out = nn.Linear(D, D, bias=False)
 
-    def init_mixer_weights(self, init):
+    def init_own_weights(self, init):
         if self.gated:
             H = self.A_log.shape[0]
             init.copy_(self.A_log, torch.log(torch.empty(H).uniform_(1, 16)))
@@ -49,9 +55,9 @@ class DeltaNetMixer(nn.Module):
         """q (B,H,T,d); k, v (B,H,T,nh,d); beta (B,H,T,nh); g (B,H,T) log decay."""
         B, T, D = x.shape
         H, nh = self.n_heads, self.nh
-        q = F.normalize(F.silu(split_heads(self.q_proj(x), H)), dim=-1) / math.sqrt(D // H)
+        q = l2norm(F.silu(split_heads(self.q_proj(x), H))) / math.sqrt(D // H)
         k, v, beta = self.kvb_proj(x).view(B, T, nh, 2 * D + H).split([D, D, H], -1)
-        k = F.normalize(F.silu(k.view(B, T, nh, H, -1)), dim=-1).permute(0, 3, 1, 2, 4)
+        k = l2norm(F.silu(k.view(B, T, nh, H, -1))).permute(0, 3, 1, 2, 4)
         v = v.view(B, T, nh, H, -1).permute(0, 3, 1, 2, 4)
         beta = beta.sigmoid().permute(0, 3, 1, 2)
         if self.gated:

@@ -24,7 +24,7 @@ class FoxMixer(nn.Module):
         self.forget = nn.Linear(config.d_model, config.n_heads)
         self.out = nn.Linear(config.d_model, config.d_model, bias=False)
 
-    def init_mixer_weights(self, init):
+    def init_own_weights(self, init):
         # forget gates start near 1 (long memory), spread across heads as in FoX
         init.copy_(self.forget.bias, torch.linspace(1.0, 6.0, self.n_heads))
 

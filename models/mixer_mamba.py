@@ -35,7 +35,7 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.empty(Di))
         self.out_proj = nn.Linear(Di, D, bias=False)
 
-    def init_mixer_weights(self, init):
+    def init_own_weights(self, init):
         Di, N = self.A_log.shape
         init.copy_(self.A_log, torch.log(torch.arange(1, N + 1, dtype=torch.float32)).expand(Di, N))
         init.ones_(self.D)

@@ -32,7 +32,7 @@ class Mamba2Mixer(nn.Module):
         self.norm = RMSNorm(Di)
         self.out_proj = nn.Linear(Di, D, bias=False)
 
-    def init_mixer_weights(self, init):
+    def init_own_weights(self, init):
         H = self.A_log.shape[0]
         init.copy_(self.A_log, torch.log(torch.empty(H).uniform_(1, 16)))
         init.copy_(self.dt_bias, inverse_softplus(log_uniform(H, 1e-3, 1e-1)))

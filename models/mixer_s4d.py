@@ -28,7 +28,7 @@ class S4DMixer(nn.Module):
         self.D = nn.Parameter(torch.empty(H))
         self.out = nn.Linear(H, H)
 
-    def init_mixer_weights(self, init):
+    def init_own_weights(self, init):
         H, N = self.A_imag.shape
         init.copy_(self.log_dt, log_uniform(H, 1e-3, 1e-1).log())
         init.constant_(self.log_A_real, math.log(0.5))

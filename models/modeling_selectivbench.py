@@ -67,13 +67,21 @@ class OneHotInput(nn.Module):
 
     def __init__(self, vocab_size: int, d_model: int):
         super().__init__()
-        self.proj = nn.Linear(vocab_size, d_model)
+        self.weight = nn.Parameter(torch.empty(d_model, vocab_size))
+        self.bias = nn.Parameter(torch.empty(d_model))
+
+    def init_own_weights(self, init):
+        # PyTorch's Linear init. The bias must not start at zero: it is all a silent gap step feeds
+        # the first layer, and normalising an exact zero vector sends back ~1/sqrt(eps) gradients.
+        bound = self.weight.shape[1] ** -0.5
+        init.uniform_(self.weight, -bound, bound)
+        init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input_ids, noise=None):
-        table = torch.cat([self.proj.weight.t(), self.proj.weight.new_zeros(1, self.proj.out_features)])
-        x = F.embedding(input_ids, table) + self.proj.bias
+        table = torch.cat([self.weight.t(), self.weight.new_zeros(1, self.weight.shape[0])])
+        x = F.embedding(input_ids, table) + self.bias
         if noise is not None:
-            x = x + noise.to(x.dtype) @ self.proj.weight.t()
+            x = x + noise.to(x.dtype) @ self.weight.t()
         return x
 
 
@@ -108,8 +116,8 @@ class SelectivBenchPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         else:
             super()._init_weights(module)
-        if hasattr(module, "init_mixer_weights"):
-            module.init_mixer_weights(init)
+        if hasattr(module, "init_own_weights"):
+            module.init_own_weights(init)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         super().save_pretrained(save_directory, *args, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import typing
@@ -92,6 +93,11 @@ def cmd_taxonomy(args) -> None:
     print(taxonomy_markdown())
 
 
+def _main_process() -> bool:
+    """Under `accelerate launch` every process runs the command; only rank 0 reports."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _sizes(args) -> dict:
     return {k: getattr(args, k) for k in _SIZES if getattr(args, k, None) is not None}
 
@@ -102,7 +108,8 @@ def cmd_train(args) -> None:
     fields = {f.name for f in dataclasses.fields(TrainArgs)} - {"task_overrides"}
     targs = TrainArgs(**{k: getattr(args, k) for k in fields}, task_overrides={**_sizes(args), **_task_overrides(args)})
     metrics = train(targs)
-    print(json.dumps(metrics))
+    if _main_process():
+        print(json.dumps(metrics))
 
 
 def cmd_evaluate(args) -> None:
@@ -111,7 +118,8 @@ def cmd_evaluate(args) -> None:
     evaluate(args.checkpoints, args.configs, args.out, splits=args.splits, data_dir=args.data_dir,
              batch_size=args.batch_size, num_samples=args.num_samples, seed=args.noise_seed, cpu=args.cpu,
              **_sizes(args), **_task_overrides(args))
-    print(f"rows appended to {args.out}.jsonl and {args.out}.csv")
+    if _main_process():
+        print(f"rows appended to {args.out}.jsonl and {args.out}.csv")
 
 
 def cmd_publish_model(args) -> None:

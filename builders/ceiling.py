@@ -63,11 +63,6 @@ class BayesFilter:
         # gap-length pmf once gaps are allowed; before gap_start there is none
         self.gap_pmf = defaultdict(float, {k: gp * w for k, w in step_pmf.items()})
         self.gap_pmf[0] += 1.0 - gp
-        self.survival = {}  # P(g >= j) for j = 0..max
-        acc = 0.0
-        for k in sorted(self.gap_pmf, reverse=True):
-            acc += self.gap_pmf[k]
-            self.survival[k] = acc
         self.max_gap = max(self.gap_pmf)
         self.h = self.law.h.tolist()
         self.degree = self.grammar.out_degree.tolist()

@@ -43,7 +43,8 @@ def cmd_generate(args) -> None:
     result = generate_folder(args.configs, args.out, num_proc=args.num_proc, repo_id=args.repo_id,
                              command="selectivbench " + shlex.join(sys.argv[1:]),
                              **_sizes(args), **_task_overrides(args))
-    from .hub_dataset import render_example_params
+    from .builders import Sampler, make_grammar
+    from .hub_dataset import render_sample
 
     for c in result["configs"]:
         print(f"\n== {c['name']}: {c['description']}")
@@ -53,7 +54,7 @@ def cmd_generate(args) -> None:
                   f"step {row['step_accuracy']:.4f}  ({row['num_samples']} samples)")
     first = result["configs"][0]["p"]
     print("\nExample (first validation sample):")
-    print(render_example_params(first))
+    print(render_sample(Sampler(first, make_grammar(first))))
     print(f"\nWrote {args.out} (card: {result['card']}).")
     print(f"Load it with: datasets.load_dataset({str(args.out)!r}, {args.configs[0]!r})")
 
@@ -70,7 +71,7 @@ def cmd_publish_dataset(args) -> None:
 
 def cmd_inspect(args) -> None:
     from .builders import Sampler, bayes_ceiling, make_grammar, task_params
-    from .hub_dataset import render_example_params
+    from .hub_dataset import render_sample
 
     p = task_params(args.config, **_task_overrides(args))
     g = make_grammar(p)
@@ -81,7 +82,7 @@ def cmd_inspect(args) -> None:
     c = bayes_ceiling(s, "validation", args.samples)
     print(f"Bayes ceiling (validation, {args.samples} samples): element {c['element_accuracy']:.4f}  "
           f"step {c['step_accuracy']:.4f}")
-    print(render_example_params(p))
+    print(render_sample(s))
     if args.grammar_json:
         g.save(args.grammar_json)
         print(f"grammar written to {args.grammar_json}")

@@ -41,15 +41,6 @@ def ceilings(builder: SelectivBench) -> list[dict]:
             for split, n in builder.config.split_sizes.items() if n > 0]
 
 
-def render_example(builder: SelectivBench, split="validation", steps=24) -> str:
-    return render_sample(builder.sampler, split, steps)
-
-
-def render_example_params(params, split="validation", steps=24) -> str:
-    from .builders import Sampler, make_grammar
-    return render_sample(Sampler(params, make_grammar(params)), split, steps)
-
-
 def render_sample(sampler, split="validation", steps=24) -> str:
     """Two aligned lines: what the model sees, and the hidden states it must report."""
     g, p = sampler.grammar, sampler.params
@@ -140,7 +131,7 @@ def render_card(summary, repo_id, command, infos, meta) -> DatasetCard:
                 "elements": (f"{s['p'].seq_len_min}-{s['p'].seq_len}" if s["p"].seq_len_min else s["p"].seq_len),
                 "sizes": ", ".join(f"{k} {v:,}" for k, v in s["sizes"].items())} for s in summary]
     first = summary[0]
-    example = {"config": first["name"], "steps": 24, "text": render_example(first["builder"])}
+    example = {"config": first["name"], "steps": 24, "text": render_sample(first["builder"].sampler)}
     return DatasetCard.from_template(data, template_path=str(CARD_TEMPLATE), configs=configs,
                                      example=example, repo_id=repo_id, command=command or "selectivbench generate",
                                      citation=CITATION)

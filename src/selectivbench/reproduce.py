@@ -116,44 +116,42 @@ def write_outputs(task: str, folder: Path, rows: list[dict]) -> None:
     plot(task, folder, rows)
 
 
-def _x(task, r):
+def views(task: str, rows: list[dict]) -> list[tuple[str, str, list[dict], callable, bool]]:
+    """(name, x label, rows, x of a row, log x) of each table and plot of a task."""
+    if task == "complexity":
+        amb = [r for r in rows if r["sweep"] == "ambiguities"]
+        k_max = max((r["axis"] for r in amb), default=None)
+        size = [r for r in rows if r["sweep"] == "size" or (r["sweep"] == "ambiguities" and r["axis"] == k_max)]
+        return [("accuracy_vs_ambiguities", "ambiguities k = d", amb, lambda r: r["axis"], False),
+                ("accuracy_vs_parameters", "parameters", size, lambda r: r["parameters"], True)]
     if task == "generalization":
-        return 10 if r["split"] == "test" else int(r["split"][len("test_gap"):])
-    return r["axis"]
+        return [("accuracy_vs_test_gap", "test gap (silent steps after every element)", rows,
+                 lambda r: 10 if r["split"] == "test" else int(r["split"][len("test_gap"):]), True)]
+    return [(f"accuracy_{task}", "split", rows, lambda r: r["split"], False)]
 
 
-def _mean_by(rows, task, metric):
-    """{mixer: {x: mean metric over seeds}}"""
+def pivot(rows, x_of, metric="element_accuracy") -> dict:
+    """{mixer: {x: mean of the metric over seeds}}"""
     acc = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        acc[r["mixer"]][_x(task, r)].append(r[metric])
-    return {m: {x: sum(v) / len(v) for x, v in sorted(xs.items())} for m, xs in acc.items()}
+        acc[r["mixer"]][x_of(r)].append(r[metric])
+    return {m: {x: sum(v) / len(v) for x, v in xs.items()} for m, xs in acc.items()}
 
 
 def summary_markdown(task: str, rows: list[dict]) -> str:
     sections = []
-    for sweep, xname in (("ambiguities", "k = d"), ("size", "d_model"), ("mixers", "test gap (steps)")):
-        part = [r for r in rows if r["sweep"] == sweep or (sweep == "size" and r["sweep"] == "ambiguities"
-                                                            and r["axis"] == max(x["axis"] for x in rows
-                                                                                 if x["sweep"] == "ambiguities"))]
-        if sweep == "size":
-            part = [dict(r, axis=r["d_model"]) for r in part]
+    for name, xlabel, part, x_of, _ in views(task, rows):
         if not part:
             continue
-        if sweep == "mixers" and task != "generalization":
-            xname = "split"
-        xs = sorted({_x(task, r) if sweep != "size" else r["axis"] for r in part}, key=lambda v: (v is None, v))
-        means = _mean_by(part, task, "element_accuracy") if sweep != "size" else \
-            {m: {r["axis"]: r["element_accuracy"] for r in part if r["mixer"] == m} for m in {r["mixer"] for r in part}}
-        ceil = _mean_by(part, task, "bayes_element_accuracy") if sweep != "size" else None
-        head = f"| mixer | " + " | ".join(f"{xname} {x}" if x is not None else "test" for x in xs) + " |"
-        lines = [f"### {task}: element accuracy by {sweep}", "", head, "|---|" + "---|" * len(xs)]
-        for m in sorted(means):
-            lines.append(f"| `{m}` | " + " | ".join(f"{means[m].get(x, float('nan')):.3f}" for x in xs) + " |")
-        if ceil:
-            any_m = next(iter(ceil))
-            lines.append("| *Bayes ceiling* | " + " | ".join(f"{ceil[any_m].get(x, float('nan')):.3f}" for x in xs)
-                         + " |")
+        acc = pivot(part, x_of)
+        xs = sorted({x_of(r) for r in part})
+        ceiling = {x: v for xs_ in pivot(part, x_of, "bayes_element_accuracy").values() for x, v in xs_.items()}
+        lines = [f"### {task}: element accuracy (test) by {xlabel}", "",
+                 "| mixer | " + " | ".join(str(x) for x in xs) + " |", "|---|" + "---|" * len(xs)]
+        lines += [f"| `{m}` | " + " | ".join(f"{acc[m][x]:.3f}" if x in acc[m] else "–" for x in xs) + " |"
+                  for m in sorted(acc)]
+        if name != "accuracy_vs_parameters":  # parameter counts differ per mixer: no shared column
+            lines.append("| *Bayes ceiling* | " + " | ".join(f"{ceiling[x]:.3f}" for x in xs) + " |")
         sections.append("\n".join(lines))
     return "\n\n".join(sections) + "\n"
 
@@ -164,48 +162,25 @@ def plot(task: str, folder: Path, rows: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figures = []
-    if task == "complexity":
-        amb = [r for r in rows if r["sweep"] == "ambiguities"]
-        figures.append(("accuracy_vs_ambiguities.png", amb, "ambiguities k = d", lambda r: r["axis"], False))
-        k_max = max((r["axis"] for r in amb), default=None)
-        size = [r for r in rows if r["sweep"] == "size" or (r["sweep"] == "ambiguities" and r["axis"] == k_max)]
-        figures.append(("accuracy_vs_parameters.png", size, "parameters", lambda r: r["parameters"], True))
-    elif task == "generalization":
-        figures.append(("accuracy_vs_test_gap.png", rows, "test gap (silent steps after every element)",
-                        lambda r: _x(task, r), True))
-    else:
-        figures.append((f"accuracy_{task}.png", rows, "mixer", None, False))
-    for name, part, xlabel, xfn, logx in figures:
+    for name, xlabel, part, x_of, logx in views(task, rows):
         if not part:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        if xfn is None:
-            mixers = sorted({r["mixer"] for r in part})
-            ax.bar(mixers, [sum(r["element_accuracy"] for r in part if r["mixer"] == m)
-                            / sum(1 for r in part if r["mixer"] == m) for m in mixers])
-            ax.axhline(part[0]["bayes_element_accuracy"], color="k", ls="--", label="Bayes ceiling")
-            ax.tick_params(axis="x", rotation=45)
-        else:
-            for m in sorted({r["mixer"] for r in part}):
-                pts = defaultdict(list)
-                for r in part:
-                    if r["mixer"] == m:
-                        pts[xfn(r)].append(r["element_accuracy"])
-                xs = sorted(pts)
-                ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", label=m)
-            ceil = defaultdict(list)
-            for r in part:
-                ceil[xfn(r)].append(r["bayes_element_accuracy"])
-            xs = sorted(ceil)
-            ax.plot(xs, [sum(ceil[x]) / len(ceil[x]) for x in xs], "k--", label="Bayes ceiling")
-            if logx:
-                ax.set_xscale("log")
+        for m, points in sorted(pivot(part, x_of).items()):
+            xs = sorted(points)
+            ax.plot(xs, [points[x] for x in xs], marker="o", label=m)
+        ceiling = defaultdict(list)
+        for r in part:
+            ceiling[x_of(r)].append(r["bayes_element_accuracy"])
+        xs = sorted(ceiling)
+        ax.plot(xs, [sum(ceiling[x]) / len(ceiling[x]) for x in xs], "k--", label="Bayes ceiling")
+        if logx:
+            ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("element accuracy (test)")
         ax.set_title(f"SelectivBench {task}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
-        fig.savefig(folder / name, dpi=120)
+        fig.savefig(folder / f"{name}.png", dpi=120)
         plt.close(fig)

@@ -143,6 +143,8 @@ def summary_markdown(task: str, rows: list[dict]) -> str:
     for name, xlabel, part, x_of, _ in views(task, rows):
         if not part:
             continue
+        if name == "accuracy_vs_parameters":  # counts differ per mixer: tabulate by width instead
+            xlabel, x_of = "d_model", (lambda r: r["d_model"])
         acc = pivot(part, x_of)
         xs = sorted({x_of(r) for r in part})
         ceiling = {x: v for xs_ in pivot(part, x_of, "bayes_element_accuracy").values() for x, v in xs_.items()}
@@ -150,8 +152,7 @@ def summary_markdown(task: str, rows: list[dict]) -> str:
                  "| mixer | " + " | ".join(str(x) for x in xs) + " |", "|---|" + "---|" * len(xs)]
         lines += [f"| `{m}` | " + " | ".join(f"{acc[m][x]:.3f}" if x in acc[m] else "–" for x in xs) + " |"
                   for m in sorted(acc)]
-        if name != "accuracy_vs_parameters":  # parameter counts differ per mixer: no shared column
-            lines.append("| *Bayes ceiling* | " + " | ".join(f"{ceiling[x]:.3f}" for x in xs) + " |")
+        lines.append("| *Bayes ceiling* | " + " | ".join(f"{ceiling[x]:.3f}" for x in xs) + " |")
         sections.append("\n".join(lines))
     return "\n\n".join(sections) + "\n"
 

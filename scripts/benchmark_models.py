@@ -3,9 +3,9 @@
 1. forward+backward tokens/s, B=8, T=256, d_model=128, 2 layers, 1601 classes (chunked forms);
 2. chunked vs step-by-step forward at T=1024 (B=8), the speed-up of the chunked form;
 3. peak memory of streaming inference (B=1, fed 256 tokens at a time with the carried state)
-   at T = 1k, 4k, 16k: growth of the process RSS high-water mark (glibc told to mmap blocks over
-   64 KiB, so freed memory is returned and the mark follows live memory), and the exact bytes of
-   the state carried between steps;
+   at T = 1k, 4k, 16k: growth of the peak resident memory, sampled after every piece (glibc told
+   to mmap blocks over 64 KiB, so freed memory is returned and RSS follows live memory), and the
+   exact bytes of the state carried between steps;
 4. mamba against transformers' own MambaModel (its torch path) at equal size, forward+backward.
 
 Last line: min_chunked_speedup_T1024=<x over the recurrent mixers> mamba_vs_transformers=<y>.
@@ -65,7 +65,10 @@ def chunked_speedup(model, B=8, T=1024):
 
 
 def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Current resident set size. Not ru_maxrss: Linux keeps that across fork+exec, so a child of
+    a big parent would start at the parent's high-water mark."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 @torch.no_grad()
@@ -74,15 +77,16 @@ def stream_memory(mixer, t_max):
     model = model_for(mixer).eval()
     ids = torch.randint(0, 42, (1, t_max))
     out = model(ids[:, :8], use_cache=True)  # baseline after the first steps
-    base = rss_mb()
+    base = peak = rss_mb()
     state, marks, t = out.state, {}, 8
     while t < t_max:
         n = min(256 - t % 256, t_max - t)
         state = model(ids[:, t:t + n], state=state).state
         t += n
+        peak = max(peak, rss_mb())
         if t in (1024, 4096, 16384) or t == t_max:
             nbytes = sum(x.numel() * x.element_size() for layer in state for x in _tensors(layer))
-            marks[t] = {"rss_growth_mb": round(rss_mb() - base, 1), "state_mb": round(nbytes / 2**20, 3)}
+            marks[t] = {"rss_growth_mb": round(peak - base, 1), "state_mb": round(nbytes / 2**20, 3)}
     return marks
 
 

@@ -72,8 +72,7 @@ class SelectivBench(datasets.GeneratorBasedBuilder):
         return Sampler(self.config.params, self.grammar)
 
     def _info(self) -> datasets.DatasetInfo:
-        p = self.config.params  # validates every parameter before any work
-        self.config.split_sizes
+        self.config.split_sizes  # validates every parameter (and the sizes) before any work
         return datasets.DatasetInfo(
             description=TASK_DESCRIPTIONS.get(self.config.task, ""),
             features=features_of(self.grammar),
@@ -82,7 +81,7 @@ class SelectivBench(datasets.GeneratorBasedBuilder):
             license="apache-2.0",
             config_name=self.config.name,
             version=self.VERSION,
-        ) if p else None
+        )
 
     def _split_generators(self, dl_manager):
         return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "shards": shard_ranges(n)})

@@ -65,9 +65,6 @@ class Grammar:
             return np.arange(self.num_symbols)
         return np.flatnonzero(self.next_state[state] < 0)
 
-    def render(self, state_ids) -> str:
-        return " ".join(self.states[s] for s in state_ids)
-
     # --- SPEC §7 JSON ---
     def to_json_dict(self) -> dict:
         return {

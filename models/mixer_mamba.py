@@ -4,11 +4,8 @@
     out = W_o (y * silu(z)), with x = silu(conv(W_x u)), z = W_z u, (B_t, C_t, dt_t) from x_t
 
 The state has d_inner x d_state channels, each with its own data-dependent decay. Training form:
-projections, conv and gates of all steps at once, then `selective_scan`, one fused loop over time
-that never materialises the T x d_inner x d_state states (as mamba-ssm's selective_scan_ref). On
-CPU that beats a two-level chunked scan, which is memory-bound there (measured 5x slower forward,
-12x slower forward+backward at B=8, T=1024, d_inner=256, d_state=16). Recurrent form: the conv
-window and h, one token at a time.
+projections, conv and gates of all steps at once, then the blocked selective scan of
+`chunked_selective_scan.py`. Recurrent form: the conv window and h, one token at a time.
 """
 import math
 
@@ -16,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .chunked_selective_scan import chunk_selective_scan, recurrent_selective_scan_step
 from .layers import ShortConv, inverse_softplus, log_uniform
 
 TAXONOMY = dict(transition="data-dependent diagonal", input_gating="yes (dt scales the input)",
@@ -51,7 +49,7 @@ class MambaMixer(nn.Module):
         x, z = self.in_proj(u).chunk(2, -1)
         x = F.silu(self.conv(x))
         dt, B, C = self._ssm_inputs(x)
-        y, _ = selective_scan(x, dt, -self.A_log.exp(), B, C)
+        y, _ = chunk_selective_scan(x, dt, -self.A_log.exp(), B, C)
         return self.out_proj((y + self.D * x) * F.silu(z))
 
     def step(self, u_t, state):
@@ -60,16 +58,8 @@ class MambaMixer(nn.Module):
         x, window = self.conv.step(x, window)
         x = F.silu(x)
         dt, B, C = self._ssm_inputs(x)
-        y, h = selective_scan(x[:, None], dt[:, None], -self.A_log.exp(), B[:, None], C[:, None], h)
-        return self.out_proj((y[:, 0] + self.D * x) * F.silu(z)), {"conv": window, "h": h}
+        if h is None:
+            h = x.new_zeros(x.shape[0], *self.A_log.shape)
+        y, h = recurrent_selective_scan_step(x, dt, -self.A_log.exp(), B, C, h)
+        return self.out_proj((y + self.D * x) * F.silu(z)), {"conv": window, "h": h}
 
-
-def selective_scan(x, dt, A, B, C, h=None):
-    """x, dt: (Bsz, T, Di); A: (Di, N); B, C: (Bsz, T, N). y_t = C_t . h_t, h (Bsz, Di, N)."""
-    if h is None:
-        h = x.new_zeros(x.shape[0], *A.shape)
-    ys = []
-    for x_t, dt_t, B_t, C_t in zip(x.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1)):
-        h = torch.exp(dt_t[..., None] * A) * h + (dt_t * x_t)[..., None] * B_t[:, None, :]
-        ys.append(torch.bmm(h, C_t[..., None])[..., 0])
-    return torch.stack(ys, 1), h

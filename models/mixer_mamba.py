@@ -32,6 +32,7 @@ class MambaMixer(nn.Module):
         self.A_log = nn.Parameter(torch.empty(Di, N))
         self.D = nn.Parameter(torch.empty(Di))
         self.out_proj = nn.Linear(Di, D, bias=False)
+        self.fast = config.use_fast_kernels  # mamba-ssm's CUDA kernel, when installed
 
     def init_own_weights(self, init):
         Di, N = self.A_log.shape
@@ -49,7 +50,7 @@ class MambaMixer(nn.Module):
         x, z = self.in_proj(u).chunk(2, -1)
         x = F.silu(self.conv(x))
         dt, B, C = self._ssm_inputs(x)
-        y, _ = chunk_selective_scan(x, dt, -self.A_log.exp(), B, C)
+        y, _ = chunk_selective_scan(x, dt, -self.A_log.exp(), B, C, fast=self.fast)
         return self.out_proj((y + self.D * x) * F.silu(z))
 
     def step(self, u_t, state):

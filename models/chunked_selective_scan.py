@@ -18,11 +18,9 @@ not used: a block's cumulative decay passes e^-88 quickly with learned step size
 """
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
-from .layers import at_least_fp32
+from .layers import at_least_fp32, use_mamba_ssm
 
 
 def recurrent_selective_scan_step(x_t, dt_t, A, B_t, C_t, h):
@@ -38,7 +36,7 @@ def chunk_selective_scan(x, dt, A, B, C, chunk_size: int = 64, initial_state=Non
     """x, dt: (B, T, Di); A: (Di, N); B, C: (B, T, N). Returns y (B, T, Di) and the final state
     (B, Di, N), computed in float32 at least. With fast=True on CUDA, from a zero state, runs
     mamba-ssm's selective_scan_fn kernel instead (same math), when installed."""
-    if fast and x.is_cuda and initial_state is None and importlib.util.find_spec("mamba_ssm") is not None:
+    if initial_state is None and use_mamba_ssm(x, fast):  # its kernel starts from a zero state
         return _mamba_ssm_scan(x, dt, A, B, C)
     dtype = x.dtype
     x, dt, A, B, C = at_least_fp32(x, dt, A, B, C)

@@ -102,7 +102,17 @@ def use_fla(x, fast: bool) -> bool:
         return False
     import importlib.util
 
-    return importlib.util.find_spec("fla") is not None
+    # fla-core installs without Triton (its kernels' compiler): both must be there
+    return all(importlib.util.find_spec(name) is not None for name in ("fla", "triton"))
+
+
+def use_mamba_ssm(x, fast: bool) -> bool:
+    """mamba-ssm's CUDA selective-scan kernel: on CUDA tensors (any float dtype), when installed and asked."""
+    if not (fast and x.is_cuda):
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("mamba_ssm") is not None
 
 
 def at_least_fp32(*tensors):

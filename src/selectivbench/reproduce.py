@@ -26,7 +26,7 @@ from .train import TrainArgs, train
 TASKS = ("complexity", "gapped", "distractor", "generalization")
 SCALES = {
     "small": dict(
-        mixers=("transformer", "s4d", "retnet", "mamba2", "gla", "deltanet", "gated_deltanet"),
+        mixers=("transformer", "s4d", "retnet", "mamba", "mamba2", "gla", "deltanet", "gated_deltanet", "gru"),
         seeds=(0, 1), d_model=32, sizes=(16, 32, 64), n_layers=2, max_steps=400, batch_size=32, lr=3e-3,
         warmup_steps=40, ambiguities=(2, 4, 6, 8), generalization_k=4, test_gaps=(20, 50, 100),
         data=dict(vocab_size=9, seq_len=40, num_train=2000, num_validation=100, num_test=100)),

@@ -3,14 +3,21 @@
     o_t = sum_{s<=t} softmax_s(q_t . k_s / sqrt(d) + c_t - c_s) v_s,   c_t = sum_{i<=t} log f_i,
     f_t = sigmoid(w_f . x_t + b_f) per head
 
-Parallel form: scaled_dot_product_attention with the additive bias c_t - c_s (causal).
-Recurrent form: a KV cache that also keeps c_s of every cached step.
+Parallel form: the bias folds into the dot product,
+
+    q_t . k_s / sqrt(d) + c_t - c_s = [q_t / sqrt(d), c_t, 1] . [k_s, 1, -c_s],
+
+so scaled_dot_product_attention runs its causal kernel on head size d + 2 (v padded with zeros:
+the fused CPU kernel wants equal sizes) and no T x T bias is ever built: at T = 1024 it ran 5x
+faster, and evaluation on 4,000-step sequences no longer runs out of memory. It is computed in
+float32: c_t - c_s is a difference of two large sums. Recurrent form: a KV cache that also keeps
+c_s of every cached step.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import KVCache, merge_heads, split_heads
+from .layers import KVCache, at_least_fp32, merge_heads, split_heads
 
 TAXONOMY = dict(transition="data-dependent scalar (forget gate on attention logits)", input_gating="no",
                 channel_mixing="no (no recurrent state)", softmax="yes", state="KV cache, grows with t")
@@ -35,11 +42,16 @@ class FoxMixer(nn.Module):
 
     def forward(self, x):
         q, k, v, log_f = self._qkvc(x)
-        c = log_f.cumsum(-1)
-        T = x.shape[1]
-        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-        bias = (c[..., :, None] - c[..., None, :]).masked_fill(~causal, float("-inf")).to(q.dtype)
-        return self.out(merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=bias)))
+        dtype, d = q.dtype, q.shape[-1]
+        q, k, v = at_least_fp32(q, k, v)
+        c = log_f.cumsum(-1)[..., None]  # (B, H, T, 1)
+        ones = torch.ones_like(c)
+        q = torch.cat([q * d ** -0.5, c, ones], -1)
+        k = torch.cat([k, ones, -c], -1)
+        v = F.pad(v, (0, 2))
+        with torch.autocast(x.device.type, enabled=False):
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)[..., :d]
+        return self.out(merge_heads(o.to(dtype)))
 
     def step(self, x_t, state):
         q, k, v, log_f = self._qkvc(x_t[:, None])

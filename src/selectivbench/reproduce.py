@@ -21,18 +21,18 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .evaluate import FIELDS, evaluate
+from .models import MIXERS
 from .train import TrainArgs, train
 
 TASKS = ("complexity", "gapped", "distractor", "generalization")
 SCALES = {
     "small": dict(
-        mixers=("transformer", "s4d", "retnet", "mamba", "mamba2", "gla", "deltanet", "gated_deltanet", "gru"),
+        mixers=MIXERS,
         seeds=(0, 1), d_model=32, sizes=(16, 32, 64), n_layers=2, max_steps=400, batch_size=32, lr=3e-3,
         warmup_steps=40, ambiguities=(2, 4, 6, 8), generalization_k=4, test_gaps=(20, 50, 100),
         data=dict(vocab_size=9, seq_len=40, num_train=2000, num_validation=100, num_test=100)),
     "paper": dict(
-        mixers=("transformer", "s4d", "retnet", "mamba", "mamba2", "gla", "deltanet", "gated_deltanet",
-                "gated_deltaproduct", "gru", "fox"),
+        mixers=MIXERS,
         seeds=(0, 1, 2, 3), d_model=128, sizes=(64, 128, 256), n_layers=2, max_steps=20_000, batch_size=64,
         lr=1e-3, warmup_steps=1000, ambiguities=(20, 24, 26, 30, 34, 38, 40), generalization_k=40,
         test_gaps=(20, 50, 100), data=dict(vocab_size=41, seq_len=200)),

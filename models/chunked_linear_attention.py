@@ -10,8 +10,12 @@ Then, with S_0 the state entering the chunk,
     o_t   = (q_t * exp(b_t))^T S_0  +  sum_{s<=t} [sum_c q_tc k_sc exp(b_tc - b_sc)] v_s
     S_end = diag(exp(b_C)) S_0      +  sum_s (k_s * exp(b_C - b_s)) v_s^T
 
-Every exponent is <= 0, so nothing overflows whatever the gate range (no exp(-b) factorisation).
-Only the C-step state hand-over is sequential; everything else is batched over chunks.
+Every exponent is <= 0, so nothing overflows whatever the gate range. With a per-channel gate
+the bracket costs C x C x K exponentials per chunk; when every chunk decays by less than e^-60 in
+every channel (GLA's gates: about e^-0.05 a step), it factorises instead,
+exp(b_tc - b_sc) = exp(b_tc) exp(-b_sc), and becomes one matrix product (q * exp(b)) (k * exp(-b))^T
+whose factors stay inside float32's range (4x faster at T=1024 here). Only the C-step state
+hand-over is sequential; everything else is batched over chunks.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .layers import at_least_fp32, use_fla
+
+FACTORISE_ABOVE = -60.0  # smallest chunk log-decay for exp(b) exp(-b): e^60 is far from float32's e^88
 
 
 def recurrent_gla_step(q, k, v, g, state):
@@ -50,7 +56,9 @@ def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None, fast: bool =
     if g.shape[-1] == 1:  # scalar gate: the decay is a C x C matrix per chunk
         diff = (b[..., :, None, 0] - b[..., None, :, 0]).masked_fill(~causal, float("-inf"))
         scores = (q @ k.transpose(-1, -2)) * diff.exp()
-    else:  # per-channel gate: the decay differs per key channel
+    elif b[..., -1, :].min() > FACTORISE_ABOVE:  # per-channel gate, mild decays: one product
+        scores = ((q * b.exp()) @ (k * (-b).exp()).transpose(-1, -2)).masked_fill(~causal, 0.0)
+    else:  # per-channel gate, strong decays: the decay of every pair, per key channel
         diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~causal[..., None], float("-inf"))
         scores = (q[..., :, None, :] * k[..., None, :, :] * diff.exp()).sum(-1)
     o = scores @ v

@@ -23,8 +23,7 @@ class GLAMixer(nn.Module):
         super().__init__()
         D, H = config.d_model, config.n_heads
         self.key_dim = D // 2 if (D // 2) % H == 0 else D  # GLA's expand_k = 0.5 where heads allow it
-        # the per-channel decay makes the intra-chunk work C x C x K: half-size chunks are faster
-        self.n_heads, self.chunk_size = H, max(1, config.chunk_size // 2)
+        self.n_heads, self.chunk_size = H, config.chunk_size
         self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
         self.qk = nn.Linear(D, 2 * self.key_dim, bias=False)
         self.vg = nn.Linear(D, 2 * D, bias=False)

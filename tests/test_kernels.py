@@ -16,9 +16,12 @@ def rand(*shape, seed):
 
 @pytest.mark.parametrize("gate_dim", [K, 1])
 @pytest.mark.parametrize("chunk", [4, 16, 64])
-def test_chunk_gla_equals_recurrence(gate_dim, chunk):
+@pytest.mark.parametrize("strength", [0.05, 4.0])
+def test_chunk_gla_equals_recurrence(gate_dim, chunk, strength):
+    """Mild per-channel decays take the factorised product, strong ones (exp(-4 * 64) would
+    overflow it) the pairwise decays: both must equal the recurrence."""
     q, k, v = rand(B, H, T, K, seed=0), rand(B, H, T, K, seed=1), rand(B, H, T, V, seed=2)
-    g = -rand(B, H, T, gate_dim, seed=3).abs() * 4  # strong decays: exp(-4 * 64) would overflow a naive form
+    g = -rand(B, H, T, gate_dim, seed=3).abs() * strength
     s0 = rand(B, H, K, V, seed=4)
     o, s = chunk_gla(q, k, v, g, chunk, initial_state=s0)
     state, outs = s0, []

@@ -162,6 +162,7 @@ def test_checkpoint_loads_as_remote_code_without_selectivbench(tmp_path):
     model.save_pretrained(ckpt)
     import selectivbench.models as pkg
 
-    modules = {p.name for p in Path(pkg.__file__).parent.glob("*.py")} - {"__init__.py", "taxonomy.py"}  # taxonomy: the CLI's table
-    assert modules <= {p.name for p in ckpt.glob("*.py")}  # every mixer and kernel travels with it
+    # every mixer and kernel travels with it (taxonomy.py is the CLI's table, not the model's)
+    modules = {p.name for p in Path(pkg.__file__).parent.glob("*.py")} - {"__init__.py", "taxonomy.py"}
+    assert modules <= {p.name for p in ckpt.glob("*.py")}
     assert_loads_without_selectivbench(ckpt, model, tmp_path, V)

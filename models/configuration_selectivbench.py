@@ -26,7 +26,8 @@ class SelectivBenchConfig(PretrainedConfig):
         conv_size: kernel of the short causal convolution of mamba and mamba2.
         dropout: dropout after each mixer.
         norm: 'layernorm' or 'rmsnorm' after each residual.
-        chunk_size: time chunk of the chunked (training) forms.
+        chunk_size: time chunk of the chunked (training) forms; mamba's selective scan (blocks of 64
+            steps) and the minGRU scan (sqrt(T) steps) are memory-bound and size their own.
         num_householder: Householder reflections per token of gated_deltaproduct.
         rope_theta: base of the rotary embedding of transformer and retnet.
         use_fast_kernels: on CUDA, use flash-linear-attention / mamba-ssm kernels when installed.

@@ -53,11 +53,12 @@ def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None, fast: bool =
     q, k, v, g = (x.reshape(B, H, N, C, x.shape[-1]) for x in (q, k, v, g))
     b = g.cumsum(-2)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    q_decayed = q * b.exp()  # q_t * exp(b_t): reads the entering state, and the factorised product
     if g.shape[-1] == 1:  # scalar gate: the decay is a C x C matrix per chunk
         diff = (b[..., :, None, 0] - b[..., None, :, 0]).masked_fill(~causal, float("-inf"))
         scores = (q @ k.transpose(-1, -2)) * diff.exp()
     elif b[..., -1, :].min() > FACTORISE_ABOVE:  # per-channel gate, mild decays: one product
-        scores = ((q * b.exp()) @ (k * (-b).exp()).transpose(-1, -2)).masked_fill(~causal, 0.0)
+        scores = (q_decayed @ (k * (-b).exp()).transpose(-1, -2)).masked_fill(~causal, 0.0)
     else:  # per-channel gate, strong decays: the decay of every pair, per key channel
         diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~causal[..., None], float("-inf"))
         scores = (q[..., :, None, :] * k[..., None, :, :] * diff.exp()).sum(-1)
@@ -70,7 +71,7 @@ def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None, fast: bool =
     for n in range(N):
         entering.append(state)
         state = decay_end[:, :, n] * state + chunk_kv[:, :, n]
-    o = o + (q * b.exp()) @ torch.stack(entering, 2)
+    o = o + q_decayed @ torch.stack(entering, 2)
     return o.reshape(B, H, N * C, V)[:, :, :T].to(dtype), state
 
 

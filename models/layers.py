@@ -97,22 +97,20 @@ class ShortConv(nn.Module):
 
 def use_fla(x, fast: bool) -> bool:
     """flash-linear-attention's Triton kernels: on CUDA half-precision tensors (mixed precision), when
-    installed and asked. float32 runs the reference (fla's delta rule refuses float32)."""
-    if not (fast and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)):
-        return False
-    import importlib.util
-
-    # fla-core installs without Triton (its kernels' compiler): both must be there
-    return all(importlib.util.find_spec(name) is not None for name in ("fla", "triton"))
+    installed and asked. float32 runs the reference (fla's delta rule refuses float32). fla-core
+    installs without Triton (its kernels' compiler): both must be there."""
+    return fast and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and _installed("fla", "triton")
 
 
 def use_mamba_ssm(x, fast: bool) -> bool:
     """mamba-ssm's CUDA selective-scan kernel: on CUDA tensors (any float dtype), when installed and asked."""
-    if not (fast and x.is_cuda):
-        return False
+    return fast and x.is_cuda and _installed("mamba_ssm")
+
+
+def _installed(*modules) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("mamba_ssm") is not None
+    return all(importlib.util.find_spec(name) is not None for name in modules)
 
 
 def at_least_fp32(*tensors):

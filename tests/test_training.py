@@ -157,10 +157,12 @@ def test_a_checkpoint_is_scored_on_the_task_it_recorded(checkpoint, noisy_task, 
 
 def test_trainer_metrics_match_ours_and_its_loss_is_right_on_two_processes(tmp_path):
     script = str(REPO / "scripts" / "finetune_with_trainer.py")
-    common = ["--max-steps", "6", "--d-model", "16"]
+    common = ["--max_steps", "6", "--d_model", "16", "--logging_steps", "1", "--use_cpu", "--report_to", "none",
+              "--save_strategy", "no", "--lr_scheduler_type", "cosine", "--warmup_steps", "1", "--seed", "0"]
 
     def metrics(cmd, out, per_device_batch, env=None):
-        run = subprocess.run(cmd + [script, *common, "--batch-size", str(per_device_batch), "--output-dir",
+        run = subprocess.run(cmd + [script, *common, "--per_device_train_batch_size", str(per_device_batch),
+                                    "--per_device_eval_batch_size", str(per_device_batch), "--output_dir",
                                     str(tmp_path / out)], capture_output=True, text=True,
                              env={**os.environ, **(env or {})}, cwd=tmp_path)
         assert run.returncode == 0, run.stderr[-3000:]
@@ -172,6 +174,10 @@ def test_trainer_metrics_match_ours_and_its_loss_is_right_on_two_processes(tmp_p
     assert two["first_train_loss"] == pytest.approx(one["first_train_loss"], rel=1e-5)
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-3)
     assert two["eval_element_accuracy"] == pytest.approx(one["eval_element_accuracy"], abs=0.02)
+    # the saved model is a checkpoint our evaluation accepts, scored on its recorded task
+    ours = evaluate([str(tmp_path / "one" / "model")], splits=["validation"], cpu=True)[0]
+    assert ours["element_accuracy"] == pytest.approx(one["eval_element_accuracy"], abs=1e-12)
+    assert ours["loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
 
 
 def test_trainer_compute_metrics_equals_the_streaming_metric(task):
@@ -265,3 +271,16 @@ def test_a_run_folder_with_files_is_not_overwritten_without_resume(noisy_task, t
     with pytest.raises(ParameterError, match=r"output_dir=.* allowed an empty or new folder"):
         train(_args(tmp_path, "d"), task=noisy_task)
     assert (tmp_path / "d" / "notes.txt").read_text() == "mine"
+
+
+def test_report_to_tensorboard_writes_event_files_and_a_missing_tracker_is_an_error(noisy_task, tmp_path):
+    train(_args(tmp_path, "tb", report_to="tensorboard"), task=noisy_task)
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent)).Reload()
+    assert [e.step for e in acc.Scalars("loss")] == list(range(1, 10))
+    with pytest.raises(ParameterError, match=r"report_to='wandb' is invalid: allowed an installed tracker"):
+        train(_args(tmp_path, "wb", report_to="wandb"), task=noisy_task)
+    assert not (tmp_path / "wb").exists()

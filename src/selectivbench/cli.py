@@ -68,6 +68,8 @@ def _main_process() -> bool:
 
 
 def cmd_generate(args) -> None:
+    if args.num_proc is not None and args.num_proc < 1:
+        raise ParameterError(f"num_proc={args.num_proc} is invalid: allowed an integer >= 1")
     from .builders import Sampler, make_grammar
     from .hub_dataset import generate_folder, render_sample
 

@@ -106,9 +106,10 @@ def folder_splits(folder: Path, config: str) -> list[str]:
 
 
 def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = None, num_proc=None,
-              splits: list[str] | None = None, **overrides) -> Task:
-    """A config of a generated folder or Hub dataset, or built here with overrides; only `splits`
-    (default: all) are read or built."""
+              splits: list[str] | None = None, with_train: bool = True, check=None, **overrides) -> Task:
+    """A config of a generated folder or Hub dataset, or built here with overrides. Only `splits`
+    (default: all, train only `with_train`) are read or built, and `check(task_without_data)` runs
+    before any of that work."""
     if data_dir is not None:
         if overrides:
             raise ParameterError(f"data_dir={data_dir!r} is invalid with task parameters {sorted(overrides)}: "
@@ -116,22 +117,31 @@ def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = 
         folder = resolve_data_dir(str(data_dir), config)
         grammar = Grammar.load(folder / config / "grammar.json")
         params = TaskParams.from_dict({**grammar.params, "test_gaps": tuple(grammar.params.get("test_gaps", ()))})
-        files = split_files(folder, config, splits or folder_splits(folder, config))
-        data = load_dataset("parquet", data_files=files, cache_dir=cache_dir)
+        splits = _wanted_splits(config, splits, folder_splits(folder, config), with_train)
+        if check:
+            check(Task(config, DatasetDict(), params, grammar))
+        data = load_dataset("parquet", data_files=split_files(folder, config, splits), cache_dir=cache_dir)
         return Task(config, data, params, grammar)
     from .hub_dataset import make_builder
 
     builder = make_builder(config, cache_dir=cache_dir, **overrides)
-    if splits:
-        unknown = sorted(set(splits) - set(builder.config.split_sizes))
-        if unknown:
-            raise ParameterError(f"splits={unknown} is invalid for config {config!r}: "
-                                 f"allowed {sorted(builder.config.split_sizes)}")
+    sizes = builder.config.split_sizes  # validates every parameter
+    splits = _wanted_splits(config, splits, [s for s, n in sizes.items() if n > 0], with_train)
+    if check:
+        check(Task(config, DatasetDict(), builder.config.params, builder.grammar))
+    skipped = {f"num_{s}": 0 for s in ("train", "validation") if s not in splits}
+    if skipped:  # a sample does not depend on the split sizes: the others stay the same rows
+        builder = make_builder(config, cache_dir=cache_dir, **{**overrides, **skipped})
     builder.download_and_prepare(num_proc=num_proc)
     data = builder.as_dataset()
-    if splits:
-        data = DatasetDict({s: data[s] for s in splits})
-    return Task(config, data, builder.config.params, builder.grammar)
+    return Task(config, DatasetDict({s: data[s] for s in splits}), builder.config.params, builder.grammar)
+
+
+def _wanted_splits(config: str, splits, available: list[str], with_train: bool) -> list[str]:
+    unknown = sorted(set(splits or ()) - set(available))
+    if unknown:
+        raise ParameterError(f"splits={unknown} is invalid for config {config!r}: allowed {sorted(available)}")
+    return list(splits) if splits else [s for s in available if with_train or s != "train"]
 
 
 def checkpoint_record(checkpoint: str | Path) -> dict:
@@ -150,17 +160,18 @@ def checkpoint_record(checkpoint: str | Path) -> dict:
 
 
 def checkpoint_task(checkpoint: str | Path, splits: list[str] | None = None, config: str | None = None,
-                    num_proc=None) -> Task:
+                    num_proc=None, with_train: bool = True, check=None) -> Task:
     """Rebuild the task a checkpoint was trained on from its record: every TaskParams field, from
     its data folder when that is still there, else on the fly; only `splits` are built."""
     run = checkpoint_record(checkpoint)
     config = config or run["task"]
     data_dir = run.get("data_dir")
     if data_dir is not None:
-        return load_task(config, data_dir, splits=splits, num_proc=num_proc)
+        return load_task(config, data_dir, splits=splits, num_proc=num_proc, with_train=with_train, check=check)
     sizes = {f"num_{s}": n for s, n in run.get("split_sizes", {}).items() if s in ("train", "validation", "test")}
     task_params = {k: tuple(v) if k == "test_gaps" else v for k, v in run["task_params"].items()}
-    return load_task(config, splits=splits, num_proc=num_proc, **task_params, **sizes)
+    return load_task(config, splits=splits, num_proc=num_proc, with_train=with_train, check=check, **task_params,
+                     **sizes)
 
 
 def check_compatible(checkpoint: str | Path, task: Task) -> None:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .builders import ParameterError
 from .builders.ceiling import ceiling_counts
 from .builders.sampler import Sampler
-from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_task, load_task, model_view
+from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
 from .metrics import IGNORE, accuracies, window_predictions
 from .models import SelectivBenchForTokenClassification
 
@@ -66,26 +66,22 @@ def ceiling_of(task: Task, split: str, dataset) -> dict:
     return {"bayes_" + k: v for k, v in accuracies(c).items()}
 
 
-def check_splits(task: Task, splits) -> None:
-    for split in splits or []:
-        if split not in task.data:
-            raise ParameterError(f"split={split!r} is invalid for config {task.name!r}: allowed {sorted(task.data)}")
-
-
 def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_dir, overrides) -> list[tuple]:
-    """(task, checkpoints) pairs, every checkpoint checked against its task before any scoring."""
+    """(task, checkpoints) pairs; every checkpoint is checked against its task's grammar before any
+    split is read or built, and only the asked splits (default: all but train) are."""
     if configs is None and (data_dir is not None or overrides):
         raise ParameterError("configs is invalid: allowed a list of configs whenever --data-dir or task "
                              "parameters are given (without them each checkpoint is scored on its own task)")
+
+    def check(ckpts):
+        return lambda task: [check_compatible(c, task) for c in ckpts]
+
     if configs is None:  # each checkpoint on the task it recorded
-        pairs = [(checkpoint_task(c, splits=splits), [c]) for c in checkpoints]
-    else:
-        pairs = [(load_task(c, data_dir, splits=splits, **overrides), checkpoints) for c in configs]
-    for task, ckpts in pairs:
-        check_splits(task, splits)
-        for ckpt in ckpts:
-            check_compatible(ckpt, task)
-    return pairs
+        for c in checkpoints:
+            checkpoint_record(c)  # every record readable before the first task is built
+        return [(checkpoint_task(c, splits=splits, with_train=False, check=check([c])), [c]) for c in checkpoints]
+    return [(load_task(c, data_dir, splits=splits, with_train=False, check=check(checkpoints), **overrides),
+             checkpoints) for c in configs]
 
 
 def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str | None = None,
@@ -101,7 +97,7 @@ def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str 
     accelerator = Accelerator(cpu=cpu)
     rows = []
     for task, ckpts in tasks_for(checkpoints, configs, splits, data_dir, overrides):
-        for split in splits or [s for s in task.data if s != "train"]:
+        for split in task.data:
             data = task.data[split]
             if num_samples:
                 data = data.select(range(min(num_samples, len(data))))

@@ -1,0 +1,233 @@
+"""Bad input, one policy: every CLI failure is one line `selectivbench: error: ...` naming the field
+or file, exit code 2, no traceback, and nothing written; the API raises one clear exception."""
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from selectivbench.builders import ParameterError, SelectivBench, TaskParams, task_params
+from selectivbench.cli import main
+from selectivbench.data import load_task
+from selectivbench.hub_dataset import generate_folder
+from selectivbench.train import TrainArgs, train
+
+TINY = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=32, num_validation=8, num_test=8)
+TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory):
+    """Files the cases point at: a trained checkpoint, a generated folder, a plain file, ..."""
+    root = tmp_path_factory.mktemp("bad")
+    train(TrainArgs(config="gapped", output_dir=str(root / "run"), mixer="gru", d_model=8, max_steps=2,
+                    warmup_steps=0, batch_size=8, eval_every=2, save_every=2, cpu=True, quiet=True,
+                    task_overrides=TINY))
+    generate_folder(["gapped"], root / "data", **TINY)
+    (root / "file.txt").write_text("a user's file")
+    (root / "empty").mkdir()
+    (root / "busy").mkdir()
+    (root / "busy" / "notes.txt").write_text("mine")
+    broken = root / "broken_ckpt"
+    broken.mkdir()
+    for f in (root / "run" / "model").iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "selectivbench_run.json").write_text('{"task": "gapped", "task_par')
+    truncated = root / "truncated"
+    (truncated / "gapped").mkdir(parents=True)
+    for f in (root / "data" / "gapped").iterdir():
+        (truncated / "gapped" / f.name).write_bytes(f.read_bytes())
+    for f in (truncated / "gapped").glob("test-*.parquet"):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    (root / "other.jsonl").write_text(json.dumps({"model": "elsewhere", "config": "gapped", "split": "test"}) + "\n")
+    return root
+
+
+def fill(args, place):
+    return [a.replace("{root}", str(place)).replace("{ckpt}", str(place / "run" / "model")) for a in args]
+
+
+# (argv, a pattern the one error line must contain)
+CLI_CASES = [
+    # generate: task parameters, sizes, the target
+    (["generate", "nosuch", "--out", "{root}/g"], r"invalid choice: 'nosuch'"),
+    (["generate", "complexity", "--out", "{root}/g", "--vocab-size", "1"], r"vocab_size=1 is invalid: allowed \[2, 53\]"),
+    (["generate", "complexity", "--out", "{root}/g", "--vocab-size", "abc"], r"--vocab-size: invalid int value"),
+    (["generate", "complexity", "--out", "{root}/g", "--ambiguities", "50"], r"ambiguities=50 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--ambiguity-depth", "0"], r"ambiguity_depth=0 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--density", "0"], r"density=0.0 is invalid: allowed \(0.0, 1.0\]"),
+    (["generate", "complexity", "--out", "{root}/g", "--density", "1.5"], r"density=1.5 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--noise", "-0.1"], r"noise=-0.1 is invalid: allowed \[0.0, 1.0\]"),
+    (["generate", "complexity", "--out", "{root}/g", "--gap-prob", "2"], r"gap_prob=2.0 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--gap-law", "weird"], r"gap_law='weird' is invalid: allowed one of"),
+    (["generate", "complexity", "--out", "{root}/g", "--gap-content", "x"], r"gap_content='x' is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--seq-len", "1"], r"seq_len=1 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--seq-len-min", "500"], r"seq_len_min=500 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--start-states", "0"], r"start_states=0 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--min-string-length", "0"], r"min_string_length=0 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--seed", "-1"], r"seed=-1 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--timestep", "0"], r"timestep=0.0 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--test-gaps", "10,10"], r"test_gaps=\(10, 10\) is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--test-gaps", "a,b"], r"--test-gaps: invalid gap list"),
+    (["generate", "complexity", "--out", "{root}/g", "--gap-law", "uniform", "--gap-low", "0.5", "--gap-high", "0.2"],
+     r"gap_high=0.2 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--gap-law", "lognormal", "--gap-sigma", "5"],
+     r"gap_sigma=5.0 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--num-train", "-5"], r"num_train=-5 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--num-proc", "0"], r"num_proc=0 is invalid"),
+    (["generate", "complexity", "--out", "{root}/file.txt", *TINY_FLAGS], r"out=.*file.txt.* is invalid"),
+    # inspect
+    (["inspect", "complexity", "--samples", "0"], r"samples=0 is invalid: allowed an integer >= 1"),
+    (["inspect", "complexity", "--samples", "-3"], r"samples=-3 is invalid"),
+    (["inspect", "nosuch"], r"invalid choice: 'nosuch'"),
+    (["inspect", "complexity", "--samples", "2", "--grammar-json", "{root}/file.txt", *TINY_FLAGS[:3]],
+     r"grammar_json=.*file.txt.* is invalid: allowed a path that does not exist yet"),
+    (["inspect", "complexity", "--samples", "2", "--grammar-json", "{root}/no/such/g.json", *TINY_FLAGS[:3]],
+     r"grammar_json=.*g.json.* is invalid: allowed a path in a writable folder"),
+    # train: every TrainArgs field is checked before any work
+    (["train", "--grad-accum", "0"], r"grad_accum=0 is invalid: allowed an integer >= 1"),
+    (["train", "--eval-every", "0"], r"eval_every=0 is invalid"),
+    (["train", "--max-steps", "0"], r"max_steps=0 is invalid"),
+    (["train", "--save-every", "0"], r"save_every=0 is invalid"),
+    (["train", "--batch-size", "0"], r"batch_size=0 is invalid"),
+    (["train", "--warmup-steps", "-1"], r"warmup_steps=-1 is invalid"),
+    (["train", "--epochs", "0"], r"epochs=0 is invalid"),
+    (["train", "--lr", "0"], r"lr=0.0 is invalid"),
+    (["train", "--lr", "-1"], r"lr=-1.0 is invalid"),
+    (["train", "--lr", "nan"], r"lr=nan is invalid"),
+    (["train", "--clip", "-1"], r"clip=-1.0 is invalid"),
+    (["train", "--min-lr-ratio", "2"], r"min_lr_ratio=2.0 is invalid"),
+    (["train", "--dropout", "1"], r"dropout=1.0 is invalid"),
+    (["train", "--optimizer", "sgd"], r"optimizer='sgd' is invalid: allowed one of \('adam', 'adamw'\)"),
+    (["train", "--mixer", "lstm"], r"mixer='lstm' is invalid: allowed one of"),
+    (["train", "--norm", "batchnorm"], r"norm='batchnorm' is invalid"),
+    (["train", "--config", "nosuch"], r"config='nosuch' is invalid"),
+    (["train", "--d-model", "30", "--n-heads", "4"], r"n_heads=4 is invalid: allowed a divisor of d_model=30"),
+    (["train", "--mixed-precision", "fp8"], r"mixed_precision='fp8' is invalid"),
+    (["train", "--report-to", "wandb"], r"report_to='wandb' is invalid: allowed an installed tracker"),
+    (["train", "--report-to", "nosuch"], r"report_to='nosuch' is invalid: allowed one of"),
+    (["train", "--output-dir", "{root}/file.txt", *TINY_FLAGS], r"output_dir=.*file.txt.* allowed a folder"),
+    (["train", "--output-dir", "{root}/busy", *TINY_FLAGS], r"output_dir=.*busy.* allowed an empty or new folder"),
+    (["train", "--output-dir", "{root}/t", "--data-dir", "{root}/nothing"], r"data_dir=.*nothing.* is invalid"),
+    (["train", "--output-dir", "{root}/t", "--config", "gapped", "--data-dir", "{root}/data", "--seed", "3"],
+     r"data_dir=.* is invalid with task parameters \['seed'\]"),
+    (["train", "--output-dir", "{root}/t", "--vocab-size", "1"], r"vocab_size=1 is invalid"),
+    (["train", "--bogus"], r"unrecognized arguments: --bogus"),
+    # evaluate
+    (["evaluate", "{root}/missing"], r"checkpoint=.*missing.* is invalid: allowed a save_pretrained folder"),
+    (["evaluate", "{root}/empty"], r"checkpoint=.*empty.* is invalid: allowed a save_pretrained folder"),
+    (["evaluate", "{root}/broken_ckpt"], r"file .*selectivbench_run.json is invalid: allowed JSON"),
+    (["evaluate", "{ckpt}", "--num-samples", "-1"], r"num_samples=-1 is invalid"),
+    (["evaluate", "{ckpt}", "--num-samples", "0"], r"num_samples=0 is invalid"),
+    (["evaluate", "{ckpt}", "--batch-size", "0"], r"batch_size=0 is invalid"),
+    (["evaluate", "{ckpt}", "--splits", "nosuch"], r"split.*nosuch.* is invalid"),
+    (["evaluate", "{ckpt}", "--seed", "3"], r"configs is invalid: allowed a list of configs whenever"),
+    (["evaluate", "{ckpt}", "--configs", "gapped", "--seed", "9", *TINY_FLAGS],
+     r"checkpoint .* is invalid for config 'gapped': allowed a model trained on the same grammar"),
+    (["evaluate", "{ckpt}", "--configs", "gapped", "--data-dir", "{root}/truncated", "--splits", "test"],
+     r"file .*test-.*\.parquet is invalid: allowed a complete parquet file"),
+    (["evaluate", "{ckpt}", "--out", "{root}/file.txt/table"], r"out=.* is invalid: allowed a path in a folder"),
+    (["evaluate", "{ckpt}", "--noise-seed", "abc"], r"--noise-seed: invalid int value"),
+    (["evaluate", "{ckpt}", "--configs", "nosuch"], r"invalid choice: 'nosuch'"),
+    # publish-model / publish-dataset
+    (["publish-model", "{ckpt}", "--repo-id", "noslash", "--dry-run"], r"repo_id='noslash' is invalid: allowed ORG/NAME"),
+    (["publish-model", "{root}/missing", "--repo-id", "a/b", "--dry-run"], r"checkpoint=.*missing.* is invalid"),
+    (["publish-model", "{ckpt}", "--repo-id", "a/b", "--results", "{root}/none.jsonl", "--dry-run"],
+     r"results=.*none.jsonl.* is invalid: allowed a readable .jsonl table"),
+    (["publish-model", "{ckpt}", "--repo-id", "a/b", "--results", "{root}/other.jsonl", "--dry-run"],
+     r"results=.*other.jsonl.* is invalid: allowed a table with rows of"),
+    (["publish-model", "{ckpt}", "--repo-id", "a/b", "--dataset-repo", "bad id!", "--dry-run"],
+     r"dataset_repo='bad id!' is invalid"),
+    (["publish-dataset", "{root}/missing", "--repo-id", "a/b", "--dry-run"], r"folder=.*missing.* is invalid"),
+    (["publish-dataset", "{root}/data", "--repo-id", "noslash", "--dry-run"], r"repo_id='noslash' is invalid"),
+    # reproduce
+    (["reproduce", "--task", "nosuch"], r"invalid choice: 'nosuch'"),
+    (["reproduce", "--task", "complexity", "--scale", "huge", "--out", "{root}/r"], r"scale='huge' is invalid"),
+    (["reproduce", "--task", "complexity", "--mixers", "lstm", "--out", "{root}/r"], r"mixers=.*lstm.* is invalid"),
+    # the command itself
+    ([], r"the following arguments are required: command"),
+    (["nosuch"], r"invalid choice: 'nosuch'"),
+]
+
+
+@pytest.mark.parametrize("argv, pattern", CLI_CASES, ids=[" ".join(a)[:60] for a, _ in CLI_CASES])
+def test_a_bad_cli_call_is_one_line_exit_2(place, capsys, argv, pattern):
+    before = sorted(str(p) for p in place.rglob("*"))
+    try:
+        code = main(fill(argv, place))
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("selectivbench")]  # not progress bars
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("selectivbench: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert sorted(str(p) for p in place.rglob("*")) == before  # nothing written, nothing removed
+
+
+def test_debug_shows_the_traceback(place):
+    with pytest.raises(ParameterError, match="samples=0"):
+        main(["--debug", "inspect", "complexity", "--samples", "0"])
+
+
+# API: (callable, exception type, pattern)
+API_CASES = [
+    (lambda p: TaskParams(vocab_size=1), ParameterError, r"vocab_size=1 is invalid"),
+    (lambda p: TaskParams(noise="0.2"), ParameterError, r"noise='0.2' is invalid: allowed a finite number"),
+    (lambda p: TaskParams(seed=True), ParameterError, r"seed=True is invalid"),
+    (lambda p: task_params("nosuch"), ParameterError, r"task='nosuch' is invalid"),
+    (lambda p: TaskParams.from_dict({"vocab": 4}), ParameterError, r"unknown parameter\(s\) \['vocab'\]"),
+    (lambda p: SelectivBench(config_name="complexity", num_train=-1, **{k: v for k, v in TINY.items()
+                                                                      if not k.startswith("num_")}).info,
+     ParameterError, r"num_train=-1 is invalid"),
+    (lambda p: train(TrainArgs(grad_accum=0, output_dir=str(p / "never"))), ParameterError, r"grad_accum=0"),
+    (lambda p: train(TrainArgs(batch_size=2.5, output_dir=str(p / "never"))), ParameterError, r"batch_size=2.5"),
+    (lambda p: load_task("gapped", str(p / "data"), seed=3), ParameterError, r"is invalid with task parameters"),
+    (lambda p: load_task("gapped", str(p / "data"), splits=["test_gap99"]), ParameterError,
+     r"splits=\['test_gap99'\] is invalid for config 'gapped'"),
+    (lambda p: load_task("gapped", splits=["nosuch"], **TINY), ParameterError, r"splits=\['nosuch'\] is invalid"),
+]
+
+
+@pytest.mark.parametrize("call, exc, pattern", API_CASES, ids=[f"api{i}" for i in range(len(API_CASES))])
+def test_a_bad_api_call_raises_one_clear_error(place, call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call(place)
+    assert not (place / "never").exists()
+
+
+def test_a_save_killed_midway_leaves_no_state_and_resume_falls_back(monkeypatch, tmp_path):
+    """A crash while state step-6 is written: step-6.tmp stays unread, the run resumes from step-3
+    and ends with the weights of a run that never crashed."""
+    from selectivbench import run_state
+
+    task = load_task("gapped", **{**TINY, "num_train": 64})
+
+    def args(name, resume=False):
+        return TrainArgs(config="gapped", output_dir=str(tmp_path / name), mixer="gla", d_model=8, max_steps=8,
+                         warmup_steps=1, batch_size=8, eval_every=8, save_every=3, cpu=True, quiet=True,
+                         resume=resume)
+
+    straight = train(args("a"), task=task)
+    real = run_state.write_pair
+
+    def dies_at_step_6(folder, name, state):
+        if folder.name == "step-6.tmp" and name == "schedule":
+            raise KeyboardInterrupt  # the process is stopped between two files of the state
+        return real(folder, name, state)
+
+    monkeypatch.setattr(run_state, "write_pair", dies_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train(args("b"), task=task)
+    monkeypatch.setattr(run_state, "write_pair", real)
+    states = tmp_path / "b" / "state"
+    assert sorted(p.name for p in states.iterdir()) == ["step-3", "step-6.tmp"]
+    assert train(args("b", resume=True), task=task) == straight
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("a", "b"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not any(p.name.endswith(".tmp") for p in states.iterdir())
+    assert os.listdir(tmp_path / "b" / "model")  # the model folder was swapped in whole

@@ -225,6 +225,12 @@ class ShardPool:
         while pending:
             yield pending.popleft().get()
 
+    def submit(self, fn, *args):
+        """Run fn(*args) beside the shards; `.get()` its result."""
+        if self._pool is None:
+            return _Done(fn(*args))
+        return self._pool.apply_async(fn, args)
+
     def close(self, terminate: bool = False):
         if self._pool is not None:
             (self._pool.terminate if terminate else self._pool.close)()
@@ -236,6 +242,14 @@ class ShardPool:
 
     def __exit__(self, kind, err, tb):
         self.close(terminate=kind is not None)
+
+
+@dataclasses.dataclass
+class _Done:
+    value: object
+
+    def get(self):
+        return self.value
 
 
 def build_split(params: TaskParams, split: str, num: int, cache_dir: str | None = None,

@@ -181,7 +181,7 @@ def shard_table(sampler: Sampler, split: str, lo: int, hi: int, schema: pa.Schem
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _shard_job(p: TaskParams, split: str, lo: int, hi: int, schema: pa.Schema, ceiling_upto: int):
+def shard_job(p: TaskParams, split: str, lo: int, hi: int, schema: pa.Schema, ceiling_upto: int):
     """A worker's task: the shard's table, and the Bayes ceiling counts of its samples below ceiling_upto."""
     sampler = sampler_for(p)
     table = shard_table(sampler, split, lo, hi, schema)
@@ -199,9 +199,9 @@ def _worker_init():
 
 
 class ShardPool:
-    """Runs shard jobs on `num_proc` processes (or here when <= 1), yielding results in shard order.
+    """Runs jobs on `num_proc` processes (or here when <= 1), yielding results in job order.
 
-    At most 2 x num_proc shards are in flight, so memory stays flat in the split size.
+    At most 2 x num_proc jobs are in flight, so memory stays flat in the split size.
     """
 
     def __init__(self, num_proc: int | None = None):
@@ -211,19 +211,23 @@ class ShardPool:
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
             self._pool = multiprocessing.get_context(method).Pool(self.num_proc, initializer=_worker_init)
 
-    def shards(self, p: TaskParams, split: str, n: int, schema: pa.Schema,
-               ceiling_samples: int = 0) -> Iterator[tuple[pa.Table, dict | None]]:
-        jobs = [(p, split, lo, hi, schema, ceiling_samples) for lo, hi in shard_ranges(p, split, n)]
+    def imap(self, fn, jobs) -> Iterator:
+        """fn(*job) for each job, in job order."""
         if self._pool is None:
-            yield from (_shard_job(*job) for job in jobs)
+            yield from (fn(*job) for job in jobs)
             return
         pending = collections.deque()
         for job in jobs:
-            pending.append(self._pool.apply_async(_shard_job, job))
+            pending.append(self._pool.apply_async(fn, job))
             if len(pending) >= 2 * self.num_proc:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+    def shards(self, p: TaskParams, split: str, n: int, schema: pa.Schema,
+               ceiling_samples: int = 0) -> Iterator[tuple[pa.Table, dict | None]]:
+        jobs = [(p, split, lo, hi, schema, ceiling_samples) for lo, hi in shard_ranges(p, split, n)]
+        return self.imap(shard_job, jobs)
 
     def submit(self, fn, *args):
         """Run fn(*args) beside the shards; `.get()` its result."""

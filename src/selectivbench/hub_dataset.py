@@ -23,14 +23,14 @@ from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
-from datasets.arrow_writer import ParquetWriter
 from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
-from datasets.utils.py_utils import convert_file_size_to_int
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .builders import TASK_DESCRIPTIONS, TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams
-from .builders.builder import CITATION, SelectivBenchConfig, ShardPool, features_of, sampler_for
+from .builders import (TASK_DESCRIPTIONS, TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
+                       make_grammar)
+from .builders.builder import (CITATION, SelectivBenchConfig, ShardPool, shard_job, features_of, max_steps_per_sample,
+                               sampler_for, shard_ranges)
 
 CARD_TEMPLATE = resources.files("selectivbench.dataset_cards") / "selectivbench.md"
 CARD_MARKER = "<!-- selectivbench-card: written by `selectivbench generate`"
@@ -40,7 +40,7 @@ BUILD_PREFIX = ".selectivbench-build-"  # hidden siblings: configs being built, 
 CEILING_SAMPLES = 1000  # the Bayes ceiling scores the first samples of each split
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-MAX_PARQUET_BYTES = convert_file_size_to_int(datasets.config.MAX_SHARD_SIZE)  # Arrow bytes per parquet file
+FILE_STEPS = 1 << 25  # steps per parquet file at most (~400 MB of Arrow at the largest gaps, ~40 MB of parquet)
 
 
 def make_builder(config: str, cache_dir=None, **kwargs) -> SelectivBench:
@@ -103,47 +103,65 @@ def _size_category(n: int) -> str:
 # ---------------------------------------------------------------- writing one config
 
 
-def write_split(pool: ShardPool, p: TaskParams, split: str, n: int, features: datasets.Features,
-                folder: Path) -> tuple[dict, dict | None]:
-    """Stream a split into folder/<split>-XXXXX-of-NNNNN.parquet. Returns its record and ceiling counts."""
-    parts, writer, part_bytes, total_bytes, counts = [], None, 0, 0, None
-    for table, shard_counts in pool.shards(p, split, n, features.arrow_schema, min(n, CEILING_SAMPLES)):
-        if writer is None or part_bytes >= MAX_PARQUET_BYTES:
-            if writer is not None:
-                writer.finalize()
-                writer.close()
-            parts.append(folder / f"{split}.part{len(parts)}")
-            writer, part_bytes = ParquetWriter(features=features, path=str(parts[-1])), 0
-        writer.write_table(table, writer_batch_size=len(table))  # one row group per shard
-        part_bytes += table.nbytes
-        total_bytes += table.nbytes
-        if shard_counts is not None:
-            counts = shard_counts if counts is None else {k: counts[k] + v for k, v in shard_counts.items()}
-    writer.finalize()
-    writer.close()
-    files = []
-    for i, part in enumerate(parts):
-        name = f"{split}-{i:05d}-of-{len(parts):05d}.parquet"
-        part.rename(folder / name)
-        files.append({"name": name, "bytes": (folder / name).stat().st_size,
-                      "rows": pq.ParquetFile(folder / name).metadata.num_rows})
-    return {"num_examples": n, "num_bytes": total_bytes, "files": files}, counts
+def file_ranges(p: TaskParams, split: str, n: int) -> list[list[tuple[int, int]]]:
+    """The shards of each parquet file of a split: consecutive shards up to FILE_STEPS steps (at the
+    split's largest gaps), so files are known before generation and each is written by one process."""
+    files, steps = [], FILE_STEPS
+    for lo, hi in shard_ranges(p, split, n):
+        shard_steps = (hi - lo) * max_steps_per_sample(p, split)
+        if steps + shard_steps > FILE_STEPS:
+            files.append([])
+            steps = 0
+        files[-1].append((lo, hi))
+        steps += shard_steps
+    return files
+
+
+def write_parquet_file(p: TaskParams, split: str, shards: list[tuple[int, int]], path: str,
+                       ceiling_upto: int) -> dict:
+    """A worker's job: one parquet file of a split, one row group per shard, and the Bayes ceiling
+    counts of its samples below ceiling_upto. zstd without dictionaries: measured the smallest files
+    for the cost (README, "Data generation: speed and storage")."""
+    schema = features_of(p, sampler_for(p).grammar).arrow_schema  # carries the features (state names)
+    rows = num_bytes = 0
+    counts = None
+    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=False, write_page_index=True) as writer:
+        for lo, hi in shards:
+            table, shard_counts = shard_job(p, split, lo, hi, schema, ceiling_upto)
+            writer.write_table(table, row_group_size=len(table))
+            rows, num_bytes = rows + len(table), num_bytes + table.nbytes
+            if shard_counts is not None:
+                counts = shard_counts if counts is None else {k: counts[k] + v for k, v in shard_counts.items()}
+    return {"rows": rows, "num_bytes": num_bytes, "counts": counts}
+
+
+def write_split(pool: ShardPool, p: TaskParams, split: str, n: int, folder: Path) -> tuple[dict, dict]:
+    """Write a split as folder/<split>-XXXXX-of-NNNNN.parquet, files in parallel. Returns its record and
+    the Bayes ceiling counts of its first CEILING_SAMPLES samples."""
+    groups = file_ranges(p, split, n)
+    names = [f"{split}-{i:05d}-of-{len(groups):05d}.parquet" for i in range(len(groups))]
+    jobs = [(p, split, shards, str(folder / name), min(n, CEILING_SAMPLES)) for shards, name in zip(groups, names)]
+    files, num_bytes, counts = [], 0, None
+    for name, done in zip(names, pool.imap(write_parquet_file, jobs)):
+        files.append({"name": name, "bytes": (folder / name).stat().st_size, "rows": done["rows"]})
+        num_bytes += done["num_bytes"]
+        if done["counts"] is not None:
+            counts = done["counts"] if counts is None else {k: counts[k] + v for k, v in done["counts"].items()}
+    return {"num_examples": n, "num_bytes": num_bytes, "files": files}, counts
 
 
 def build_config(config: SelectivBenchConfig, folder: Path, pool: ShardPool, command: str) -> dict:
     """Write every non-empty split of a config, its grammar.json and its generation.json into folder."""
     p = config.params
-    sampler = sampler_for(p)
     stats = pool.submit(_stats_job, p)  # runs beside the shards
-    features = features_of(p, sampler.grammar)
     splits, ceiling = {}, []
     for split, n in config.split_sizes.items():
         if n == 0:
             continue  # an empty split is left out of the folder (and of the card), which still loads
-        splits[split], c = write_split(pool, p, split, n, features, folder)
+        splits[split], c = write_split(pool, p, split, n, folder)
         ceiling.append({"split": split, "element_accuracy": c["element_correct"] / c["elements"],
                         "step_accuracy": c["step_correct"] / c["steps"], "num_samples": min(n, CEILING_SAMPLES)})
-    sampler.grammar.save(folder / "grammar.json")
+    make_grammar(p).save(folder / "grammar.json")
     record = {"format": RECORD_FORMAT, "config": config.name, "description": config.description,
               "command": command, "params": p.to_dict(), "sizes": config.split_sizes, "stats": stats.get(),
               "ceiling": ceiling, "splits": splits}

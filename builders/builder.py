@@ -183,6 +183,7 @@ def shard_table(sampler: Sampler, split: str, lo: int, hi: int, schema: pa.Schem
 
 def shard_job(p: TaskParams, split: str, lo: int, hi: int, schema: pa.Schema, ceiling_upto: int):
     """A worker's task: the shard's table, and the Bayes ceiling counts of its samples below ceiling_upto."""
+    exit_if_orphaned()
     sampler = sampler_for(p)
     table = shard_table(sampler, split, lo, hi, schema)
     counts = None
@@ -192,10 +193,21 @@ def shard_job(p: TaskParams, split: str, lo: int, hi: int, schema: pa.Schema, ce
     return table, counts
 
 
-def _worker_init():
+_PARENT_PID = None  # set in pool workers
+
+
+def _worker_init(parent_pid: int):
     # The parent handles Ctrl-C and SIGTERM and terminates the pool: workers just stop.
+    global _PARENT_PID
+    _PARENT_PID = parent_pid
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def exit_if_orphaned() -> None:
+    """A worker whose parent was killed (SIGKILL) stops before its next shard instead of writing on."""
+    if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
+        os._exit(1)
 
 
 class ShardPool:
@@ -209,7 +221,8 @@ class ShardPool:
         self._pool = None
         if self.num_proc > 1:
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            self._pool = multiprocessing.get_context(method).Pool(self.num_proc, initializer=_worker_init)
+            self._pool = multiprocessing.get_context(method).Pool(self.num_proc, initializer=_worker_init,
+                                                                     initargs=(os.getpid(),))
 
     def imap(self, fn, jobs) -> Iterator:
         """fn(*job) for each job, in job order."""

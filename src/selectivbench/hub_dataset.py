@@ -29,8 +29,8 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from .builders import (TASK_DESCRIPTIONS, TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
                        make_grammar)
-from .builders.builder import (CITATION, SelectivBenchConfig, ShardPool, shard_job, features_of, max_steps_per_sample,
-                               sampler_for, shard_ranges)
+from .builders.builder import (CITATION, SelectivBenchConfig, ShardPool, exit_if_orphaned, features_of,
+                               max_steps_per_sample, sampler_for, shard_job, shard_ranges)
 
 CARD_TEMPLATE = resources.files("selectivbench.dataset_cards") / "selectivbench.md"
 CARD_MARKER = "<!-- selectivbench-card: written by `selectivbench generate`"
@@ -122,6 +122,7 @@ def write_parquet_file(p: TaskParams, split: str, shards: list[tuple[int, int]],
     """A worker's job: one parquet file of a split, one row group per shard, and the Bayes ceiling
     counts of its samples below ceiling_upto. zstd without dictionaries: measured the smallest files
     for the cost (README, "Data generation: speed and storage")."""
+    exit_if_orphaned()
     schema = features_of(p, sampler_for(p).grammar).arrow_schema  # carries the features (state names)
     rows = num_bytes = 0
     counts = None

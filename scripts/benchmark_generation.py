@@ -3,7 +3,8 @@
 Figures, each printed per repetition and as min / median / max:
 - engine: the sampler alone on `--num-proc` processes (one sampler per process, as the builder);
 - dataset: a loadable `datasets` train split written by the builder (engine + Arrow + cache files),
-  projected to the paper's 200,000 samples (`projected_train_200k_s`);
+  projected to the paper's 200,000 samples (`projected_train_200k_s`, and its CPU seconds, which
+  a loaded shared machine inflates less than the wall time);
 - ceiling: the Bayes ceiling of the first 1,000 samples of one split (what `generate` scores per split);
 - generate (with `--generate`): `selectivbench generate gapped` as a subprocess at each `--samples`
   training size (validation and test 1,000 each): wall and CPU seconds, and the peak memory of its
@@ -38,22 +39,32 @@ def _engine_shard(lo, hi):
     return int(b.num_elements.sum()), len(b.labels)
 
 
+def cpu_s():
+    """CPU seconds of this process and of its reaped children (pool workers once joined)."""
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
 def engine_s(n, procs):
+    """Wall and CPU seconds of the sampler alone (CPU includes building each process's sampler)."""
+    cpu0 = cpu_s()
     with ShardPool(procs) as pool:
         list(pool.imap(_engine_shard, [(0, 10)] * max(procs, 1)))  # build each process's sampler first
         t0 = time.perf_counter()
         parts = list(pool.imap(_engine_shard, shard_ranges(PARAMS, "train", n)))
-        return time.perf_counter() - t0, sum(p[0] for p in parts), sum(p[1] for p in parts)
+        wall = time.perf_counter() - t0
+    return wall, cpu_s() - cpu0, sum(p[1] for p in parts)
 
 
 def dataset_s(n, procs):
+    """Wall and CPU seconds of writing a loadable train split with the builder."""
     with tempfile.TemporaryDirectory() as cache:
         builder = SelectivBench(config_name="gapped", cache_dir=cache, num_train=n, num_validation=0, num_test=0)
-        t0 = time.perf_counter()
+        cpu0, t0 = cpu_s(), time.perf_counter()
         builder.download_and_prepare(num_proc=procs if procs > 1 else None)
-        seconds = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
         assert builder.as_dataset("train").num_rows == n
-        return seconds
+        return wall, cpu
 
 
 def ceiling_s():
@@ -105,16 +116,20 @@ def main():
           f"gaps uniform({PARAMS.gap_low}, {PARAMS.gap_high}); {procs} process(es); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for n in args.samples:
-        engine, dataset = [], []
+        engine, dataset, dataset_cpu = [], [], []
         for _ in range(args.repeats):
-            seconds, elements, steps = engine_s(n, procs)
+            seconds, cpu, steps = engine_s(n, procs)
             engine.append(seconds)
-            dataset.append(dataset_s(n, procs))
-            print(f"n={n}: engine {seconds:6.2f} s ({n / seconds:7.0f} samples/s, {steps / seconds:10.0f} steps/s)  "
-                  f"dataset {dataset[-1]:6.2f} s ({n / dataset[-1]:7.0f} samples/s)")
-        print(f"projected_engine_200k_s={min(engine) * 200_000 / n:.1f} ({spread([e * 200_000 / n for e in engine])})")
-        print(f"projected_train_200k_s={min(dataset) * 200_000 / n:.1f} "
-              f"({spread([d * 200_000 / n for d in dataset])})")
+            wall, wcpu = dataset_s(n, procs)
+            dataset.append(wall)
+            dataset_cpu.append(wcpu)
+            print(f"n={n}: engine {seconds:6.2f} s ({n / seconds:7.0f} samples/s, {steps / seconds:10.0f} steps/s, "
+                  f"{cpu:6.2f} CPU s)  dataset {wall:6.2f} s ({n / wall:7.0f} samples/s, {wcpu:6.2f} CPU s)  "
+                  f"load {os.getloadavg()[0]:.1f}")
+        scale = 200_000 / n
+        print(f"projected_engine_200k_s={min(engine) * scale:.1f} ({spread([e * scale for e in engine])})")
+        print(f"projected_train_200k_s={min(dataset) * scale:.1f} ({spread([d * scale for d in dataset])})")
+        print(f"projected_train_200k_cpu_s={min(dataset_cpu) * scale:.1f} ({spread([c * scale for c in dataset_cpu])})")
     ceil = [ceiling_s() for _ in range(args.repeats)]
     print(f"ceiling_s_per_split={min(ceil):.2f} ({CEILING_SAMPLES} samples, one process; {spread(ceil, '{:.2f}')})")
     if args.generate:

@@ -1,44 +1,72 @@
 """A dataset repository folder in the Hub layout: parquet per config and split, grammar.json,
 and a README.md card whose YAML lists the configs, so `load_dataset(DIR, config)` just works.
+
+Generation streams shard by shard: each shard's Arrow table goes from the sampler straight into
+the config's parquet files (one row group per shard), and the Bayes ceiling is scored in the same
+pass on the first samples of each split. Each config is built in a hidden sibling folder and
+swapped in when complete; its `generation.json` records what it holds (parameters, command,
+files with their sizes), and the card is rebuilt from those records, so the card always
+describes what the folder actually holds.
 """
 from __future__ import annotations
 
-import math
-from importlib import resources
+import contextlib
+import json
+import os
+import secrets
 import shutil
+import signal
 import tempfile
+import threading
+from importlib import resources
 from pathlib import Path
 
+import datasets
+import pyarrow.parquet as pq
 from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
-from tqdm.auto import tqdm
 
-from .builders import ParameterError, SelectivBench, TASKS
-from .builders.builder import CITATION
-from .builders.ceiling import bayes_ceiling
+from .builders import (TASK_DESCRIPTIONS, TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
+                       make_grammar)
+from .builders.builder import (CITATION, SelectivBenchConfig, ShardPool, exit_if_orphaned, features_of,
+                               max_steps_per_sample, sampler_for, shard_job, shard_ranges)
 
 CARD_TEMPLATE = resources.files("selectivbench.dataset_cards") / "selectivbench.md"
-CEILING_SAMPLES = 1000
-MAX_PARQUET_BYTES = 256 << 20
+CARD_MARKER = "<!-- selectivbench-card: written by `selectivbench generate`"
+RECORD = "generation.json"
+RECORD_FORMAT = "selectivbench-config/1"
+BUILD_PREFIX = ".selectivbench-build-"  # hidden siblings: configs being built, or old ones being removed
+CEILING_SAMPLES = 1000  # the Bayes ceiling scores the first samples of each split
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_STEPS = 1 << 25  # steps per parquet file at most (~400 MB of Arrow at the largest gaps, ~40 MB of parquet)
 
 
 def make_builder(config: str, cache_dir=None, **kwargs) -> SelectivBench:
-    if config not in TASKS:
-        raise ParameterError(f"config={config!r} is invalid: allowed one of {tuple(TASKS)}")
+    _check_config(config)
     return SelectivBench(config_name=config, cache_dir=cache_dir,
                          **{k: v for k, v in kwargs.items() if v is not None})
 
 
-def grammar_stats(builder: SelectivBench) -> dict:
-    g, law = builder.grammar, builder.sampler.law
-    return {"num_states": g.num_states, "num_edges": g.num_edges,
-            "mean_string_length": law.mean_length(), "topological_entropy": g.topological_entropy()}
+def _check_config(config: str) -> None:
+    if config not in TASKS:
+        raise ParameterError(f"config={config!r} is invalid: allowed one of {tuple(TASKS)}")
 
 
-def ceilings(builder: SelectivBench) -> list[dict]:
-    return [{"split": split, **bayes_ceiling(builder.sampler, split, min(n, CEILING_SAMPLES))}
-            for split, n in builder.config.split_sizes.items() if n > 0]
+def grammar_stats(sampler: Sampler) -> dict:
+    # One BLAS thread: on a loaded 2-core machine, threaded OpenBLAS spins and the dense
+    # eigenvalues of the topological entropy take 10x longer.
+    from threadpoolctl import threadpool_limits
+
+    g = sampler.grammar
+    with threadpool_limits(1):
+        return {"num_states": g.num_states, "num_edges": g.num_edges,
+                "mean_string_length": sampler.law.mean_length(), "topological_entropy": g.topological_entropy()}
+
+
+def _stats_job(p: TaskParams) -> dict:
+    return grammar_stats(sampler_for(p))
 
 
 def render_sample(sampler, split="validation", steps=24) -> str:
@@ -72,84 +100,378 @@ def _size_category(n: int) -> str:
     return "10M<n<100M"
 
 
-def write_parquet(ds, folder: Path, split: str) -> list[str]:
-    n = max(1, math.ceil(ds.data.nbytes / MAX_PARQUET_BYTES))
-    names = []
-    for i in range(n):
-        name = f"{split}-{i:05d}-of-{n:05d}.parquet"
-        ds.shard(n, i, contiguous=True).to_parquet(folder / name)
-        names.append(name)
-    return names
+# ---------------------------------------------------------------- writing one config
+
+
+def file_ranges(p: TaskParams, split: str, n: int) -> list[list[tuple[int, int]]]:
+    """The shards of each parquet file of a split: consecutive shards up to FILE_STEPS steps (at the
+    split's largest gaps), so files are known before generation and each is written by one process."""
+    files, steps = [], FILE_STEPS
+    for lo, hi in shard_ranges(p, split, n):
+        shard_steps = (hi - lo) * max_steps_per_sample(p, split)
+        if steps + shard_steps > FILE_STEPS:
+            files.append([])
+            steps = 0
+        files[-1].append((lo, hi))
+        steps += shard_steps
+    return files
+
+
+def write_parquet_file(p: TaskParams, split: str, shards: list[tuple[int, int]], path: str,
+                       ceiling_upto: int) -> dict:
+    """A worker's job: one parquet file of a split, one row group per shard, and the Bayes ceiling
+    counts of its samples below ceiling_upto. zstd without dictionaries: measured the smallest files
+    for the cost (README, "Data generation: speed and storage")."""
+    exit_if_orphaned()
+    schema = features_of(p, sampler_for(p).grammar).arrow_schema  # carries the features (state names)
+    rows = num_bytes = 0
+    counts = None
+    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=False, write_page_index=True) as writer:
+        for lo, hi in shards:
+            table, shard_counts = shard_job(p, split, lo, hi, schema, ceiling_upto)
+            writer.write_table(table, row_group_size=len(table))
+            rows, num_bytes = rows + len(table), num_bytes + table.nbytes
+            if shard_counts is not None:
+                counts = shard_counts if counts is None else {k: counts[k] + v for k, v in shard_counts.items()}
+    return {"rows": rows, "num_bytes": num_bytes, "counts": counts}
+
+
+def write_split(pool: ShardPool, p: TaskParams, split: str, n: int, folder: Path) -> tuple[dict, dict]:
+    """Write a split as folder/<split>-XXXXX-of-NNNNN.parquet, files in parallel. Returns its record and
+    the Bayes ceiling counts of its first CEILING_SAMPLES samples."""
+    groups = file_ranges(p, split, n)
+    names = [f"{split}-{i:05d}-of-{len(groups):05d}.parquet" for i in range(len(groups))]
+    jobs = [(p, split, shards, str(folder / name), min(n, CEILING_SAMPLES)) for shards, name in zip(groups, names)]
+    files, num_bytes, counts = [], 0, None
+    for name, done in zip(names, pool.imap(write_parquet_file, jobs)):
+        files.append({"name": name, "bytes": (folder / name).stat().st_size, "rows": done["rows"]})
+        num_bytes += done["num_bytes"]
+        if done["counts"] is not None:
+            counts = done["counts"] if counts is None else {k: counts[k] + v for k, v in done["counts"].items()}
+    return {"num_examples": n, "num_bytes": num_bytes, "files": files}, counts
+
+
+def build_config(config: SelectivBenchConfig, folder: Path, pool: ShardPool, command: str) -> dict:
+    """Write every non-empty split of a config, its grammar.json and its generation.json into folder."""
+    p = config.params
+    stats = pool.submit(_stats_job, p)  # runs beside the shards
+    splits, ceiling = {}, []
+    for split, n in config.split_sizes.items():
+        if n == 0:
+            continue  # an empty split is left out of the folder (and of the card), which still loads
+        splits[split], c = write_split(pool, p, split, n, folder)
+        ceiling.append({"split": split, "element_accuracy": c["element_correct"] / c["elements"],
+                        "step_accuracy": c["step_correct"] / c["steps"], "num_samples": min(n, CEILING_SAMPLES)})
+    make_grammar(p).save(folder / "grammar.json")
+    record = {"format": RECORD_FORMAT, "config": config.name, "description": config.description,
+              "command": command, "params": p.to_dict(), "sizes": config.split_sizes, "stats": stats.get(),
+              "ceiling": ceiling, "splits": splits}
+    _write_atomic(folder / RECORD, json.dumps(record, indent=1))
+    return record
+
+
+# ---------------------------------------------------------------- the folder
 
 
 def generate_folder(configs: list[str], out: str | Path, num_proc: int | None = None,
                     repo_id: str = "selectivbench", command: str = "", **kwargs) -> dict:
-    """Generate every config into `out` and write its card. Returns the card's numbers."""
+    """Generate every config into `out`, then rebuild its card. Returns the new configs' numbers.
+
+    Each config is built in a hidden sibling and swapped in once every config is complete; a
+    folder is never left with a config that mixes runs or a card that describes other data.
+    """
     out = Path(out)
-    if out.exists() and any(p.suffix == ".py" for p in out.glob("*")):
-        raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder without Python files")
-    infos, meta, summary = DatasetInfosDict(), MetadataConfigs(), []
-    with tempfile.TemporaryDirectory(prefix="selectivbench-build-") as cache:
-        builders = [make_builder(c, cache_dir=cache, **kwargs) for c in configs]  # validates all first
+    plans = [_plan(c, kwargs) for c in configs]  # validates every parameter before any work
+    if len(set(configs)) != len(configs):
+        raise ParameterError(f"configs={configs!r} is invalid: allowed distinct config names")
+    _prepare_out(out, configs)
+    builds: dict[str, Path] = {}
+    with _sigterm_as_exit():
+        try:
+            with ShardPool(num_proc) as pool:
+                for plan in plans:
+                    builds[plan.name] = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{plan.name}-{os.getpid()}-",
+                                                              dir=out))
+                    builds[plan.name].chmod(0o777 & ~_UMASK)  # mkdtemp makes it private
+                    build_config(plan, builds[plan.name], pool, command)
+            # While configs are swapped, the card leaves them out: a config killed mid-swap does not load.
+            write_card(out, repo_id, leave_out=set(builds))
+            for name in list(builds):
+                _swap_in(builds.pop(name), out / name)
+        finally:
+            for build in builds.values():
+                shutil.rmtree(build, ignore_errors=True)
+    card = write_card(out, repo_id)
+    summary = {r["config"]: r for r in folder_records(out)}
+    return {"card": str(card), "configs": [_summary(summary[c]) for c in configs]}
+
+
+def _plan(config: str, kwargs: dict) -> SelectivBenchConfig:
+    _check_config(config)
+    plan = SelectivBenchConfig(name=config, task=config, description=TASK_DESCRIPTIONS[config],
+                               **{k: v for k, v in kwargs.items() if v is not None})
+    plan.split_sizes  # validates the parameters and sizes
+    return plan
+
+
+def _summary(record: dict) -> dict:
+    return {"name": record["config"], "description": record["description"], "p": TaskParams.from_dict(record["params"]),
+            "sizes": record["sizes"], "stats": record["stats"], "ceiling": record["ceiling"],
+            "command": record["command"]}
+
+
+def _out_error(out: Path, allowed: str) -> ParameterError:
+    return ParameterError(f"out={str(out)!r} is invalid: allowed {allowed}")
+
+
+def _prepare_out(out: Path, configs: list[str]) -> None:
+    """Refuse, before any work, an `out` that is a file, is not writable, or holds files of others."""
+    if out.exists() and not out.is_dir():
+        raise _out_error(out, "a folder (it is an existing file)")
+    if out.is_dir():
+        if any(p.suffix == ".py" for p in out.glob("*")):
+            raise _out_error(out, "a folder without Python files")
+        readme = out / "README.md"
+        if readme.exists() and CARD_MARKER not in readme.read_text(errors="replace"):
+            raise _out_error(out, "a new folder or one written by `selectivbench generate` (its README.md was "
+                                  "not written by selectivbench: it would be overwritten)")
+        for name in configs:
+            foreign = _foreign_files(out / name)
+            if foreign:
+                raise _out_error(out, f"a folder whose {name}/ was written by `selectivbench generate` "
+                                      f"(it holds files selectivbench did not write: {foreign[:5]})")
+    try:
         out.mkdir(parents=True, exist_ok=True)
-        for name, b in zip(configs, builders):
-            b.download_and_prepare(num_proc=num_proc if num_proc and num_proc > 1 else None)
-            folder = out / name
-            if folder.exists():
-                shutil.rmtree(folder)
-            folder.mkdir()
-            files = []
-            for split in b.config.split_sizes:
-                if b.config.split_sizes[split] > 0:
-                    write_parquet(b.as_dataset(split=split), folder, split)
-                    files.append({"split": split, "path": f"{name}/{split}-*"})
-            b.grammar.save(folder / "grammar.json")
-            infos[name] = b.info
-            meta[name] = {"data_files": files, **({"default": True} if name == configs[0] else {})}
-            summary.append({"name": name, "p": b.config.params, "sizes": b.config.split_sizes,
-                            "stats": grammar_stats(b), "ceiling": ceilings(b),
-                            "description": b.config.description or name, "builder": b})
-    card = render_card(summary, repo_id, command, infos, meta)
-    card.save(out / "README.md")
-    for s in summary:
-        s.pop("builder")
-    return {"card": str(out / "README.md"), "configs": summary}
+        fd, probe = tempfile.mkstemp(prefix=f"{BUILD_PREFIX}probe-{os.getpid()}-", dir=out)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise _out_error(out, f"a writable folder ({err.strerror})") from None
+    _remove_stale_builds(out)
 
 
-def render_card(summary, repo_id, command, infos, meta) -> DatasetCard:
-    total = sum(sum(s["sizes"].values()) for s in summary)
+def _foreign_files(folder: Path) -> list[str]:
+    """Files in an existing config folder that its generation.json does not account for."""
+    if not folder.exists():
+        return []
+    if not folder.is_dir():
+        return [folder.name]
+    try:
+        record = read_record(folder.parent, folder.name)
+        ours = {RECORD, "grammar.json", *(f["name"] for s in record["splits"].values() for f in s["files"])}
+    except ParameterError:
+        ours = set()
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if str(p.relative_to(folder)) not in ours
+                  and not p.is_dir())
+
+
+def _remove_stale_builds(out: Path) -> None:
+    """Build folders left by a killed run (their process is gone) are ours to remove."""
+    for build in out.glob(f"{BUILD_PREFIX}*"):
+        pid = build.name[len(BUILD_PREFIX):].split("-")[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            (shutil.rmtree if build.is_dir() else os.remove)(build)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _swap_in(build: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.with_name(f"{BUILD_PREFIX}old-{target.name}-{os.getpid()}-{secrets.token_hex(4)}")
+        os.rename(target, old)
+    os.rename(build, target)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM unwinds like Ctrl-C, so build folders are removed and the pool is stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_now(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f"{BUILD_PREFIX}file-{os.getpid()}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ---------------------------------------------------------------- reading a folder
+
+
+def read_record(folder: str | Path, config: str) -> dict:
+    """The generation.json of a config folder; ParameterError naming the file if absent or unreadable."""
+    path = Path(folder) / config / RECORD
+    try:
+        record = json.loads(path.read_text())
+        assert record.get("format") == RECORD_FORMAT and record.get("config") == config
+        return record
+    except (OSError, ValueError, AssertionError, AttributeError):
+        raise ParameterError(f"file={str(path)!r} is invalid: allowed the {RECORD} that `selectivbench generate` "
+                             f"writes into each config folder") from None
+
+
+def folder_records(out: str | Path, leave_out=()) -> list[dict]:
+    """Records of the complete configs the folder holds, in TASKS order."""
+    return [read_record(out, name) for name in TASKS
+            if name not in leave_out and (Path(out) / name / RECORD).exists()]
+
+
+def check_config_folder(folder: str | Path, config: str) -> dict:
+    """Validate a generated config folder: every file of its record present and complete. Returns the record."""
+    record = read_record(folder, config)
+    base = Path(folder) / config
+    for split in record["splits"].values():
+        for f in split["files"]:
+            path = base / f["name"]
+            allowed = (f"a complete parquet file of {f['bytes']} bytes and {f['rows']} rows, as written by "
+                       f"`selectivbench generate`")
+            try:
+                size = path.stat().st_size
+                rows = pq.ParquetFile(path).metadata.num_rows if size == f["bytes"] else None
+            except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+                raise ParameterError(f"file={str(path)!r} is invalid: allowed {allowed} ({err})") from None
+            if size != f["bytes"] or rows != f["rows"]:
+                raise ParameterError(f"file={str(path)!r} is invalid: allowed {allowed} (found {size} bytes)")
+    if not (base / "grammar.json").exists():
+        raise ParameterError(f"file={str(base / 'grammar.json')!r} is invalid: allowed the config's grammar.json")
+    return record
+
+
+def load_config_folder(folder: str | Path, config: str, split: str | None = None, cache_dir=None):
+    """Load a config of a generated folder after checking its files (ParameterError naming a bad file).
+
+    With `split`, only that split's parquet files are read (a `datasets.Dataset`); without, every
+    split (a `DatasetDict`, as `load_dataset(folder, config)`).
+    """
+    record = check_config_folder(folder, config)
+    if split is None:
+        return datasets.load_dataset(str(folder), config, cache_dir=cache_dir)
+    if split not in record["splits"]:
+        raise ParameterError(f"split={split!r} is invalid: allowed one of {sorted(record['splits'])}")
+    p = TaskParams.from_dict(record["params"])
+    features = features_of(p, Grammar.load(Path(folder) / config / "grammar.json"))
+    files = [str(Path(folder) / config / f["name"]) for f in record["splits"][split]["files"]]
+    return datasets.load_dataset("parquet", data_files={split: files}, features=features, split=split,
+                                 cache_dir=cache_dir)
+
+
+# ---------------------------------------------------------------- the card
+
+
+def write_card(out: Path, repo_id: str, leave_out=()) -> Path:
+    """Rebuild README.md from the config records the folder holds (atomically)."""
+    records = folder_records(out, leave_out)
+    path = Path(out) / "README.md"
+    if not records:
+        if path.exists():
+            os.remove(path)
+        return path
+    _write_atomic(path, str(render_card(out, records, repo_id)))
+    return path
+
+
+def _info(out: Path, record: dict, grammar: Grammar) -> datasets.DatasetInfo:
+    p = TaskParams.from_dict(record["params"])
+    splits = datasets.SplitDict()
+    for name, s in record["splits"].items():
+        splits.add(datasets.SplitInfo(name=name, num_bytes=s["num_bytes"], num_examples=s["num_examples"]))
+    return datasets.DatasetInfo(
+        description=record["description"], features=features_of(p, grammar), splits=splits,
+        download_size=sum(f["bytes"] for s in record["splits"].values() for f in s["files"]),
+        dataset_size=sum(s["num_bytes"] for s in record["splits"].values()), config_name=record["config"])
+
+
+def _share_equal_lists(node, seen: dict):
+    """Make equal state-name tables one object, so the YAML writes them once (an anchor) and aliases them."""
+    if isinstance(node, dict):
+        if "names" in node and isinstance(node["names"], (list, dict)):
+            key = json.dumps(node["names"], sort_keys=True)
+            node["names"] = seen.setdefault(key, node["names"])
+        for v in node.values():
+            _share_equal_lists(v, seen)
+    elif isinstance(node, list):
+        for v in node:
+            _share_equal_lists(v, seen)
+
+
+def render_card(out: Path, records: list[dict], repo_id: str) -> DatasetCard:
+    grammars = {r["config"]: Grammar.load(Path(out) / r["config"] / "grammar.json") for r in records}
+    infos, meta = DatasetInfosDict(), MetadataConfigs()
+    for r in records:
+        name = r["config"]
+        infos[name] = _info(out, r, grammars[name])
+        meta[name] = {"data_files": [{"split": s, "path": f"{name}/{s}-*"} for s in r["splits"]],
+                      **({"default": True} if name == records[0]["config"] else {})}
+    total = sum(s["num_examples"] for r in records for s in r["splits"].values())
     data = DatasetCardData(
-        license="apache-2.0", language=["en"], pretty_name="SelectivBench",
+        license="apache-2.0", pretty_name="SelectivBench",
         task_categories=["token-classification"], size_categories=[_size_category(total)],
         tags=["synthetic", "formal-languages", "selectivity", "linear-recurrent-models", "state-space-models"],
         annotations_creators=["machine-generated"], source_datasets=["original"],
     )
     meta.to_dataset_card_data(data)
     infos.to_dataset_card_data(data)
-    configs = [{"name": s["name"], "p": s["p"], "description": s["description"], "stats": s["stats"],
-                "ceiling": s["ceiling"], "gap_law": _gap_law_text(s["p"]),
-                "elements": (f"{s['p'].seq_len_min}-{s['p'].seq_len}" if s["p"].seq_len_min else s["p"].seq_len),
-                "sizes": ", ".join(f"{k} {v:,}" for k, v in s["sizes"].items())} for s in summary]
-    first = summary[0]
-    example = {"config": first["name"], "steps": 24, "text": render_sample(first["builder"].sampler)}
-    return DatasetCard.from_template(data, template_path=str(CARD_TEMPLATE), configs=configs,
-                                     example=example, repo_id=repo_id, command=command or "selectivbench generate",
-                                     citation=CITATION)
+    _share_equal_lists(data.dataset_info, {})
+    configs = []
+    for r in records:
+        p = TaskParams.from_dict(r["params"])
+        configs.append({"name": r["config"], "p": p, "description": r["description"], "stats": r["stats"],
+                        "ceiling": r["ceiling"], "gap_law": _gap_law_text(p), "command": r["command"] or
+                        "selectivbench generate", "elements": (f"{p.seq_len_min}-{p.seq_len}" if p.seq_len_min
+                                                               else p.seq_len),
+                        "sizes": ", ".join(f"{k} {v:,}" for k, v in r["sizes"].items())})
+    first = records[0]
+    sampler = Sampler(TaskParams.from_dict(first["params"]), grammars[first["config"]])
+    example = {"config": first["config"], "steps": 24, "text": render_sample(sampler)}
+    return DatasetCard.from_template(data, template_path=str(CARD_TEMPLATE), configs=configs, example=example,
+                                     repo_id=repo_id, citation=CITATION, marker=CARD_MARKER)
+
+
+# ---------------------------------------------------------------- publishing
 
 
 def publish_folder(folder: str | Path, repo_id: str, dry_run: bool = False, private: bool = False) -> list[str]:
-    """Upload a generated folder as a dataset repository; with dry_run, only list what would go."""
+    """Rewrite the card's load snippet to repo_id, then upload the folder (with dry_run: only list it)."""
     folder = Path(folder)
-    if not (folder / "README.md").exists():
+    readme = folder / "README.md"
+    if not readme.exists() or CARD_MARKER not in readme.read_text(errors="replace"):
         raise ParameterError(f"folder={str(folder)!r} is invalid: allowed a folder made by `selectivbench generate`")
     if "/" not in repo_id:
         raise ParameterError(f"repo_id={repo_id!r} is invalid: allowed ORG/NAME")
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    write_card(folder, repo_id)
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                   if p.is_file() and not any(part.startswith(BUILD_PREFIX) for part in p.relative_to(folder).parts))
     if not dry_run:
         from huggingface_hub import HfApi
         api = HfApi()
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
-                          commit_message="Upload SelectivBench data")
+                          commit_message="Upload SelectivBench data", ignore_patterns=[f"{BUILD_PREFIX}*"])
     return files
-

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import DatasetDict, load_dataset
+from datasets import DatasetDict
 
 from .builders import Grammar, TaskParams
 from .builders.config import ParameterError
@@ -83,58 +83,36 @@ def resolve_data_dir(data_dir: str, config: str) -> Path:
     return root / sub if sub else root
 
 
-def split_files(folder: Path, config: str, splits) -> dict[str, list[str]]:
-    """The parquet files of each split, each checked to be whole before `datasets` reads it."""
-    import pyarrow.parquet as pq
-
-    files = {}
-    for split in splits:
-        found = sorted(str(p) for p in (folder / config).glob(f"{split}-*.parquet"))
-        if not found:
-            raise ParameterError(f"split={split!r} is invalid for {folder / config}: no {split}-*.parquet file")
-        for f in found:
-            try:
-                pq.read_metadata(f)
-            except Exception as err:
-                raise ParameterError(f"file {f} is invalid: allowed a complete parquet file ({err})") from None
-        files[split] = found
-    return files
-
-
-def folder_splits(folder: Path, config: str) -> list[str]:
-    return sorted({p.name.split("-")[0] for p in (folder / config).glob("*.parquet")})
-
-
 def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = None, num_proc=None,
               splits: list[str] | None = None, with_train: bool = True, check=None, **overrides) -> Task:
     """A config of a generated folder or Hub dataset, or built here with overrides. Only `splits`
     (default: all, train only `with_train`) are read or built, and `check(task_without_data)` runs
     before any of that work."""
+    from .hub_dataset import check_config_folder, load_config_folder, make_builder
+
     if data_dir is not None:
         if overrides:
             raise ParameterError(f"data_dir={data_dir!r} is invalid with task parameters {sorted(overrides)}: "
                                  "allowed only when the data is built here (omit --data-dir)")
         folder = resolve_data_dir(str(data_dir), config)
+        record = check_config_folder(folder, config)  # every file whole before anything is read
         grammar = Grammar.load(folder / config / "grammar.json")
         params = TaskParams.from_dict({**grammar.params, "test_gaps": tuple(grammar.params.get("test_gaps", ()))})
-        splits = _wanted_splits(config, splits, folder_splits(folder, config), with_train)
+        splits = _wanted_splits(config, splits, list(record["splits"]), with_train)
         if check:
             check(Task(config, DatasetDict(), params, grammar))
-        data = load_dataset("parquet", data_files=split_files(folder, config, splits), cache_dir=cache_dir)
-        return Task(config, data, params, grammar)
-    from .hub_dataset import make_builder
+        data = {s: load_config_folder(folder, config, split=s, cache_dir=cache_dir) for s in splits}
+        return Task(config, DatasetDict(data), params, grammar)
+    from .builders.builder import build_split
 
     builder = make_builder(config, cache_dir=cache_dir, **overrides)
     sizes = builder.config.split_sizes  # validates every parameter
+    params, grammar = builder.config.params, builder.grammar
     splits = _wanted_splits(config, splits, [s for s, n in sizes.items() if n > 0], with_train)
     if check:
-        check(Task(config, DatasetDict(), builder.config.params, builder.grammar))
-    skipped = {f"num_{s}": 0 for s in ("train", "validation") if s not in splits}
-    if skipped:  # a sample does not depend on the split sizes: the others stay the same rows
-        builder = make_builder(config, cache_dir=cache_dir, **{**overrides, **skipped})
-    builder.download_and_prepare(num_proc=num_proc)
-    data = builder.as_dataset()
-    return Task(config, DatasetDict({s: data[s] for s in splits}), builder.config.params, builder.grammar)
+        check(Task(config, DatasetDict(), params, grammar))
+    data = {s: build_split(params, s, sizes[s], cache_dir=cache_dir, num_proc=num_proc) for s in splits}
+    return Task(config, DatasetDict(data), params, grammar)
 
 
 def _wanted_splits(config: str, splits, available: list[str], with_train: bool) -> list[str]:

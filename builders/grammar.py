@@ -7,12 +7,14 @@ the current symbol. Outgoing edges of a state are equally likely. State 0 and sy
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .config import LETTERS, ParameterError, TaskParams
+from .grammar_json import InvalidGrammar, parse_grammar_dict
 
 END = 0  # index of '#' among the symbols and among the states
 MAX_DRAWS = 1000
@@ -76,25 +78,28 @@ class Grammar:
         }
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_json_dict(), indent=1))
+        """Write the JSON atomically: a reader never sees half a file."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_json_dict(), indent=1))
+        os.replace(tmp, path)
 
     @classmethod
-    def from_json_dict(cls, d: dict) -> "Grammar":
-        state_symbol = np.asarray(d["state_symbol"], dtype=np.int64)
-        S, V = len(d["states"]), len(d["symbols"])
-        next_state = np.full((S, V), -1, dtype=np.int64)
-        for src, dst, _prob in d["edges"]:
-            a = state_symbol[dst]
-            if next_state[src, a] not in (-1, dst):
-                raise ParameterError(f"edges: state {src} has two targets for symbol {d['symbols'][a]!r}; "
-                                     "allowed: at most one (the grammar is a DFA)")
-            next_state[src, a] = dst
-        return cls(list(d["symbols"]), list(d["states"]), state_symbol,
-                   np.asarray(d["start_states"], dtype=np.int64), next_state, dict(d.get("params", {})))
+    def from_json_dict(cls, d: dict, source: str = "grammar JSON") -> "Grammar":
+        """Build from a SPEC §7 dict; anything malformed raises one ParameterError naming `source`."""
+        try:
+            return cls(**parse_grammar_dict(d))
+        except InvalidGrammar as e:
+            raise ParameterError(f"{source}: {e}") from None
 
     @classmethod
     def load(cls, path) -> "Grammar":
-        return cls.from_json_dict(json.loads(Path(path).read_text()))
+        path = Path(path)
+        try:
+            d = json.loads(path.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ParameterError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_json_dict(d, source=str(path))
 
     # --- validity (SPEC §1) ---
     def distance_to_end(self) -> np.ndarray:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from selectivbench.builders import ParameterError, TaskParams, make_grammar, task_params
+from selectivbench.builders import Grammar, ParameterError, TaskParams, make_grammar, task_params
 from selectivbench.builders import grammar_symseq
 from selectivbench.builders.config import TASKS
 
@@ -120,3 +120,24 @@ def test_settings_the_papers_generator_cannot_express_are_refused_before_drawing
     # 3 letter states cannot be 5 edges away from '#': refused at once instead of 100,000 draws
     with pytest.raises(ParameterError, match=r"^min_string_length=5 is invalid: allowed \[1, 3\]"):
         make_grammar(TaskParams(vocab_size=4, ambiguities=0, ambiguity_depth=1, min_string_length=5, start_states=1))
+
+
+def test_grammar_rng_is_a_cli_flag_and_a_builder_kwarg_recorded_in_grammar_json(tmp_path, capsys):
+    from selectivbench.cli import main
+    from selectivbench.hub_dataset import make_builder
+
+    small = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, seed=3)
+    main(["inspect", "complexity", "--samples", "4", "--vocab-size", "6", "--ambiguities", "2",
+          "--ambiguity-depth", "2", "--seq-len", "12", "--seed", "3", "--grammar-rng", "selectivbench",
+          "--grammar-json", str(tmp_path / "grammar.json")])
+    assert '"grammar_rng": "selectivbench"' in capsys.readouterr().out
+    written = Grammar.load(tmp_path / "grammar.json")
+    assert written.params["grammar_rng"] == "selectivbench"
+    assert written.to_json_dict() == make_grammar(task_params("complexity", **small,
+                                                              grammar_rng="selectivbench")).to_json_dict()
+    for rng in ("symseq", "selectivbench"):
+        b = make_builder("complexity", cache_dir=str(tmp_path / rng), **small, grammar_rng=rng)
+        assert b.config.params.grammar_rng == rng
+        assert b.grammar.to_json_dict() == make_grammar(task_params("complexity", **small, grammar_rng=rng)).to_json_dict()
+    with pytest.raises(ParameterError, match=r"grammar_rng='paper' is invalid: allowed one of \('symseq', 'selectivbench'\)"):
+        make_builder("complexity", grammar_rng="paper").config.params

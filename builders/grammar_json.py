@@ -117,6 +117,8 @@ def _check_probabilities(src, prob, next_state) -> None:
 def _check_params(raw, symbols, states, start_states) -> dict:
     if not isinstance(raw, dict):
         _fail("params", type(raw).__name__, "a JSON object of TaskParams fields")
+    # files written before grammar_rng existed were all drawn by the project's generator
+    raw = {"grammar_rng": "selectivbench", **raw}
     try:
         p = TaskParams.from_dict(raw)
     except (ParameterError, TypeError) as e:
@@ -129,7 +131,7 @@ def _check_params(raw, symbols, states, start_states) -> dict:
             raise InvalidGrammar(f"params do not match the grammar: it has {value} {name.replace('_', ' ')}, "
                                  f"params (vocab_size={p.vocab_size}, ambiguities={k}, ambiguity_depth={d}, "
                                  f"start_states={p.start_states}) give {allowed}")
-    return dict(raw)
+    return raw
 
 
 def parse_grammar_dict(d) -> dict:

@@ -95,3 +95,13 @@ def test_the_unbroken_file_loads_to_the_same_grammar(tmp_path):
     assert h.to_json_dict() == g.to_json_dict()
     assert np.array_equal(h.next_state, g.next_state) and h.next_state.dtype == np.int64
     assert [p.name for p in tmp_path.iterdir()] == ["grammar.json"]  # the atomic write left no temporary file
+
+
+def test_a_file_from_before_grammar_rng_reads_as_the_project_generator(tmp_path):
+    d = make_grammar(TaskParams(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, seed=0,
+                                grammar_rng="selectivbench")).to_json_dict()
+    del d["params"]["grammar_rng"]
+    (tmp_path / "grammar.json").write_text(json.dumps(d))
+    g = Grammar.load(tmp_path / "grammar.json")
+    assert g.params["grammar_rng"] == "selectivbench" and g.params["seed"] == 0
+    assert g.to_json_dict() == make_grammar(TaskParams.from_dict(g.params)).to_json_dict()

@@ -7,13 +7,14 @@ the current symbol. Outgoing edges of a state are equally likely. State 0 and sy
 from __future__ import annotations
 
 import json
-from collections import deque
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .config import LETTERS, ParameterError, TaskParams
+from .grammar_json import InvalidGrammar, parse_grammar_dict
 
 END = 0  # index of '#' among the symbols and among the states
 MAX_DRAWS = 1000
@@ -77,44 +78,33 @@ class Grammar:
         }
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_json_dict(), indent=1))
+        """Write the JSON atomically: a reader never sees half a file."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_json_dict(), indent=1))
+        os.replace(tmp, path)
 
     @classmethod
-    def from_json_dict(cls, d: dict) -> "Grammar":
-        state_symbol = np.asarray(d["state_symbol"], dtype=np.int64)
-        S, V = len(d["states"]), len(d["symbols"])
-        next_state = np.full((S, V), -1, dtype=np.int64)
-        for src, dst, _prob in d["edges"]:
-            a = state_symbol[dst]
-            if next_state[src, a] not in (-1, dst):
-                raise ParameterError(f"edges: state {src} has two targets for symbol {d['symbols'][a]!r}; "
-                                     "allowed: at most one (the grammar is a DFA)")
-            next_state[src, a] = dst
-        return cls(list(d["symbols"]), list(d["states"]), state_symbol,
-                   np.asarray(d["start_states"], dtype=np.int64), next_state, dict(d.get("params", {})))
+    def from_json_dict(cls, d: dict, source: str = "grammar JSON") -> "Grammar":
+        """Build from a SPEC §7 dict; anything malformed raises one ParameterError naming `source`."""
+        try:
+            return cls(**parse_grammar_dict(d))
+        except InvalidGrammar as e:
+            raise ParameterError(f"{source}: {e}") from None
 
     @classmethod
     def load(cls, path) -> "Grammar":
-        return cls.from_json_dict(json.loads(Path(path).read_text()))
+        path = Path(path)
+        try:
+            d = json.loads(path.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ParameterError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_json_dict(d, source=str(path))
 
     # --- validity (SPEC §1) ---
     def distance_to_end(self) -> np.ndarray:
-        """Shortest number of edges from each state to '#' (-1 when unreachable), by reverse BFS."""
-        S = self.num_states
-        preds = [[] for _ in range(S)]
-        src, sym = np.nonzero(self.next_state >= 0)
-        for s, t in zip(src.tolist(), self.next_state[src, sym].tolist()):
-            preds[t].append(s)
-        dist = np.full(S, -1, dtype=np.int64)
-        dist[END] = 0
-        queue = deque([END])
-        while queue:
-            t = queue.popleft()
-            for s in preds[t]:
-                if dist[s] < 0:
-                    dist[s] = dist[t] + 1
-                    queue.append(s)
-        return dist
+        """Shortest number of edges from each state to '#' (-1 when unreachable)."""
+        return distance_to_end(self.next_state)
 
     def problems(self, min_string_length: int, max_string_length: int) -> list[str]:
         dist = self.distance_to_end()
@@ -134,6 +124,24 @@ class Grammar:
         A = (self.transition_matrix() > 0).astype(np.float64)
         A[END, self.start_states] = 1.0
         return float(np.log2(max(np.abs(np.linalg.eigvals(A)).max(), 1.0)))
+
+
+def distance_to_end(next_state: np.ndarray) -> np.ndarray:
+    """Shortest number of edges from each state to '#' (-1: no path), by reverse breadth-first search."""
+    num_states = next_state.shape[0]
+    src, sym = np.nonzero(next_state >= 0)
+    dst = next_state[src, sym]
+    by_target = src[np.argsort(dst, kind="stable")]
+    preds_of = np.split(by_target, np.cumsum(np.bincount(dst, minlength=num_states))[:-1])
+    dist = np.full(num_states, -1, dtype=np.int64)
+    dist[END] = 0
+    frontier, level = np.array([END]), 0
+    while frontier.size:
+        level += 1
+        preds = np.unique(np.concatenate([preds_of[t] for t in frontier.tolist()]))
+        frontier = preds[dist[preds] < 0]
+        dist[frontier] = level
+    return dist
 
 
 def state_names(params: TaskParams) -> tuple[list[str], list[str], np.ndarray]:
@@ -170,7 +178,16 @@ def _draw_once(params: TaskParams, rng: np.random.Generator, symbols, states, st
 
 
 def make_grammar(params: TaskParams) -> Grammar:
-    """Draw the grammar of (params, seed), redrawing invalid ones up to MAX_DRAWS times."""
+    """The grammar of (params, seed), drawn by the generator that `params.grammar_rng` names."""
+    if params.grammar_rng == "symseq":
+        from .grammar_symseq import symseq_grammar  # that module builds on this one's Grammar
+
+        return symseq_grammar(params)
+    return selectivbench_grammar(params)
+
+
+def selectivbench_grammar(params: TaskParams) -> Grammar:
+    """This project's own generator of the SPEC §1 law: redraw invalid grammars up to MAX_DRAWS times."""
     symbols, states, state_symbol = state_names(params)
     rng = np.random.default_rng(np.random.SeedSequence(params.seed, spawn_key=(GRAMMAR_STREAM,)))
     last = []

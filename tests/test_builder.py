@@ -72,9 +72,9 @@ def test_card_yaml_parses_and_its_numbers_match_the_data(folder):
         c = ceiling_counts(Sampler(p, make_grammar(p)), split, ds)
         assert float(el) == round(c["element_correct"] / c["elements"], 4)
         assert float(st) == round(c["step_correct"] / c["steps"], 4)
-    states = re.findall(r"^\| `(\w+)` \| \d+ \| (\d+) \| (\d+) \|", card.text, re.M)
+    states = re.findall(r"^\| `(\w+)` \| (\d+) \| `(\w+)` \| (\d+) \| (\d+) \|", card.text, re.M)
     g = make_grammar(task_params("complexity", seq_len=60))
-    assert ("complexity", str(g.num_states), str(g.num_edges)) in states
+    assert ("complexity", "1", "symseq", str(g.num_states), str(g.num_edges)) in states
     assert "```\ninput: " in card.text and "label: " in card.text
 
 

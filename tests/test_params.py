@@ -19,6 +19,7 @@ from selectivbench.builders.config import duration_to_steps
     ("start_states", 0, r"\[1, "),
     ("seed", -1, r"\[0, "),
     ("vocab_size", 6.5, "an integer"),
+    ("grammar_rng", "paper", r"one of \('symseq', 'selectivbench'\)"),
 ])
 def test_bad_value_names_field_value_and_range(field, value, allowed):
     with pytest.raises(ParameterError) as err:
@@ -31,7 +32,10 @@ def test_bad_value_names_field_value_and_range(field, value, allowed):
 def test_depth_zero_with_ambiguities_and_low_above_high():
     with pytest.raises(ParameterError, match=r"ambiguity_depth=0 is invalid.*\[1, "):
         TaskParams(ambiguities=3, ambiguity_depth=0)
-    assert TaskParams(vocab_size=5, ambiguities=0, ambiguity_depth=0).ambiguity_depth == 0
+    assert TaskParams(vocab_size=5, ambiguities=0, ambiguity_depth=0, grammar_rng="selectivbench").ambiguity_depth == 0
+    # the paper's generator divides density by ambiguity_depth even without ambiguous letters
+    with pytest.raises(ParameterError, match=r"ambiguity_depth=0 is invalid: allowed \[1, inf\) with grammar_rng"):
+        TaskParams(vocab_size=5, ambiguities=0, ambiguity_depth=0)
     with pytest.raises(ParameterError, match=r"gap_high=0.2 is invalid.*\[0.5, "):
         TaskParams(gap_law="uniform", gap_low=0.5, gap_high=0.2)
 

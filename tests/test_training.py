@@ -30,8 +30,14 @@ def task():
 
 @pytest.fixture(scope="module")
 def history_task():
-    """k = d = 4 letters of 4 states each: the letter alone names the state half the time."""
-    return load_task("complexity", **{**SMALL, "ambiguities": 4, "ambiguity_depth": 4})
+    """k = d = 4 letters of 4 states each: the letter alone names the state half the time.
+
+    Pinned to the project generator's seed-0 grammar, whose start states emit distinct letters (Bayes
+    ceiling 1, so "reaches the ceiling" means "learns the history"); the paper's seed-1 grammar of
+    this size has two start states sharing a letter (ceiling about 0.97).
+    """
+    return load_task("complexity", **{**SMALL, "ambiguities": 4, "ambiguity_depth": 4, "seed": 0,
+                                      "grammar_rng": "selectivbench"})
 
 
 def symbol_only_accuracy(task) -> float:

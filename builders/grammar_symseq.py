@@ -1,0 +1,119 @@
+"""`grammar_rng="symseq"`: the grammar that the paper's own code draws for (params, seed).
+
+The paper's generator (`symseqbench/symseq/grammar_generation.py` of github
+`symseqbench/selectivbench`) is reproduced draw for draw, without networkx or scikit-learn:
+
+1. one numpy `default_rng(seed)`; Python's `random` is seeded once with `rng.integers(0, 100)`;
+2. each attempt: `random.sample` picks the k ambiguous letters; the states are the plain letters in
+   alphabetical order, then `X0..X{d-1}` for each ambiguous letter X in sampled order, then '#';
+3. for every source state (that order, '#' included) and every symbol (letters, then '#'): the
+   target is element 0 of `rng.permutation(n)` over the n states emitting the symbol, and the
+   edge is kept when `rng.random() < n * (density / d)` (the paper's `transition_density` is
+   density / d); edges out of '#' are dropped afterwards;
+4. the start states are `rng.choice(states, start_states, replace=False)` over all states;
+5. the attempt is redrawn (same generators, up to 100,000 times) unless every state has a path to
+   '#', '#' is not a start state, and every start state's shortest path to '#' has at least
+   `min_string_length` edges.
+
+State order: our `Grammar` keeps '#' at index 0; the other states follow in the paper's order, so
+`states[1:] == paper_states[:-1]` (the paper puts '#' last). Start states keep the paper's order.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from .config import LETTERS, ParameterError, TaskParams
+from .grammar import END, Grammar, distance_to_end
+
+PAPER_MAX_DRAWS = 100_000  # the paper's n_max_iter
+
+
+def paper_states(letters: list[str], ambiguous: list[str], depth: int) -> list[str]:
+    """The paper's state names in its order: plain letters, each ambiguous letter's d states, '#'."""
+    plain = [x for x in letters if x not in ambiguous]
+    return plain + [f"{x}{i}" for x in ambiguous for i in range(depth)] + ["#"]
+
+
+def _draw_edges(rng: np.random.Generator, emitters: list[np.ndarray], keep_below: list[float],
+                num_states: int) -> np.ndarray:
+    """(S, V) targets in the paper's state order, -1 where no edge; one draw pair per (state, symbol).
+
+    Sources and symbols are visited in the paper's order: symbols as listed in `emitters`
+    (letters then '#'), so column j of the result is that symbol.
+    """
+    permutation, uniform = rng.permutation, rng.random
+    # a permutation of one element draws nothing: its first entry is 0
+    slots = [(x, keep_below[j], len(x) > 1) for j, x in enumerate(emitters)]
+    targets = []
+    for _src in range(num_states):
+        row = []
+        for x, threshold, shuffled in slots:
+            first = int(permutation(len(x))[0]) if shuffled else 0
+            row.append(int(x[first]) if uniform() < threshold else -1)
+        targets.append(row)
+    return np.asarray(targets, dtype=np.int64)
+
+
+def _check_expressible(params: TaskParams, num_states: int) -> None:
+    """Reject, before any draw, settings for which the paper's generator can never succeed."""
+    if params.min_string_length > num_states - 1:  # a shortest path visits each non-'#' state once
+        raise ParameterError(
+            f"min_string_length={params.min_string_length} is invalid: allowed [1, {num_states - 1}] "
+            f"(no start state of a grammar with {num_states - 1} letter states can need more edges)")
+
+
+def symseq_grammar(params: TaskParams) -> Grammar:
+    """The grammar the paper's code draws for `params` (see the module docstring)."""
+    depth, k = params.ambiguity_depth, params.ambiguities
+    letters = list(LETTERS[: params.vocab_size - 1])
+    _check_expressible(params, len(paper_states(letters, letters[:k], depth)))
+    rng = np.random.default_rng(params.seed)
+    py_random = random.Random(int(rng.integers(0, 100)))
+    density_per_state = params.density / depth  # the paper's transition_density, divided first
+    symbol_index = {x: a for a, x in enumerate(["#"] + letters)}
+    for _ in range(PAPER_MAX_DRAWS):
+        ambiguous = py_random.sample(letters, k) if k else []
+        names = paper_states(letters, ambiguous, depth)
+        emits = np.array([symbol_index[n[0]] for n in names])
+        emitters = [np.flatnonzero(emits == symbol_index[x]) for x in letters + ["#"]]
+        keep_below = [len(x) * density_per_state for x in emitters]
+        paper_targets = _draw_edges(rng, emitters, keep_below, len(names))
+        paper_start = rng.choice(len(names), params.start_states, replace=False)
+        g = _as_grammar(params, letters, names, emits, paper_targets, paper_start)
+        dist = distance_to_end(g.next_state)
+        if _paper_accepts(dist, g.start_states, params.min_string_length):
+            _check_fits(dist[g.start_states], params)
+            return g
+    raise ParameterError(
+        f"no valid grammar in {PAPER_MAX_DRAWS} draws of the paper's generator (grammar_rng='symseq') for "
+        f"vocab_size={params.vocab_size}, ambiguities={k}, ambiguity_depth={depth}, density={params.density}, "
+        f"start_states={params.start_states}, min_string_length={params.min_string_length}")
+
+
+def _as_grammar(params, letters, names, emits, paper_targets, paper_start):
+    """Our layout: '#' moves from the paper's last index to 0, every other state shifts up by one."""
+    num_states = len(names)
+    ours = (np.arange(num_states) + 1) % num_states  # paper index -> our index
+    # paper rows/columns: sources in paper order, symbols letters then '#'; ours: '#' first in both
+    next_state = np.where(paper_targets >= 0, ours[paper_targets], -1)
+    next_state = np.roll(np.roll(next_state, 1, axis=0), 1, axis=1)
+    next_state[END] = -1  # the paper drops the edges out of '#'
+    states = ["#"] + names[:-1]
+    state_symbol = np.roll(emits, 1)
+    return Grammar(["#"] + letters, states, state_symbol, ours[paper_start], next_state, params.to_dict())
+
+
+def _paper_accepts(dist: np.ndarray, starts: np.ndarray, min_string_length: int) -> bool:
+    """The paper's validity check: every state reaches '#'; starts are not '#' and far enough from it."""
+    return bool((dist >= 0).all() and END not in starts and (dist[starts] >= min_string_length).all())
+
+
+def _check_fits(start_dist: np.ndarray, params: TaskParams) -> None:
+    """The paper does not bound string length; our sampler needs every start to fit seq_len."""
+    longest = int(start_dist.max()) + 1
+    if longest > params.max_string_length:
+        raise ParameterError(
+            f"seq_len={params.seq_len} is invalid: allowed [{longest}, inf) for this grammar "
+            f"(a start state needs {longest} elements to reach '#')")

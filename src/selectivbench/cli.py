@@ -135,11 +135,23 @@ def cmd_publish_model(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from .reproduce import reproduce
+    from .reproduce import estimate, reproduce
 
-    folder = reproduce(args.task, args.scale, out=args.out, mixers=args.mixers)
-    print((folder / "summary.md").read_text())
-    print(f"table, summary and plots in {folder}")
+    if args.dry_run:
+        e = estimate(args.task, args.scale, mixers=args.mixers, out=args.out)
+        print(f"{args.task} at scale {args.scale}: {e['runs']} runs ({e['done']} done, {e['todo']} to run), "
+              f"about {e['gpu_hours']:,.1f} GPU-hours for those to run")
+        print(f"assumption: {e['assumption']}")
+        return
+    outcome = reproduce(args.task, args.scale, out=args.out, mixers=args.mixers, launcher=args.launcher,
+                        address=args.address, gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run)
+    print((outcome.folder / "summary.md").read_text())
+    print(f"table, summary and plots in {outcome.folder}: {outcome.planned} runs, {len(outcome.ran)} run now, "
+          f"{len(outcome.failed)} failed")
+    if outcome.failed:
+        print(f"selectivbench: error: {len(outcome.failed)} run(s) failed (errors in "
+              f"{outcome.folder / 'failures.jsonl'}); call again to retry them", file=sys.stderr)
+        sys.exit(1)
 
 
 def _add_dataclass_flags(parser, cls, skip=()):
@@ -220,13 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--dry-run", action="store_true", help="write the card and list the files; upload nothing")
     pm.set_defaults(func=cmd_publish_model)
 
-    from .reproduce import SCALES, TASKS as SWEEPS
+    from .reproduce import LAUNCHERS, SCALES, TASKS as SWEEPS
 
     rp = sub.add_parser("reproduce", help="run one of the paper's sweeps (train + evaluate), resumable")
     rp.add_argument("--task", required=True, choices=SWEEPS)
-    rp.add_argument("--scale", default="small", choices=list(SCALES))
+    rp.add_argument("--scale", default="small", choices=list(SCALES),
+                    help="paper: the paper's grids; small: a 2-core CPU study; smoke: a few tiny runs")
     rp.add_argument("--out", default="results")
-    rp.add_argument("--mixers", nargs="+", default=None, help="only these mixers of the sweep")
+    rp.add_argument("--mixers", nargs="+", default=None, help="these mixers instead of the scale's own")
+    rp.add_argument("--dry-run", action="store_true", help="print the number of runs and a GPU-hour estimate")
+    rp.add_argument("--launcher", default="local", choices=LAUNCHERS,
+                    help="local: one run after the other here; ray: every run a Ray task (the cluster extra)")
+    rp.add_argument("--address", default=None,
+                    help="Ray cluster to join ('auto', HOST:PORT or ray://HOST:PORT); default: start Ray here")
+    rp.add_argument("--gpus-per-run", type=float, default=0, help="GPUs of each Ray task (0: train on CPU)")
+    rp.add_argument("--cpus-per-run", type=float, default=1, help="CPUs of each Ray task")
     rp.set_defaults(func=cmd_reproduce)
     return parser
 

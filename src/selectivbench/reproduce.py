@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import statistics
 import time
 import traceback
@@ -149,7 +150,7 @@ class Run:
     @property
     def cell(self) -> str:
         """The key without lr / warm-up: the runs among which validation chooses."""
-        k = self.overrides.get("ambiguities") if self.sweep != "mixers" else None
+        k = self.overrides.get("ambiguities")
         return "-".join(x for x in (self.mixer, f"d{self.d_model}", f"ambiguities{k}" if k is not None else "",
                                     f"seed{self.seed}") if x)
 
@@ -216,7 +217,18 @@ def execute(spec: dict) -> list[dict]:
     from .train import TrainArgs, train
 
     args = TrainArgs(**spec["train"])
-    train(args)
+    try:
+        train(args)
+    except Exception as error:
+        run_dir = Path(args.output_dir)
+        if not (run_dir / "state").exists():
+            raise
+        # a worker killed while saving leaves a checkpoint that cannot be resumed: start afresh, once,
+        # and keep the reason beside the run
+        shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "restarted.txt").write_text(" ".join(f"{type(error).__name__}: {error}".split()) + "\n")
+        train(args)
     rows = evaluate([str(Path(args.output_dir) / "model")], [spec["task"]], None, splits=spec["splits"],
                     cpu=args.cpu, **spec["data"])
     return [{**r, **spec["row"]} for r in rows]

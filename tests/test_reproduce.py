@@ -128,7 +128,7 @@ def test_smoke_sweep_selects_on_validation_and_reports_mean_and_std(local_sweep)
     for r in rows:
         if r["split"] == "validation":
             by_cell.setdefault(r["cell"], []).append(r)
-    assert len(by_cell) == SMOKE_KEYS // 4
+    assert len(by_cell) == SMOKE_KEYS // 2  # two learning rates per cell
     chosen = {cell: max(c, key=lambda r: r["element_accuracy"])["run"] for cell, c in by_cell.items()}
     lines = (folder / "selection.csv").read_text().splitlines()[1:]
     assert {line.split(",")[0]: line.split(",")[1] for line in lines} == chosen
@@ -199,22 +199,23 @@ def test_ray_launcher_gives_the_rows_of_the_local_launcher(local_sweep, tmp_path
 
 
 def test_a_killed_ray_driver_is_resumed_with_only_the_missing_runs(tmp_path):
-    table = tmp_path / "complexity_smoke" / "results.jsonl"
+    table = tmp_path / "gapped_smoke" / "results.jsonl"  # 4 runs: the shortest smoke sweep
+    planned = {r.key for r in rep.plan("gapped", "smoke")}
     driver = subprocess.Popen(
         [sys.executable, "-c", "import sys; from selectivbench import reproduce as rep; "
-         f"rep.reproduce('complexity', 'smoke', out=sys.argv[1], launcher='ray', ray_init={RAY_INIT!r})",
+         f"rep.reproduce('gapped', 'smoke', out=sys.argv[1], launcher='ray', ray_init={RAY_INIT!r})",
          str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240  # a wait bound, not a speed check
         while not (table.exists() and table.read_text().count("\n")) and driver.poll() is None:
             assert time.monotonic() < deadline, "the driver recorded no run"
             time.sleep(0.2)
-        driver.send_signal(signal.SIGTERM)  # Ray's handler takes its local cluster down with it
     finally:
+        driver.send_signal(signal.SIGTERM)  # killed midway; Ray's handler takes its local Ray down too
         driver.wait(60)
     first = {r["run"] for r in rep.read_rows(table)}
-    assert 0 < len(first) < SMOKE_KEYS
-    again = rep.reproduce("complexity", "smoke", out=str(tmp_path), launcher="ray", ray_init=RAY_INIT)
-    assert not again.failed and set(again.ran) == {r.key for r in rep.plan("complexity", "smoke")} - first
+    assert 0 < len(first) < len(planned)
+    again = rep.reproduce("gapped", "smoke", out=str(tmp_path), launcher="ray", ray_init=RAY_INIT)
+    assert not again.failed and sorted(again.ran) == sorted(planned - first)
     rows = rep.read_rows(table)
-    assert len(rows) == len({(r["run"], r["split"]) for r in rows}) == 2 * SMOKE_KEYS
+    assert len(rows) == len({(r["run"], r["split"]) for r in rows}) == 2 * len(planned)

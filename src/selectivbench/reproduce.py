@@ -345,7 +345,8 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / "results.jsonl"
     runs = plan(task, scale, mixers)
-    done = {r["run"] for r in read_rows(table)}
+    done = {r["run"] for r in read_rows(table, repair=True)}
+    read_rows(folder / "failures.jsonl", repair=True)
     # local runs use a GPU when there is one; a Ray run only when it was given one
     cpu = launcher == "ray" and not gpus_per_run
     specs = [run_spec(task, s, r, folder, cpu) for r in runs if r.key not in done]
@@ -422,14 +423,16 @@ def launch_ray(specs, finished, failed, address, gpus_per_run, cpus_per_run, ini
 
 
 # --- result files ------------------------------------------------------------------------------------
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path, repair: bool = False) -> list[dict]:
     """The rows of a JSON-lines file; a last line cut short by a killed writer is dropped (and its run
-    is then redone), the file trimmed so that the next append starts on a fresh line."""
+    is then redone). `repair` (the driver, before it appends) also trims it from the file, so that
+    the next append starts on a fresh line."""
     if not path.exists():
         return []
     text = path.read_text()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
+    if repair and path.stat().st_size != len(text.encode()):
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)

@@ -62,6 +62,14 @@ class SelectivBenchConfig(PretrainedConfig):
         super().__init__(num_labels=num_labels, **kwargs)
         self.validate_fields()
 
+    @classmethod
+    def for_task(cls, task, **kwargs) -> "SelectivBenchConfig":
+        """The config of a model for a loaded task (anything with `.params` (vocab_size, noise) and
+        `.grammar.states`): symbols, classes, state names and input noise come from the task."""
+        states = list(task.grammar.states)
+        return cls(vocab_size=task.params.vocab_size, num_labels=len(states), input_noise=task.params.noise,
+                   id2label=dict(enumerate(states)), label2id={s: i for i, s in enumerate(states)}, **kwargs)
+
     @property
     def hidden_size(self) -> int:
         return self.d_model

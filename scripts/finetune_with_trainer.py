@@ -1,58 +1,82 @@
-"""Fine-tune a SelectivBench model with transformers.Trainer, element accuracy as the metric.
+"""Train a SelectivBench model with transformers.Trainer, element accuracy as the metric.
 
-    python scripts/finetune_with_trainer.py --config complexity --mixer gla --max-steps 200
+Every `TrainingArguments` flag works (HfArgumentParser), beside the model and task flags below:
+
+    python scripts/finetune_with_trainer.py --config complexity --mixer gla --max_steps 200 \
+        --output_dir runs/trainer --eval_strategy steps --eval_steps 50 --report_to tensorboard
     accelerate launch --multi_gpu --num_processes 2 scripts/finetune_with_trainer.py ...   # CPU: ACCELERATE_USE_CPU=true
 
-Logits are reduced to (step, element) predictions by preprocess_logits_for_metrics, so evaluation
-never holds T x classes logits for the whole split. Prints the final metrics as JSON.
+`--data_dir` takes a generated folder or a Hub dataset id (ORG/NAME[@revision]); without it the
+task is built here with the size flags. The final model is saved to `<output_dir>/model` with its
+run record, so `selectivbench evaluate` and `publish-model` accept it. Logits are reduced to
+(step, element) predictions by preprocess_logits_for_metrics, so evaluation never holds
+T x classes logits for a whole split. Prints the final metrics as one `METRICS {json}` line.
 """
-import argparse
 import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from selectivbench.data import SelectivBenchCollator, load_task, model_view
 from selectivbench.metrics import compute_metrics, preprocess_logits_for_metrics
-from selectivbench.models import SelectivBenchForTokenClassification
-from selectivbench.train import TrainArgs, model_config
+from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
+from selectivbench.train import write_run_record
 
-SMALL_TASK = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=30, num_train=2000, num_validation=64,
-                  num_test=64)
+
+@dataclass
+class ModelAndTaskArguments:
+    config: str = "complexity"
+    """Task config."""
+    data_dir: str | None = None
+    """A generated folder or Hub dataset id; default: build the task here with the flags below."""
+    mixer: str = "gla"
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 4
+    d_state: int = 16
+    dropout: float = 0.0
+    vocab_size: int | None = 6
+    """Task size when built here (the defaults make a small task that trains in seconds on a CPU)."""
+    ambiguities: int | None = 2
+    ambiguity_depth: int | None = 2
+    seq_len: int | None = 30
+    num_train: int | None = 2000
+    num_validation: int | None = 64
+    num_test: int | None = 64
+
+
+TASK_FIELDS = ("vocab_size", "ambiguities", "ambiguity_depth", "seq_len", "num_train", "num_validation", "num_test")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="complexity")
-    ap.add_argument("--data-dir", default=None, help="a generated folder; default: a small task built here")
-    ap.add_argument("--mixer", default="gla")
-    ap.add_argument("--d-model", type=int, default=32)
-    ap.add_argument("--max-steps", type=int, default=100)
-    ap.add_argument("--batch-size", type=int, default=16, help="per device")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--output-dir", default="runs/trainer")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    parser = HfArgumentParser((ModelAndTaskArguments, TrainingArguments))
+    margs, training = parser.parse_args_into_dataclasses()
+    # the data contract, not a preference: element windows reach the metric, all columns reach the collator
+    training.label_names = ["labels", "element_index"]
+    training.remove_unused_columns = False
 
-    task = load_task(args.config, args.data_dir, **({} if args.data_dir else SMALL_TASK))
-    set_seed(args.seed)  # the same initial weights on every process and in every run
-    model = SelectivBenchForTokenClassification(
-        model_config(TrainArgs(mixer=args.mixer, d_model=args.d_model), task))
-    training = TrainingArguments(
-        output_dir=args.output_dir, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size, learning_rate=args.lr, lr_scheduler_type="cosine",
-        warmup_steps=max(1, args.max_steps // 10), max_grad_norm=1.0, eval_strategy="steps",
-        eval_steps=args.max_steps, logging_steps=1, save_strategy="no", report_to="none", seed=args.seed,
-        label_names=["labels", "element_index"], remove_unused_columns=False, use_cpu=True,
-        dataloader_drop_last=False)
+    overrides = {} if margs.data_dir else {k: getattr(margs, k) for k in TASK_FIELDS if getattr(margs, k) is not None}
+    task = load_task(margs.config, margs.data_dir, **overrides)
+    set_seed(training.seed)  # the same initial weights on every process and in every run
+    model = SelectivBenchForTokenClassification(SelectivBenchConfig.for_task(
+        task, mixer=margs.mixer, d_model=margs.d_model, n_layers=margs.n_layers, n_heads=margs.n_heads,
+        d_state=margs.d_state, dropout=margs.dropout))
     trainer = Trainer(
         model=model, args=training, train_dataset=model_view(task.data["train"]),
         eval_dataset=model_view(task.data["validation"]),
-        data_collator=SelectivBenchCollator(task.params.vocab_size, task.params.noise, args.seed),
+        data_collator=SelectivBenchCollator(task.params.vocab_size, task.params.noise, training.seed),
         compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits_for_metrics)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
     metrics = trainer.evaluate()
-    first_loss = next(r["loss"] for r in trainer.state.log_history if "loss" in r)
+    final = Path(training.output_dir) / "model"
+    trainer.save_model(str(final))
     if trainer.is_world_process_zero():
+        record = {**asdict(margs), "trainer": "transformers.Trainer", "lr": training.learning_rate,
+                  "max_steps": trainer.state.max_steps, "train_seed": training.seed,
+                  "batch_size": training.per_device_train_batch_size * training.world_size}
+        write_run_record(final, task, record, trainer.state.global_step, metrics)
+        first_loss = next((r["loss"] for r in trainer.state.log_history if "loss" in r), None)
         print("METRICS " + json.dumps({**metrics, "first_train_loss": first_loss}))
 
 

@@ -7,8 +7,10 @@ from huggingface_hub import ModelCard
 from selectivbench.builders import ParameterError
 from selectivbench.cli import main
 from selectivbench.data import load_task
+from selectivbench.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
-from selectivbench.train import RUN_FILE, TrainArgs, train
+from selectivbench.data import RUN_FILE
+from selectivbench.train import TrainArgs, train
 
 from helpers import assert_loads_without_selectivbench
 
@@ -17,21 +19,31 @@ DATA = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=20, num_trai
 
 def test_publish_model_writes_a_card_that_matches_the_evaluation_and_loads_as_remote_code(tmp_path, capsys):
     run = tmp_path / "run"
+    # task seed 3: the card must score the seed-3 grammar (a regression: it used to score seed 0)
     train(TrainArgs(config="complexity", output_dir=str(run), mixer="mamba2", d_model=16, max_steps=8,
                     warmup_steps=1, batch_size=8, eval_every=8, save_every=8, cpu=True, quiet=True,
-                    task_overrides=DATA))
+                    task_overrides={**DATA, "seed": 3}))
     ckpt = run / "model"
     assert json.loads((ckpt / RUN_FILE).read_text())["task"] == "complexity"
-    assert main(["publish-model", str(ckpt), "--repo-id", "org/sb-mamba2", "--dry-run"]) == 0
+    assert main(["publish-model", str(ckpt), "--repo-id", "org/sb-mamba2", "--dry-run",
+                 "--dataset-repo", "org/selectivbench"]) == 0
     out = capsys.readouterr().out
     assert "Would upload" in out and "README.md" in out and "modeling_selectivbench.py" in out
     card = ModelCard.load(ckpt / "README.md")
-    evals = {(e.dataset_split, e.metric_type): e.metric_value for e in card.data.eval_results}
+    evals = {(e.dataset_split, e.metric_type): e for e in card.data.eval_results}
     rows = {r["split"]: r for r in map(json.loads, (run / "publish_eval.jsonl").read_text().splitlines())}
-    assert set(rows) == {"validation", "test"}
+    assert set(rows) == {"validation", "test"} and {r["seed"] for r in rows.values()} == {3}
+    by_hand = evaluate([str(ckpt)], ["complexity"], splits=["test"], cpu=True, **{**DATA, "seed": 3})[0]
+    assert by_hand["element_accuracy"] == rows["test"]["element_accuracy"]
     for split, r in rows.items():
-        assert evals[(split, "element_accuracy")] == pytest.approx(r["element_accuracy"])
-        assert evals[(split, "bayes_ceiling")] == pytest.approx(r["bayes_element_accuracy"])
+        e = evals[(split, "element_accuracy")]
+        assert e.metric_value == pytest.approx(r["element_accuracy"])
+        assert e.dataset_type == "org/selectivbench" and e.dataset_args["seed"] == 3
+        assert e.dataset_args["ambiguities"] == 2 and "seq_len" in e.dataset_args
+        assert f"{r['bayes_element_accuracy']:.4f} |" in card.text  # beside the scores, not as one
+    assert {m for _, m in evals} == {"element_accuracy", "step_accuracy"}
+    assert card.data.datasets == ["org/selectivbench"]
+    assert card.data.pipeline_tag is None and card.data.language is None
     assert card.data.license == "apache-2.0" and card.data.library_name == "transformers"
     assert "trust_remote_code=True" in card.text and "| `mamba2` | data-dependent scalar per head" in card.text
     assert f"{rows['test']['parameters']:,} parameters" in card.text

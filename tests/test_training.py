@@ -14,7 +14,7 @@ from selectivbench.builders.sampler import Sampler
 from selectivbench.data import SelectivBenchCollator, load_task, model_view
 from selectivbench.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
-from selectivbench.train import TrainArgs, model_config, train
+from selectivbench.train import TrainArgs, model_config, train, write_run_record
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=30, num_train=2000, num_validation=100,
@@ -112,7 +112,9 @@ def test_resumed_run_ends_with_the_same_weights_and_metrics(noisy_task, tmp_path
 def checkpoint(noisy_task, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "model"
     torch.manual_seed(0)
-    SelectivBenchForTokenClassification(model_config(TrainArgs(mixer="retnet", d_model=16), noisy_task)).save_pretrained(path)
+    args = TrainArgs(mixer="retnet", d_model=16)
+    SelectivBenchForTokenClassification(model_config(args, noisy_task)).save_pretrained(path)
+    write_run_record(path, noisy_task, args)
     return path
 
 
@@ -134,19 +136,33 @@ def test_evaluation_is_the_same_on_one_and_two_processes(checkpoint, tmp_path):
     assert one[0]["bayes_element_accuracy"] <= 1.0 and one[0]["elements"] == 13 * 30
 
 
-def test_a_mismatched_checkpoint_is_refused_before_any_work(checkpoint, tmp_path):
-    with pytest.raises(ParameterError, match=r"num_labels=.* is invalid for config 'gapped': allowed 26 \(the task's grammar\)"):
-        evaluate([str(checkpoint)], ["gapped"], str(tmp_path / "x"), vocab_size=6, ambiguities=5, ambiguity_depth=5,
-                 seq_len=30, num_train=10, num_validation=5, num_test=5, cpu=True)
+@pytest.mark.parametrize("change", [dict(ambiguities=5, ambiguity_depth=5), dict(seed=3)])
+def test_a_checkpoint_of_another_grammar_is_refused_before_any_work(checkpoint, tmp_path, change):
+    # seed=3 keeps the vocabulary and the label count: only the grammar hash tells them apart
+    over = {**SMALL, "num_train": 10, "num_validation": 5, "num_test": 5, **change}
+    with pytest.raises(ParameterError, match=r"is invalid for config 'gapped': allowed a model trained on the same "
+                                             r"grammar .*grammar hashes differ"):
+        evaluate([str(checkpoint)], ["gapped"], str(tmp_path / "x"), cpu=True, **over)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_a_checkpoint_is_scored_on_the_task_it_recorded(checkpoint, noisy_task, tmp_path):
+    own = evaluate([str(checkpoint)], splits=["validation"], batch_size=4, cpu=True, noise_seed=5)
+    over = {**SMALL, "num_train": 200, "num_validation": 13}
+    explicit = evaluate([str(checkpoint)], ["gapped"], splits=["validation"], batch_size=4, cpu=True, noise_seed=5,
+                        **over)
+    assert own == explicit and own[0]["seed"] == noisy_task.params.seed and own[0]["noise_seed"] == 5
+    assert own[0]["samples"] == 13
 
 
 def test_trainer_metrics_match_ours_and_its_loss_is_right_on_two_processes(tmp_path):
     script = str(REPO / "scripts" / "finetune_with_trainer.py")
-    common = ["--max-steps", "6", "--d-model", "16"]
+    common = ["--max_steps", "6", "--d_model", "16", "--logging_steps", "1", "--use_cpu", "--report_to", "none",
+              "--save_strategy", "no", "--lr_scheduler_type", "cosine", "--warmup_steps", "1", "--seed", "0"]
 
     def metrics(cmd, out, per_device_batch, env=None):
-        run = subprocess.run(cmd + [script, *common, "--batch-size", str(per_device_batch), "--output-dir",
+        run = subprocess.run(cmd + [script, *common, "--per_device_train_batch_size", str(per_device_batch),
+                                    "--per_device_eval_batch_size", str(per_device_batch), "--output_dir",
                                     str(tmp_path / out)], capture_output=True, text=True,
                              env={**os.environ, **(env or {})}, cwd=tmp_path)
         assert run.returncode == 0, run.stderr[-3000:]
@@ -158,6 +174,10 @@ def test_trainer_metrics_match_ours_and_its_loss_is_right_on_two_processes(tmp_p
     assert two["first_train_loss"] == pytest.approx(one["first_train_loss"], rel=1e-5)
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-3)
     assert two["eval_element_accuracy"] == pytest.approx(one["eval_element_accuracy"], abs=0.02)
+    # the saved model is a checkpoint our evaluation accepts, scored on its recorded task
+    ours = evaluate([str(tmp_path / "one" / "model")], splits=["validation"], cpu=True)[0]
+    assert ours["element_accuracy"] == pytest.approx(one["eval_element_accuracy"], abs=1e-12)
+    assert ours["loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
 
 
 def test_trainer_compute_metrics_equals_the_streaming_metric(task):
@@ -177,3 +197,90 @@ def test_trainer_compute_metrics_equals_the_streaming_metric(task):
                                          label_ids=(batch["labels"].numpy(), batch["element_index"].numpy())))
     ref = element_accuracy(logits, batch["labels"], batch["element_index"])
     assert got == {"element_accuracy": ref["element_accuracy"], "step_accuracy": ref["step_accuracy"]}
+
+
+def _log(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_two_processes_follow_the_same_schedule_and_steps_as_one(tmp_path):
+    """The global batch is split over the processes and the schedule steps once per optimizer step
+    (a prepared scheduler used to step once per process: the rate hit 0 halfway, then climbed back)."""
+    over = {**SMALL, "num_train": 96, "num_validation": 8}
+    common = dict(config="complexity", mixer="gru", d_model=16, max_steps=8, warmup_steps=2, batch_size=16,
+                  eval_every=4, save_every=4, cpu=True, quiet=True, min_lr_ratio=0.1)
+    train(TrainArgs(output_dir=str(tmp_path / "one"), task_overrides=over, **common))
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**over, **common}.items() if k not in ("cpu", "quiet")]
+    run = subprocess.run(LAUNCH + ["-m", "selectivbench", "train", "--output-dir", str(tmp_path / "two"), "--cpu",
+                                   "--quiet", *flags], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = _log(tmp_path / "one" / "metrics.jsonl"), _log(tmp_path / "two" / "metrics.jsonl")
+    assert [r["step"] for r in one] == [r["step"] for r in two] == list(range(1, 9))
+    assert [r["lr"] for r in one] == [r["lr"] for r in two]
+    lrs = [r["lr"] for r in one]  # warm-up 0, 5e-4, then cosine down to 0.1 * lr at the last step
+    assert lrs[:3] == [0.0, 5e-4, 1e-3] and lrs[-1] == pytest.approx(1e-4 + 0.9e-3 * (1 + np.cos(np.pi * 5 / 6)) / 2)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4)
+
+
+def _args(tmp_path, name, **kw):
+    return TrainArgs(config="gapped", output_dir=str(tmp_path / name), mixer="gla", d_model=16, max_steps=9,
+                     warmup_steps=2, batch_size=16, eval_every=9, save_every=3, cpu=True, quiet=True, **kw)
+
+
+def test_states_hold_no_pickle_and_a_damaged_newest_state_falls_back(noisy_task, tmp_path, capsys):
+    straight = train(_args(tmp_path, "a"), task=noisy_task)
+    train(_args(tmp_path, "b"), task=noisy_task, stop_after=7)  # states at steps 3 and 6
+    states = tmp_path / "b" / "state"
+    assert sorted(p.name for p in states.iterdir()) == ["step-3", "step-6"]
+    files = {p.name for p in (states / "step-6").iterdir()}
+    assert files == {"model.safetensors", "optimizer.safetensors", "optimizer.json", "schedule.safetensors",
+                     "schedule.json", "rng-0.safetensors", "rng-0.json", "progress.json"}
+    # a save killed midway leaves a .tmp folder, never read; a damaged step-6 is passed over
+    (states / "step-9.tmp").mkdir()
+    (states / "step-9.tmp" / "progress.json").write_text('{"step": 9')
+    (states / "step-6" / "optimizer.safetensors").write_bytes(b"\x80\x04crafted")
+    resumed = train(_args(tmp_path, "b", resume=True), task=noisy_task)
+    err = capsys.readouterr()
+    assert "skipping state" in err.out + err.err and "resumed from" in err.out + err.err
+    assert str(states / "step-3") in err.out + err.err
+    assert resumed == straight
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == (tmp_path / "b" / "metrics.jsonl").read_text()
+
+
+def test_a_crafted_pickle_in_a_state_never_runs(noisy_task, tmp_path):
+    import pickle
+
+    train(_args(tmp_path, "c"), task=noisy_task, stop_after=3)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin"):
+        (tmp_path / "c" / "state" / "step-3" / name).write_bytes(pickle.dumps(Payload()))
+    train(_args(tmp_path, "c", resume=True), task=noisy_task)
+    assert not marker.exists()
+
+
+def test_a_run_folder_with_files_is_not_overwritten_without_resume(noisy_task, tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    with pytest.raises(ParameterError, match=r"output_dir=.* allowed an empty or new folder"):
+        train(_args(tmp_path, "d"), task=noisy_task)
+    assert (tmp_path / "d" / "notes.txt").read_text() == "mine"
+
+
+def test_report_to_tensorboard_writes_event_files_and_a_missing_tracker_is_an_error(noisy_task, tmp_path):
+    train(_args(tmp_path, "tb", report_to="tensorboard"), task=noisy_task)
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent)).Reload()
+    assert [e.step for e in acc.Scalars("loss")] == list(range(1, 10))
+    with pytest.raises(ParameterError, match=r"report_to='wandb' is invalid: allowed an installed tracker"):
+        train(_args(tmp_path, "wb", report_to="wandb"), task=noisy_task)
+    assert not (tmp_path / "wb").exists()

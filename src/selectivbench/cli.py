@@ -1,4 +1,9 @@
-"""The `selectivbench` command."""
+"""The `selectivbench` command.
+
+Every failure is one line on stderr, `selectivbench: error: <what> (<field or file>)`, exit code 2,
+no traceback (`--debug` shows it). A subcommand's modules (torch, datasets, accelerate) are
+imported only when it runs, so `--help` and the argument checks are instant.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,27 +14,43 @@ import shlex
 import sys
 import typing
 
-from .builders import TASKS, ParameterError, TaskParams
+from .builders.config import TASKS, ParameterError, TaskParams
 
 _SIZES = ("num_train", "num_validation", "num_test")
+SWEEP_TASKS = tuple(TASKS)
 
 
-def _add_task_params(parser: argparse.ArgumentParser) -> None:
-    """One --flag per TaskParams field, typed from its annotation; unset flags keep the task default."""
-    group = parser.add_argument_group("task parameters (default: the config's own)")
-    hints = typing.get_type_hints(TaskParams)
-    for f in dataclasses.fields(TaskParams):
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        if f.name == "test_gaps":
-            group.add_argument(flag, type=lambda s: tuple(int(x) for x in s.split(",") if x), default=None,
-                               help="comma-separated gap lengths in steps, e.g. 10,20,50,100")
-        elif kind in (int, typing.Optional[int]):
-            group.add_argument(flag, type=int, default=None)
-        elif kind is float:
-            group.add_argument(flag, type=float, default=None)
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's errors as one line (no usage block), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"selectivbench: error: {message} ({self.prog})\n")
+
+
+def _gap_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid gap list {text!r}: allowed comma-separated integers") from None
+
+
+def add_dataclass_flags(parser, cls, skip=(), keep_defaults: bool = True, title: str | None = None) -> None:
+    """One --flag per dataclass field, typed from its annotation. keep_defaults=False leaves unset
+    flags at None, so that a task config's own defaults apply."""
+    group = parser.add_argument_group(title) if title else parser
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+        default = (f.default if f.default is not dataclasses.MISSING else None) if keep_defaults else None
+        if kind is bool:
+            group.add_argument(flag, action="store_true", default=default or False)
+        elif f.name == "test_gaps":
+            group.add_argument(flag, type=_gap_list, default=None, help="comma-separated gap lengths in steps")
         else:
-            group.add_argument(flag, type=str, default=None)
+            base = int if kind in (int, typing.Optional[int]) else float if kind is float else str
+            group.add_argument(flag, type=base, default=default)
 
 
 def _task_overrides(args) -> dict:
@@ -37,15 +58,22 @@ def _task_overrides(args) -> dict:
             if getattr(args, f.name, None) is not None}
 
 
+def _sizes(args) -> dict:
+    return {k: getattr(args, k) for k in _SIZES if getattr(args, k, None) is not None}
+
+
+def _main_process() -> bool:
+    """Under `accelerate launch` every process runs the command; only rank 0 reports."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def cmd_generate(args) -> None:
-    from .hub_dataset import generate_folder
+    from .builders import Sampler, make_grammar
+    from .hub_dataset import generate_folder, render_sample
 
     result = generate_folder(args.configs, args.out, num_proc=args.num_proc, repo_id=args.repo_id,
                              command="selectivbench " + shlex.join(sys.argv[1:]),
                              **_sizes(args), **_task_overrides(args))
-    from .builders import Sampler, make_grammar
-    from .hub_dataset import render_sample
-
     for c in result["configs"]:
         print(f"\n== {c['name']}: {c['description']}")
         print(json.dumps({"splits": c["sizes"], **c["stats"]}, indent=None))
@@ -70,10 +98,14 @@ def cmd_publish_dataset(args) -> None:
 
 
 def cmd_inspect(args) -> None:
+    if args.samples < 1:
+        raise ParameterError(f"samples={args.samples} is invalid: allowed an integer >= 1")
     from .builders import Sampler, bayes_ceiling, make_grammar, task_params
     from .hub_dataset import render_sample
 
     p = task_params(args.config, **_task_overrides(args))
+    if args.grammar_json:
+        check_new_file(args.grammar_json, "grammar_json")
     g = make_grammar(p)
     s = Sampler(p, g)
     print(json.dumps(p.to_dict()))
@@ -84,8 +116,22 @@ def cmd_inspect(args) -> None:
           f"step {c['step_accuracy']:.4f}")
     print(render_sample(s))
     if args.grammar_json:
-        g.save(args.grammar_json)
+        from .run_state import atomic_write_text
+
+        atomic_write_text(args.grammar_json, json.dumps(g.to_json_dict(), indent=1))
         print(f"grammar written to {args.grammar_json}")
+
+
+def check_new_file(path: str, field: str) -> None:
+    """A file we are asked to write: never over a user's file, and its folder must take it."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.exists():
+        raise ParameterError(f"{field}={path!r} is invalid: allowed a path that does not exist yet (never overwritten)")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ParameterError(f"{field}={path!r} is invalid: allowed a path in a writable folder ({parent})")
 
 
 def cmd_taxonomy(args) -> None:
@@ -94,20 +140,14 @@ def cmd_taxonomy(args) -> None:
     print(taxonomy_markdown())
 
 
-def _main_process() -> bool:
-    """Under `accelerate launch` every process runs the command; only rank 0 reports."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _sizes(args) -> dict:
-    return {k: getattr(args, k) for k in _SIZES if getattr(args, k, None) is not None}
-
-
 def cmd_train(args) -> None:
-    from .train import TrainArgs, train
+    from .train_args import TrainArgs, check_train_args
 
     fields = {f.name for f in dataclasses.fields(TrainArgs)} - {"task_overrides"}
     targs = TrainArgs(**{k: getattr(args, k) for k in fields}, task_overrides={**_sizes(args), **_task_overrides(args)})
+    check_train_args(targs)
+    from .train import train
+
     metrics = train(targs)
     if _main_process():
         print(json.dumps(metrics))
@@ -117,7 +157,7 @@ def cmd_evaluate(args) -> None:
     from .evaluate import evaluate
 
     evaluate(args.checkpoints, args.configs, args.out, splits=args.splits, data_dir=args.data_dir,
-             batch_size=args.batch_size, num_samples=args.num_samples, seed=args.noise_seed, cpu=args.cpu,
+             batch_size=args.batch_size, num_samples=args.num_samples, noise_seed=args.noise_seed, cpu=args.cpu,
              **_sizes(args), **_task_overrides(args))
     if _main_process():
         print(f"rows appended to {args.out}.jsonl and {args.out}.csv")
@@ -135,7 +175,7 @@ def cmd_publish_model(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from .reproduce import estimate, reproduce
+    from .reproduce import SweepIncomplete, estimate, reproduce
 
     if args.dry_run:
         e = estimate(args.task, args.scale, mixers=args.mixers, out=args.out)
@@ -149,37 +189,32 @@ def cmd_reproduce(args) -> None:
     print(f"table, summary and plots in {outcome.folder}: {outcome.planned} runs, {len(outcome.ran)} run now, "
           f"{len(outcome.failed)} failed")
     if outcome.failed:
-        print(f"selectivbench: error: {len(outcome.failed)} run(s) failed (errors in "
-              f"{outcome.folder / 'failures.jsonl'}); call again to retry them", file=sys.stderr)
-        sys.exit(1)
+        raise SweepIncomplete(f"{len(outcome.failed)} run(s) failed (errors in {outcome.folder / 'failures.jsonl'}); "
+                              "call again to retry them")
 
 
-def _add_dataclass_flags(parser, cls, skip=()):
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
-        if kind is bool:
-            parser.add_argument(flag, action="store_true", default=f.default)
-        else:
-            base = int if kind in (int, typing.Optional[int]) else float if kind is float else str
-            parser.add_argument(flag, type=base, default=f.default)
+def _add_sizes(parser, help_text: str) -> None:
+    for k in _SIZES:
+        parser.add_argument("--" + k.replace("_", "-"), type=int, default=None, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="selectivbench", description=__doc__)
+    from .train_args import TrainArgs
+
+    parser = ArgumentParser(prog="selectivbench", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
+    task_title = "task parameters (default: the config's own)"
 
     g = sub.add_parser("generate", help="write a Hub-layout dataset folder (parquet, grammar.json, card)")
     g.add_argument("configs", nargs="+", choices=list(TASKS), metavar="CONFIG",
                    help=f"one or more of {', '.join(TASKS)}")
     g.add_argument("--out", required=True, help="output folder (name it selectivbench to load it by that name)")
     g.add_argument("--num-proc", type=int, default=None, help="generation processes (same bytes for any value)")
-    for k in _SIZES:
-        g.add_argument("--" + k.replace("_", "-"), type=int, default=None, help="default: the paper's size")
+    _add_sizes(g, "default: the paper's size")
     g.add_argument("--repo-id", default="selectivbench", help="repository id shown in the card's load example")
-    _add_task_params(g)
+    add_dataclass_flags(g, TaskParams, keep_defaults=False, title=task_title)
     g.set_defaults(func=cmd_generate)
 
     pub = sub.add_parser("publish-dataset", help="upload a generated folder to the Hub")
@@ -193,55 +228,52 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("config", choices=list(TASKS))
     ins.add_argument("--samples", type=int, default=200, help="validation samples for the ceiling")
     ins.add_argument("--grammar-json", default=None, help="also write the grammar (SPEC §7 JSON) here")
-    _add_task_params(ins)
+    add_dataclass_flags(ins, TaskParams, keep_defaults=False, title=task_title)
     ins.set_defaults(func=cmd_inspect)
 
     tax = sub.add_parser("taxonomy", help="print the token mixers' taxonomy as a markdown table")
     tax.set_defaults(func=cmd_taxonomy)
 
-    from .train import TrainArgs
-
     tr = sub.add_parser("train", help="train a model on a task config (Accelerate; any number of processes)")
-    _add_dataclass_flags(tr, TrainArgs, skip=("task_overrides",))
-    for k in _SIZES:
-        tr.add_argument("--" + k.replace("_", "-"), type=int, default=None, help="split size when built here")
-    _add_task_params(tr)
+    add_dataclass_flags(tr, TrainArgs, skip=("task_overrides",))
+    _add_sizes(tr, "split size when built here")
+    add_dataclass_flags(tr, TaskParams, keep_defaults=False, title=task_title)
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="evaluate checkpoints on task configs and splits (Accelerate)")
-    ev.add_argument("checkpoints", nargs="+", help="save_pretrained folders (e.g. runs/x/model)")
-    ev.add_argument("--configs", nargs="+", required=True, choices=list(TASKS))
+    ev = sub.add_parser("evaluate", help="evaluate checkpoints on their own task, or on task configs (Accelerate)")
+    ev.add_argument("checkpoints", nargs="+", help="save_pretrained folders made by `selectivbench train`")
+    ev.add_argument("--configs", nargs="+", default=None, choices=list(TASKS),
+                    help="default: each checkpoint's own task, rebuilt from its record")
     ev.add_argument("--splits", nargs="+", default=None, help="default: every split but train")
-    ev.add_argument("--data-dir", default=None, help="a generated folder; default: build the configs here")
+    ev.add_argument("--data-dir", default=None,
+                    help="a generated folder, ORG/NAME[@revision] or hf://datasets/...; default: build here")
     ev.add_argument("--out", default="results/eval", help="table path without suffix (.jsonl and .csv)")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--num-samples", type=int, default=None, help="first N samples of each split")
     ev.add_argument("--noise-seed", type=int, default=0, help="seed of the evaluation input noise")
     ev.add_argument("--cpu", action="store_true")
-    for k in _SIZES:
-        ev.add_argument("--" + k.replace("_", "-"), type=int, default=None)
-    _add_task_params(ev)
+    _add_sizes(ev, "split size when built here")
+    add_dataclass_flags(ev, TaskParams, keep_defaults=False, title=task_title)
     ev.set_defaults(func=cmd_evaluate)
 
     pm = sub.add_parser("publish-model", help="write a checkpoint's model card and upload it to the Hub")
     pm.add_argument("checkpoint", help="a save_pretrained folder made by `selectivbench train` (runs/x/model)")
     pm.add_argument("--repo-id", required=True, help="ORG/NAME")
     pm.add_argument("--results", default=None, help="an evaluation table (.jsonl); default: evaluate now")
-    pm.add_argument("--dataset-repo", default="selectivbench", help="the dataset repository it was trained on")
+    pm.add_argument("--dataset-repo", default=None,
+                    help="the Hub dataset it was trained on (default: the one recorded by training, if any)")
     pm.add_argument("--private", action="store_true")
     pm.add_argument("--dry-run", action="store_true", help="write the card and list the files; upload nothing")
     pm.set_defaults(func=cmd_publish_model)
 
-    from .reproduce import LAUNCHERS, SCALES, TASKS as SWEEPS
-
     rp = sub.add_parser("reproduce", help="run one of the paper's sweeps (train + evaluate), resumable")
-    rp.add_argument("--task", required=True, choices=SWEEPS)
-    rp.add_argument("--scale", default="small", choices=list(SCALES),
+    rp.add_argument("--task", required=True, choices=SWEEP_TASKS)
+    rp.add_argument("--scale", default="small",
                     help="paper: the paper's grids; small: a 2-core CPU study; smoke: a few tiny runs")
     rp.add_argument("--out", default="results")
     rp.add_argument("--mixers", nargs="+", default=None, help="these mixers instead of the scale's own")
     rp.add_argument("--dry-run", action="store_true", help="print the number of runs and a GPU-hour estimate")
-    rp.add_argument("--launcher", default="local", choices=LAUNCHERS,
+    rp.add_argument("--launcher", default="local", choices=("local", "ray"),
                     help="local: one run after the other here; ray: every run a Ray task (the cluster extra)")
     rp.add_argument("--address", default=None,
                     help="Ray cluster to join ('auto', HOST:PORT or ray://HOST:PORT); default: start Ray here")
@@ -255,8 +287,15 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except ParameterError as err:
-        print(f"selectivbench: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("selectivbench: error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # the policy: one line, exit code 2; --debug for the traceback
+        if args.debug:
+            raise
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        what = text if isinstance(err, ParameterError) else f"{type(err).__name__}: {text}"
+        print(f"selectivbench: error: {what}", file=sys.stderr)
         return 2
     return 0
 

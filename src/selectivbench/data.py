@@ -7,6 +7,9 @@ noise every time, and a resumed run redraws exactly what it would have drawn.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +18,13 @@ import torch
 from datasets import DatasetDict, load_dataset
 
 from .builders import Grammar, TaskParams
+from .builders.config import ParameterError
 from .builders.sampler import split_code
+from .metrics import IGNORE
 
 MODEL_COLUMNS = ("input_ids", "labels", "element_index", "index")
+RUN_FILE = "selectivbench_run.json"  # written next to a checkpoint by `selectivbench train`
+_HUB_ID = re.compile(r"^(?:hf://datasets/)?([\w.-]+/[\w.-]+)(?:@([\w./-]+?))?(?:/(.*))?$")
 
 
 @dataclass
@@ -34,22 +41,139 @@ class Task:
         return self.grammar.num_states
 
 
+def grammar_sha256(grammar: Grammar) -> str:
+    """Identity of a grammar's structure (symbols, states, start states, edges), not of its task
+    parameters: a model trained on `gapped` may be scored on `generalization` of the same grammar."""
+    d = grammar.to_json_dict()
+    d.pop("params")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def resolve_hub_id(data_dir: str | None) -> str | None:
+    """`ORG/NAME` when `data_dir` names a Hub dataset rather than a local folder, else None."""
+    if data_dir is None or Path(data_dir).exists() or str(data_dir).startswith((".", "/", "~")):
+        return None
+    match = _HUB_ID.match(str(data_dir))
+    return match.group(1) if match else None
+
+
+def resolve_data_dir(data_dir: str, config: str) -> Path:
+    """A local folder as it is; a Hub dataset id `ORG/NAME[@revision]` or `hf://datasets/ORG/NAME[@rev][/sub]`
+    through the Hub cache (so HF_HUB_OFFLINE and revision pinning work as everywhere in HF)."""
+    local = Path(data_dir)
+    if local.exists() or data_dir.startswith((".", "/", "~")):
+        if not (local / config).is_dir():
+            raise ParameterError(f"data_dir={data_dir!r} is invalid: allowed a folder with a {config!r} config "
+                                 "(made by `selectivbench generate`)")
+        return local
+    match = _HUB_ID.match(data_dir)
+    if not match:
+        raise ParameterError(f"data_dir={data_dir!r} is invalid: allowed a generated folder, ORG/NAME[@revision] "
+                             "or hf://datasets/ORG/NAME[@revision]")
+    repo_id, revision, sub = match.groups()
+    from huggingface_hub import snapshot_download
+
+    prefix = f"{sub.strip('/')}/" if sub else ""
+    try:
+        root = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision,
+                                      allow_patterns=[f"{prefix}{config}/*", f"{prefix}README.md"]))
+    except Exception as err:  # offline without a cached copy, unknown repo or revision
+        raise ParameterError(f"data_dir={data_dir!r} is invalid: allowed a dataset repository that can be read "
+                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    return root / sub if sub else root
+
+
+def split_files(folder: Path, config: str, splits) -> dict[str, list[str]]:
+    """The parquet files of each split, each checked to be whole before `datasets` reads it."""
+    import pyarrow.parquet as pq
+
+    files = {}
+    for split in splits:
+        found = sorted(str(p) for p in (folder / config).glob(f"{split}-*.parquet"))
+        if not found:
+            raise ParameterError(f"split={split!r} is invalid for {folder / config}: no {split}-*.parquet file")
+        for f in found:
+            try:
+                pq.read_metadata(f)
+            except Exception as err:
+                raise ParameterError(f"file {f} is invalid: allowed a complete parquet file ({err})") from None
+        files[split] = found
+    return files
+
+
+def folder_splits(folder: Path, config: str) -> list[str]:
+    return sorted({p.name.split("-")[0] for p in (folder / config).glob("*.parquet")})
+
+
 def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = None, num_proc=None,
-              **overrides) -> Task:
-    """A config of a generated folder (`selectivbench generate`), or built here with overrides."""
+              splits: list[str] | None = None, **overrides) -> Task:
+    """A config of a generated folder or Hub dataset, or built here with overrides; only `splits`
+    (default: all) are read or built."""
     if data_dir is not None:
         if overrides:
-            raise ValueError(f"overrides {sorted(overrides)} are invalid with data_dir: "
-                             "allowed only when the data is built here")
-        grammar = Grammar.load(Path(data_dir) / config / "grammar.json")
+            raise ParameterError(f"data_dir={data_dir!r} is invalid with task parameters {sorted(overrides)}: "
+                                 "allowed only when the data is built here (omit --data-dir)")
+        folder = resolve_data_dir(str(data_dir), config)
+        grammar = Grammar.load(folder / config / "grammar.json")
         params = TaskParams.from_dict({**grammar.params, "test_gaps": tuple(grammar.params.get("test_gaps", ()))})
-        data = load_dataset(str(data_dir), config, cache_dir=cache_dir)
+        files = split_files(folder, config, splits or folder_splits(folder, config))
+        data = load_dataset("parquet", data_files=files, cache_dir=cache_dir)
         return Task(config, data, params, grammar)
     from .hub_dataset import make_builder
 
     builder = make_builder(config, cache_dir=cache_dir, **overrides)
+    if splits:
+        unknown = sorted(set(splits) - set(builder.config.split_sizes))
+        if unknown:
+            raise ParameterError(f"splits={unknown} is invalid for config {config!r}: "
+                                 f"allowed {sorted(builder.config.split_sizes)}")
     builder.download_and_prepare(num_proc=num_proc)
-    return Task(config, builder.as_dataset(), builder.config.params, builder.grammar)
+    data = builder.as_dataset()
+    if splits:
+        data = DatasetDict({s: data[s] for s in splits})
+    return Task(config, data, builder.config.params, builder.grammar)
+
+
+def checkpoint_record(checkpoint: str | Path) -> dict:
+    """What `selectivbench train` recorded next to a checkpoint (JSON, never unpickled)."""
+    path = Path(checkpoint) / RUN_FILE
+    if not (Path(checkpoint) / "config.json").exists():
+        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a save_pretrained folder "
+                             "(no config.json there)")
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder with {RUN_FILE} "
+                             "(made by `selectivbench train` or scripts/finetune_with_trainer.py)") from None
+    except json.JSONDecodeError as err:
+        raise ParameterError(f"file {path} is invalid: allowed JSON ({err})") from None
+
+
+def checkpoint_task(checkpoint: str | Path, splits: list[str] | None = None, config: str | None = None,
+                    num_proc=None) -> Task:
+    """Rebuild the task a checkpoint was trained on from its record: every TaskParams field, from
+    its data folder when that is still there, else on the fly; only `splits` are built."""
+    run = checkpoint_record(checkpoint)
+    config = config or run["task"]
+    data_dir = run.get("data_dir")
+    if data_dir is not None:
+        return load_task(config, data_dir, splits=splits, num_proc=num_proc)
+    sizes = {f"num_{s}": n for s, n in run.get("split_sizes", {}).items() if s in ("train", "validation", "test")}
+    task_params = {k: tuple(v) if k == "test_gaps" else v for k, v in run["task_params"].items()}
+    return load_task(config, splits=splits, num_proc=num_proc, **task_params, **sizes)
+
+
+def check_compatible(checkpoint: str | Path, task: Task) -> None:
+    """A checkpoint scores a task only when it was trained on the very same grammar."""
+    run = checkpoint_record(checkpoint)
+    want = grammar_sha256(task.grammar)
+    if run.get("grammar_sha256") != want:
+        p = run.get("task_params", {})
+        raise ParameterError(
+            f"checkpoint {checkpoint} is invalid for config {task.name!r}: allowed a model trained on the same grammar "
+            f"(checkpoint: seed={p.get('seed')}, vocab_size={p.get('vocab_size')}, ambiguities={p.get('ambiguities')}; "
+            f"task: seed={task.params.seed}, vocab_size={task.params.vocab_size}, "
+            f"ambiguities={task.params.ambiguities}; grammar hashes differ)")
 
 
 def noise_for(seed: int, split: str, index: int, epoch: int, shape, amplitude: float) -> torch.Tensor:
@@ -71,7 +195,7 @@ class SelectivBenchCollator:
     def __call__(self, rows: list[dict]) -> dict:
         B, T = len(rows), max(len(r["input_ids"]) for r in rows)
         batch = {"input_ids": torch.full((B, T), self.vocab_size, dtype=torch.long),
-                 "labels": torch.full((B, T), -100, dtype=torch.long),
+                 "labels": torch.full((B, T), IGNORE, dtype=torch.long),
                  "element_index": torch.full((B, T), -1, dtype=torch.long)}
         for i, r in enumerate(rows):
             n = len(r["input_ids"])

@@ -1,8 +1,13 @@
-"""`selectivbench evaluate`: many checkpoints x many task configs and splits, on any number of
-processes (Accelerate shards the batches, `gather_for_metrics` reassembles them exactly).
+"""`selectivbench evaluate`: many checkpoints x task configs and splits, on any number of processes
+(Accelerate shards the batches, `gather_for_metrics` reassembles them exactly).
 
-One row per (model, config, split, seed) appended to `<out>.jsonl` and `<out>.csv`: element and
-per-step accuracy, token-mean loss, and the Bayes ceiling of the same samples beside them.
+By default each checkpoint is scored on the task it was trained on, rebuilt from its record
+(`data.checkpoint_task`); `configs`, `data_dir` or task overrides score it elsewhere, and only a
+task of the very same grammar is accepted. Only the asked splits are read or built.
+
+One row per (model, config, split) appended to `<out>.jsonl` and `<out>.csv`: element and per-step
+accuracy, token-mean loss, and the Bayes ceiling of the same samples beside them. `seed` is the
+task seed; `noise_seed` seeds the evaluation input noise.
 """
 from __future__ import annotations
 
@@ -10,61 +15,105 @@ import csv
 import json
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, AutoModelForTokenClassification
+from tqdm.auto import tqdm
 
 from .builders import ParameterError
 from .builders.ceiling import ceiling_counts
 from .builders.sampler import Sampler
-from .data import SelectivBenchCollator, Task, load_task, model_view
-from .train import evaluate_loader
+from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_task, load_task, model_view
+from .metrics import IGNORE, accuracies, window_predictions
+from .models import SelectivBenchForTokenClassification
 
-FIELDS = ["model", "mixer", "config", "split", "seed", "samples", "element_accuracy", "step_accuracy", "loss",
-          "bayes_element_accuracy", "bayes_step_accuracy", "parameters", "elements", "steps"]
+FIELDS = ["model", "mixer", "config", "split", "seed", "noise_seed", "samples", "element_accuracy", "step_accuracy",
+          "loss", "bayes_element_accuracy", "bayes_step_accuracy", "parameters", "elements", "steps"]
 
 
-def check_compatible(checkpoint: str, task: Task) -> None:
-    cfg = AutoConfig.from_pretrained(checkpoint)
-    for name, want in (("vocab_size", task.params.vocab_size), ("num_labels", task.num_labels)):
-        if getattr(cfg, name) != want:
-            raise ParameterError(f"checkpoint {checkpoint}: {name}={getattr(cfg, name)} is invalid for config "
-                                 f"{task.name!r}: allowed {want} (the task's grammar)")
+@torch.no_grad()
+def evaluate_loader(model, loader, accelerator, desc: str | None = None) -> dict:
+    """Element/step accuracy and token-mean loss over a loader, gathered across processes."""
+    model.eval()
+    totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)
+    bar = tqdm(loader, desc=desc, disable=desc is None or not accelerator.is_local_main_process, leave=False)
+    for batch in bar:
+        out = model(input_ids=batch["input_ids"], input_noise=batch.get("input_noise"))
+        per_sample = per_sample_counts(out.logits, batch["labels"], batch["element_index"])
+        totals += accelerator.gather_for_metrics(per_sample).sum(0)
+    model.train()
+    el_c, el_n, st_c, st_n, loss = totals.tolist()
+    counts = {"element_correct": el_c, "elements": el_n, "step_correct": st_c, "steps": st_n}
+    return {**accuracies(counts), "loss": loss / max(st_n, 1), "elements": int(el_n), "steps": int(st_n)}
+
+
+def per_sample_counts(logits, labels, element_index) -> torch.Tensor:
+    """(B, 5): element correct, elements, step correct, steps, summed loss; one row per sample,
+    so that gather_for_metrics can drop the duplicates of an uneven last batch."""
+    step_pred, element_pred = window_predictions(logits, labels, element_index)
+    valid = labels != IGNORE
+    first = valid.clone()
+    first[:, 1:] &= element_index[:, 1:] != element_index[:, :-1]
+    loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE,
+                                             reduction="none").sum(1)
+    rows = [((element_pred == labels) & first).sum(1), first.sum(1), ((step_pred == labels) & valid).sum(1),
+            valid.sum(1), loss]
+    return torch.stack([r.double() for r in rows], 1)
 
 
 def ceiling_of(task: Task, split: str, dataset) -> dict:
     c = ceiling_counts(Sampler(task.params, task.grammar), split, dataset)
-    return {"bayes_element_accuracy": c["element_correct"] / c["elements"],
-            "bayes_step_accuracy": c["step_correct"] / c["steps"]}
+    return {"bayes_" + k: v for k, v in accuracies(c).items()}
 
 
-def evaluate(checkpoints: list[str], configs: list[str], out: str | None, splits: list[str] | None = None,
-             data_dir: str | None = None, batch_size: int = 64, num_samples: int | None = None, seed: int = 0,
-             cpu: bool = False, **overrides) -> list[dict]:
-    accelerator = Accelerator(cpu=cpu)
-    tasks = [load_task(c, data_dir, **overrides) for c in configs]
-    for task in tasks:  # every mismatch is reported before any evaluation starts
-        for ckpt in checkpoints:
+def check_splits(task: Task, splits) -> None:
+    for split in splits or []:
+        if split not in task.data:
+            raise ParameterError(f"split={split!r} is invalid for config {task.name!r}: allowed {sorted(task.data)}")
+
+
+def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_dir, overrides) -> list[tuple]:
+    """(task, checkpoints) pairs, every checkpoint checked against its task before any scoring."""
+    if configs is None and (data_dir is not None or overrides):
+        raise ParameterError("configs is invalid: allowed a list of configs whenever --data-dir or task "
+                             "parameters are given (without them each checkpoint is scored on its own task)")
+    if configs is None:  # each checkpoint on the task it recorded
+        pairs = [(checkpoint_task(c, splits=splits), [c]) for c in checkpoints]
+    else:
+        pairs = [(load_task(c, data_dir, splits=splits, **overrides), checkpoints) for c in configs]
+    for task, ckpts in pairs:
+        check_splits(task, splits)
+        for ckpt in ckpts:
             check_compatible(ckpt, task)
-        for split in splits or []:
-            if split not in task.data:
-                raise ParameterError(f"split={split!r} is invalid for config {task.name!r}: "
-                                     f"allowed {sorted(task.data)}")
+    return pairs
+
+
+def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str | None = None,
+             splits: list[str] | None = None, data_dir: str | None = None, batch_size: int = 64,
+             num_samples: int | None = None, noise_seed: int = 0, cpu: bool = False, **overrides) -> list[dict]:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(f"batch_size={batch_size!r} is invalid: allowed an integer >= 1")
+    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
+                                    or num_samples < 1):
+        raise ParameterError(f"num_samples={num_samples!r} is invalid: allowed an integer >= 1 (or unset: all)")
+    if out is not None:
+        check_table_path(out)
+    accelerator = Accelerator(cpu=cpu)
     rows = []
-    for task in tasks:
+    for task, ckpts in tasks_for(checkpoints, configs, splits, data_dir, overrides):
         for split in splits or [s for s in task.data if s != "train"]:
             data = task.data[split]
             if num_samples:
                 data = data.select(range(min(num_samples, len(data))))
             ceiling = ceiling_of(task, split, data)
-            collator = SelectivBenchCollator(task.params.vocab_size, task.params.noise, seed, split)
+            collator = SelectivBenchCollator(task.params.vocab_size, task.params.noise, noise_seed, split)
             loader = accelerator.prepare(DataLoader(model_view(data), batch_size=batch_size, collate_fn=collator))
-            for ckpt in checkpoints:
-                model = AutoModelForTokenClassification.from_pretrained(ckpt).to(accelerator.device)
-                m = evaluate_loader(model, loader, accelerator)
+            for ckpt in ckpts:
+                model = SelectivBenchForTokenClassification.from_pretrained(ckpt).to(accelerator.device)
+                m = evaluate_loader(model, loader, accelerator, desc=f"{Path(ckpt).name} {task.name}/{split}")
                 rows.append({"model": ckpt, "mixer": model.config.mixer, "config": task.name, "split": split,
-                             "seed": task.params.seed, "samples": len(data), **m, **ceiling,
-                             "parameters": sum(p.numel() for p in model.parameters())})
+                             "seed": task.params.seed, "noise_seed": noise_seed, "samples": len(data), **m,
+                             **ceiling, "parameters": sum(p.numel() for p in model.parameters())})
                 accelerator.print(f"{ckpt} {task.name}/{split}: element {m['element_accuracy']:.4f} "
                                   f"(Bayes {ceiling['bayes_element_accuracy']:.4f}) step {m['step_accuracy']:.4f} "
                                   f"loss {m['loss']:.4f}")
@@ -73,12 +122,21 @@ def evaluate(checkpoints: list[str], configs: list[str], out: str | None, splits
     return rows
 
 
+def check_table_path(out: str) -> None:
+    base = Path(out)
+    for path in (base.with_suffix(".jsonl"), base.with_suffix(".csv")):
+        if path.exists() and not path.is_file():
+            raise ParameterError(f"out={out!r} is invalid: allowed a table path ({path} is not a file)")
+    parent = base.parent
+    if parent.exists() and not parent.is_dir():
+        raise ParameterError(f"out={out!r} is invalid: allowed a path in a folder ({parent} is a file)")
+
+
 def append_rows(out: str, rows: list[dict]) -> None:
     base = Path(out)
     base.parent.mkdir(parents=True, exist_ok=True)
     with open(base.with_suffix(".jsonl"), "a") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
     csv_path = base.with_suffix(".csv")
     new = not csv_path.exists()
     with open(csv_path, "a", newline="") as f:

@@ -1,8 +1,10 @@
 """`selectivbench publish-model`: a checkpoint folder plus its model card, to the Hub.
 
-The card's YAML holds a `model-index` (huggingface_hub EvalResult): element accuracy and Bayes
-ceiling per config and split. Results come from an evaluation table (`--results`, rows of this
-checkpoint) or, by default, from evaluating the checkpoint now on its training task.
+The card's YAML holds a `model-index` (huggingface_hub EvalResult) of the model's own scores, each
+naming the Hub dataset it was measured on with the task's overrides in `dataset.args`; the Bayes
+ceiling is shown beside them in the card's table as a reference, not as a score of the model.
+Results come from an evaluation table (`--results`, rows of this checkpoint) or, by default, from
+evaluating the checkpoint now on the task it recorded (validation and test splits only).
 """
 from __future__ import annotations
 
@@ -11,72 +13,82 @@ from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from transformers import AutoConfig
 
-from .builders import ParameterError
+from .builders import ParameterError, task_params
 from .builders.builder import CITATION
-from .train import RUN_FILE
+from .data import checkpoint_record, resolve_hub_id
 
-CARD_TEMPLATE = resources.files("selectivbench.dataset_cards") / "model_card.md"
-HYPER = ("batch_size", "lr", "weight_decay", "warmup_steps", "max_steps", "grad_accum", "clip", "mixed_precision",
-         "dropout", "train_seed")
+CARD_TEMPLATE = resources.files("selectivbench") / "model_card.md"
+HYPER = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "max_steps", "epochs",
+         "grad_accum", "clip", "mixed_precision", "dropout", "train_seed")
 
 
 def results_for(checkpoint: Path, results: str | None) -> list[dict]:
     if results:
-        rows = [json.loads(line) for line in Path(results).read_text().splitlines() if line.strip()]
-        mine = [r for r in rows if Path(r["model"]).resolve() == checkpoint.resolve()]
+        path = Path(results)
+        try:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, json.JSONDecodeError) as err:
+            raise ParameterError(f"results={results!r} is invalid: allowed a readable .jsonl table ({err})") from None
+        mine = [r for r in rows if Path(r.get("model", "")).resolve() == checkpoint.resolve()]
         if not mine:
             raise ParameterError(f"results={results!r} is invalid: allowed a table with rows of {checkpoint}")
         return list({(r["config"], r["split"]): r for r in mine}.values())  # the newest row of each
-    run = json.loads((checkpoint / RUN_FILE).read_text())
     from .evaluate import evaluate
 
-    over = {k: v for k, v in run["task_params"].items() if k != "test_gaps" or v}
-    sizes = {f"num_{s}": run["train_args"]["task_overrides"].get(f"num_{s}") for s in ("train", "validation", "test")}
-    return evaluate([str(checkpoint)], [run["task"]], str(checkpoint.parent / "publish_eval"), splits=None,
-                    cpu=True, **over, **{k: v for k, v in sizes.items() if v is not None})
+    run = checkpoint_record(checkpoint)
+    splits = ["validation", "test"] + [f"test_gap{g}" for g in run["task_params"].get("test_gaps") or ()]
+    return evaluate([str(checkpoint)], splits=splits, out=str(checkpoint.parent / "publish_eval"))
+
+
+def dataset_args(run: dict) -> dict:
+    """The task parameters that differ from the named config's defaults (seed, k, V, ...)."""
+    defaults = task_params(run["task"]).to_dict()
+    return {k: v for k, v in run["task_params"].items() if defaults.get(k) != v}
 
 
 def model_card(checkpoint: str | Path, repo_id: str, results: str | None = None,
-               dataset_repo: str = "selectivbench") -> ModelCard:
+               dataset_repo: str | None = None) -> ModelCard:
+    from transformers import AutoConfig
+
     from .models import taxonomy_rows
 
     checkpoint = Path(checkpoint)
-    if not (checkpoint / "config.json").exists():
-        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a save_pretrained folder")
+    run = checkpoint_record(checkpoint)
     config = AutoConfig.from_pretrained(checkpoint)
-    run = json.loads((checkpoint / RUN_FILE).read_text()) if (checkpoint / RUN_FILE).exists() else {}
     rows = results_for(checkpoint, results)
-    evals = []
-    for r in rows:
-        for metric, value in (("element_accuracy", r["element_accuracy"]), ("step_accuracy", r["step_accuracy"]),
-                              ("bayes_ceiling", r["bayes_element_accuracy"])):
-            evals.append(EvalResult(task_type="token-classification", task_name="Hidden-state tracking",
-                                    dataset_type=dataset_repo, dataset_name="SelectivBench",
-                                    dataset_config=r["config"], dataset_split=r["split"], metric_type=metric,
-                                    metric_name=metric.replace("_", " "), metric_value=float(value)))
+    dataset_repo = dataset_repo or resolve_hub_id(run.get("data_dir"))
+    over = dataset_args(run)
+    evals = [EvalResult(task_type="token-classification", task_name="Hidden-state tracking",
+                        dataset_type=dataset_repo or "selectivbench", dataset_name="SelectivBench",
+                        dataset_config=r["config"], dataset_split=r["split"], dataset_args=over or None,
+                        metric_type=metric, metric_name=metric.replace("_", " "), metric_value=float(r[metric]))
+             for r in rows for metric in ("element_accuracy", "step_accuracy")]
     name = repo_id.split("/")[-1]
-    data = ModelCardData(model_name=name, language="en", license="apache-2.0", library_name="transformers",
-                         pipeline_tag="token-classification", datasets=[dataset_repo], eval_results=evals,
+    data = ModelCardData(model_name=name, license="apache-2.0", library_name="transformers",
+                         datasets=[dataset_repo] if dataset_repo else None, eval_results=evals,
                          tags=["selectivbench", "linear-recurrent-models", config.mixer, "custom_code"])
     args = run.get("train_args", {})
     return ModelCard.from_template(
-        data, template_path=str(CARD_TEMPLATE), name=name, mixer=config.mixer, task=run.get("task", rows[0]["config"]),
-        results=rows, taxonomy=next(t for t in taxonomy_rows() if t["mixer"] == config.mixer),
-        parameters=rows[0]["parameters"], config=config, repo_id=repo_id, citation=CITATION,
-        hyperparameters={k: args[k] for k in HYPER if k in args} | {"optimizer": "AdamW",
-                                                                    "schedule": "cosine with warm-up"},
-        task_params=json.dumps(run.get("task_params", {})))
+        data, template_path=str(CARD_TEMPLATE), name=name, mixer=config.mixer, task=run["task"], results=rows,
+        taxonomy=next(t for t in taxonomy_rows() if t["mixer"] == config.mixer), parameters=rows[0]["parameters"],
+        config=config, repo_id=repo_id, citation=CITATION, dataset_repo=dataset_repo,
+        hyperparameters={k: args[k] for k in HYPER if args.get(k) is not None}
+        | {"schedule": "linear warm-up, cosine decay"}, task_params=json.dumps(run["task_params"]))
 
 
 def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry_run: bool = False,
-                  private: bool = False, dataset_repo: str = "selectivbench") -> list[str]:
+                  private: bool = False, dataset_repo: str | None = None) -> list[str]:
     """Write README.md (the card) into the checkpoint folder, then upload the folder."""
-    if "/" not in repo_id:
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ParameterError(f"repo_id={repo_id!r} is invalid: allowed ORG/NAME")
+    if dataset_repo is not None and resolve_hub_id(dataset_repo) is None:
+        raise ParameterError(f"dataset_repo={dataset_repo!r} is invalid: allowed ORG/NAME of a Hub dataset")
     card = model_card(checkpoint, repo_id, results, dataset_repo)
-    card.save(Path(checkpoint) / "README.md")
+    readme = Path(checkpoint) / "README.md"
+    tmp = readme.with_name(".README.md.tmp")
+    card.save(tmp)
+    tmp.replace(readme)
     files = sorted(str(p.relative_to(checkpoint)) for p in Path(checkpoint).rglob("*") if p.is_file())
     if not dry_run:
         from huggingface_hub import HfApi

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import statistics
 import time
 import traceback
@@ -40,6 +39,7 @@ from .builders.builder import PAPER_SIZES
 from .builders.config import duration_to_steps
 from .evaluate import FIELDS
 from .models import MIXERS
+from .train_args import TrainArgs, check_train_args
 
 TASKS = ("complexity", "gapped", "distractor", "generalization")
 LAUNCHERS = ("local", "ray")
@@ -214,21 +214,10 @@ def execute(spec: dict) -> list[dict]:
     """Train one run (resuming its checkpoint if any) and return its evaluation rows. Writes only
     inside the run's own folder; the driver records the rows."""
     from .evaluate import evaluate
-    from .train import TrainArgs, train
+    from .train import train
 
     args = TrainArgs(**spec["train"])
-    try:
-        train(args)
-    except Exception as error:
-        run_dir = Path(args.output_dir)
-        if not (run_dir / "state").exists():
-            raise
-        # a worker killed while saving leaves a checkpoint that cannot be resumed: start afresh, once,
-        # and keep the reason beside the run
-        shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        (run_dir / "restarted.txt").write_text(" ".join(f"{type(error).__name__}: {error}".split()) + "\n")
-        train(args)
+    train(args)  # resumes the run's newest intact checkpoint, if any
     rows = evaluate([str(Path(args.output_dir) / "model")], [spec["task"]], None, splits=spec["splits"],
                     cpu=args.cpu, **spec["data"])
     return [{**r, **spec["row"]} for r in rows]
@@ -302,6 +291,10 @@ def parameter_count(mixer: str, p: TaskParams, d_model: int, n_layers: int, n_he
     return _PARAMETERS[key]
 
 
+class SweepIncomplete(Exception):
+    """Some runs of a sweep failed (their errors are in failures.jsonl); the next call retries them."""
+
+
 # --- the driver ------------------------------------------------------------------------------------
 @dataclass
 class Outcome:
@@ -350,6 +343,8 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
     # local runs use a GPU when there is one; a Ray run only when it was given one
     cpu = launcher == "ray" and not gpus_per_run
     specs = [run_spec(task, s, r, folder, cpu) for r in runs if r.key not in done]
+    for spec in specs:  # a bad combination is one error now, not a failure per run later
+        check_train_args(TrainArgs(**spec["train"]))
     outcome = Outcome(folder, len(runs))
     bar = tqdm(total=len(runs), initial=len(runs) - len(specs), desc=f"reproduce {task} ({scale})")
 

@@ -1,0 +1,113 @@
+"""The arguments of `selectivbench train`, checked before any work (no heavy imports: the CLI
+builds its parser from this dataclass without loading torch)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .builders.config import ParameterError
+
+OPTIMIZERS = ("adam", "adamw")
+PRECISIONS = ("no", "fp16", "bf16")
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "trackio")
+
+
+@dataclass
+class TrainArgs:
+    """Every knob of one training run. `batch_size` is the global batch (split over processes), so
+    1 and N processes take the same optimizer steps on the same samples."""
+
+    config: str = "complexity"
+    """Task config (one of TASKS)."""
+    data_dir: str | None = None
+    """A generated folder, a Hub dataset id (ORG/NAME[@revision]) or hf://datasets/...; None: build here."""
+    output_dir: str = "runs/model"
+    mixer: str = "gla"
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_state: int = 16
+    dropout: float = 0.0
+    """The paper uses 0.2 with 8 layers; 0.0 trains the small 2-layer CPU models faster."""
+    norm: str = "layernorm"
+    """Norm after each residual (post-norm, as the paper's block)."""
+    batch_size: int = 64
+    """Global batch: samples per forward pass summed over all processes (an optimizer step takes
+    `grad_accum` of them)."""
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    """'adam' (the paper's, with L2 weight decay) or 'adamw' (decoupled); equal when weight_decay is 0."""
+    weight_decay: float = 0.0
+    """Applied to matrices only: norms, biases and the SSM parameters (A_log, dt_bias...) are not decayed."""
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    """Cosine decay ends at min_lr_ratio * lr on the last step (the paper: 0.1)."""
+    max_steps: int = 1000
+    """Optimizer steps; ignored when `epochs` is set."""
+    epochs: int | None = None
+    """If set, train this many passes over the training split (the paper: 1 pass = 3,125 steps)."""
+    grad_accum: int = 1
+    clip: float = 1.0
+    """Gradient-norm clipping; 0 turns it off."""
+    mixed_precision: str = "no"
+    eval_every: int = 200
+    eval_samples: int | None = None
+    save_every: int = 200
+    patience: int = 0
+    """Stop after this many evaluations without a better validation accuracy; 0: never."""
+    train_seed: int = 0
+    resume: bool = False
+    report_to: str | None = None
+    """A tracker accelerate knows (e.g. tensorboard); metrics.jsonl is always written."""
+    cpu: bool = False
+    quiet: bool = False
+    task_overrides: dict = field(default_factory=dict)
+
+
+def _bad(name, value, allowed):
+    raise ParameterError(f"{name}={value!r} is invalid: allowed {allowed}")
+
+
+def check_train_args(a: TrainArgs) -> None:
+    """One ParameterError naming the first bad field, before any work."""
+    from .builders.config import TASKS
+    from .models.configuration_selectivbench import MIXERS, NORMS
+
+    ints = {"d_model": 1, "n_layers": 1, "n_heads": 1, "d_state": 1, "batch_size": 1, "warmup_steps": 0,
+            "max_steps": 1, "grad_accum": 1, "eval_every": 1, "save_every": 1, "patience": 0, "train_seed": 0}
+    for name, low in ints.items():
+        v = getattr(a, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            _bad(name, v, f"an integer >= {low}")
+    for name in ("epochs", "eval_samples"):
+        v = getattr(a, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            _bad(name, v, "an integer >= 1 (or unset)")
+    floats = {"lr": (0.0, math.inf, True), "weight_decay": (0.0, math.inf, False), "clip": (0.0, math.inf, False),
+              "min_lr_ratio": (0.0, 1.0, False), "dropout": (0.0, 1.0, False)}
+    for name, (low, high, open_low) in floats.items():
+        v = getattr(a, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v < low or (open_low and v == low) or v > high or (name == "dropout" and v == 1.0):
+            _bad(name, v, f"a number in {'(' if open_low else '['}{low}, {high}{')' if name == 'dropout' else ']'}")
+    choices = {"config": tuple(TASKS), "mixer": MIXERS, "norm": NORMS, "optimizer": OPTIMIZERS,
+               "mixed_precision": PRECISIONS}
+    for name, allowed in choices.items():
+        if getattr(a, name) not in allowed:
+            _bad(name, getattr(a, name), f"one of {allowed}")
+    if a.d_model % a.n_heads:
+        _bad("n_heads", a.n_heads, f"a divisor of d_model={a.d_model}")
+    if a.report_to is not None:
+        check_tracker(a.report_to)
+
+
+def check_tracker(name: str) -> None:
+    """A tracker that is not installed is an error here, not accelerate's warning and exit 0."""
+    from accelerate import utils
+
+    if name not in TRACKERS:
+        _bad("report_to", name, f"one of {TRACKERS}")
+    available = getattr(utils, f"is_{name}_available", None)
+    if available is not None and not available():
+        extra = ' (pip install -e ".[tensorboard]")' if name == "tensorboard" else f" (pip install {name})"
+        _bad("report_to", name, f"an installed tracker: {name} is not installed{extra}")

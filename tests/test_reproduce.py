@@ -58,7 +58,8 @@ def test_paper_runs_follow_the_recipe(tmp_path):
     spec = rep.run_spec("complexity", s, run, tmp_path, cpu=False)
     args = TrainArgs(**spec["train"])
     assert (args.n_layers, args.batch_size, args.optimizer, args.weight_decay, args.epochs, args.min_lr_ratio,
-            args.dropout, args.lr, args.warmup_steps, args.train_seed) == (8, 64, "adam", 0.0, 1, 0.1, 0.2, 2e-3, 476, 3)
+            args.dropout, args.lr, args.warmup_steps, args.train_seed) == \
+        (8, 64, "adam", 0.0, 1, 0.1, 0.2, 2e-3, 476, 3)
     assert (args.n_heads, args.d_state) == (16, 128)
     p = task_params("complexity", **spec["data"])
     assert (p.vocab_size, p.ambiguities, p.ambiguity_depth, p.seed, p.seq_len) == (25, 24, 24, 3, 200)

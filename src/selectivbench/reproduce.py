@@ -103,9 +103,10 @@ class Scale:
         return len(self.lrs) * len(self.warmups) > 1
 
 
-def _own_grammar_rng() -> dict:
-    """`small` was run with this project's grammar generator; keep it where the choice exists."""
-    return {"grammar_rng": "selectivbench"} if "grammar_rng" in TaskParams.__dataclass_fields__ else {}
+def _grammar_rng(name: str) -> dict:
+    """Pin a scale's grammar generator where TaskParams offers the choice: `small` was run with this
+    project's own, `paper` needs the paper's (its seeds 1-4 then draw the paper's very grammars)."""
+    return {"grammar_rng": name} if "grammar_rng" in TaskParams.__dataclass_fields__ else {}
 
 
 PAPER_TRAIN = dict(n_layers=8, batch_size=64, epochs=1, optimizer="adam", weight_decay=0.0, min_lr_ratio=0.1,
@@ -114,13 +115,14 @@ SCALES: dict[str, Scale] = {
     "small": Scale(
         mixers=MIXERS, seeds=(0, 1), widths=(32,), sizes=(16, 32, 64), ambiguities=(2, 4, 6, 8),
         generalization_k=4, test_gaps=(20, 50, 100), lrs=(3e-3,), warmups=(40,),
-        data=dict(vocab_size=9, seq_len=40, num_train=2000, num_validation=100, num_test=100, **_own_grammar_rng()),
+        data=dict(vocab_size=9, seq_len=40, num_train=2000, num_validation=100, num_test=100,
+                  **_grammar_rng("selectivbench")),
         train=dict(n_layers=2, batch_size=32, max_steps=400, eval_every=400, save_every=100)),
     "paper": Scale(
         mixers=PAPER_MIXERS, seeds=(1, 2, 3, 4), widths=PAPER_WIDTHS, ambiguities=(20, 24, 26, 30, 34, 38, 40),
         generalization_k=40, test_gaps=(10, 20, 50, 100), lrs=(5e-4, 1e-3, 2e-3), warmups=(476, 1000),
-        data=dict(vocab_size=41, seq_len=200), train=PAPER_TRAIN, seed_is_task_seed=True, vocab_is_k_plus_1=True,
-        paper_rules=True,
+        data=dict(vocab_size=41, seq_len=200, **_grammar_rng("symseq")), train=PAPER_TRAIN, seed_is_task_seed=True,
+        vocab_is_k_plus_1=True, paper_rules=True,
         per_task={"distractor": dict(widths=PAPER_WIDTHS[:-1]),
                   "generalization": dict(widths=(256, 384), lrs=(5e-4, 1e-3))}),
     "smoke": Scale(
@@ -498,7 +500,10 @@ def views(task: str, rows: list[dict]) -> list[tuple[str, str, list[dict], calla
         k_max = max((r["axis"] for r in amb), default=None)
         size = [r for r in rows if r["sweep"] == "size" or (r["sweep"] == "ambiguities" and r["axis"] == k_max)]
         # the k sweep at each width it has more than one k for (small: one width; paper: all nine)
-        widths = sorted({r["d_model"] for r in amb if len({x["axis"] for x in amb if x["d_model"] == r["d_model"]}) > 1})
+        ks_at = defaultdict(set)
+        for r in amb:
+            ks_at[r["d_model"]].add(r["axis"])
+        widths = sorted(w for w, ks in ks_at.items() if len(ks) > 1)
         by_k = [(f"accuracy_vs_ambiguities{f'_d{w}' if len(widths) > 1 else ''}",
                  f"ambiguities k = d{f' (d_model {w})' if len(widths) > 1 else ''}",
                  [r for r in amb if r["d_model"] == w], lambda r: r["axis"], False) for w in widths]

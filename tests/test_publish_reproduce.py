@@ -1,10 +1,9 @@
-"""publish-model (card + remote-code load) and reproduce (a tiny sweep, resumed)."""
+"""publish-model: the card, and the checkpoint loading as remote code (reproduce: test_reproduce.py)."""
 import json
 
 import pytest
 from huggingface_hub import ModelCard
 
-from selectivbench import reproduce as rep
 from selectivbench.builders import ParameterError
 from selectivbench.cli import main
 from selectivbench.data import load_task
@@ -57,43 +56,3 @@ def test_publish_model_refuses_bad_input(tmp_path):
         from selectivbench.publish import publish_model
         publish_model(str(tmp_path), "noslash", dry_run=True)
     assert main(["publish-model", str(tmp_path), "--repo-id", "org/x", "--dry-run"]) == 2
-
-
-@pytest.fixture
-def tiny_scale(monkeypatch):
-    monkeypatch.setitem(rep.SCALES, "tiny", dict(
-        mixers=("gla", "s4d"), seeds=(0,), d_model=16, sizes=(8, 16), n_layers=1, max_steps=10, batch_size=16,
-        lr=3e-3, warmup_steps=2, ambiguities=(2, 3), generalization_k=2, test_gaps=(20,),
-        data=dict(vocab_size=5, seq_len=12, num_train=48, num_validation=16, num_test=16)))
-
-
-def test_reproduce_writes_table_summary_and_plots_and_resumes(tiny_scale, tmp_path):
-    folder = rep.reproduce("complexity", "tiny", out=str(tmp_path))
-    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == len(rep.plan("complexity", "tiny")) == 2 * 2 + 2  # mixers x k, then the d=8 size runs
-    assert {r["sweep"] for r in rows} == {"ambiguities", "size"}
-    for name in ("accuracy_vs_ambiguities.png", "accuracy_vs_parameters.png"):
-        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = (folder / "summary.md").read_text()
-    assert "| `gla` |" in summary and "*Bayes ceiling*" in summary
-    # an interrupted sweep: the last run's rows are lost; the rerun redoes only that run
-    lines = (folder / "results.jsonl").read_text().splitlines()
-    (folder / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
-    rep.reproduce("complexity", "tiny", out=str(tmp_path))
-    again = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
-    assert len(again) == len(rows) and again[-1]["run"] == rows[-1]["run"]
-    assert again[-1]["element_accuracy"] == rows[-1]["element_accuracy"]
-
-
-def test_reproduce_generalization_has_one_row_per_test_gap(tiny_scale, tmp_path):
-    folder = rep.reproduce("generalization", "tiny", out=str(tmp_path), mixers=["gla"])
-    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
-    assert [r["split"] for r in rows] == ["test", "test_gap20"]
-    assert (folder / "accuracy_vs_test_gap.png").exists()
-
-
-def test_reproduce_refuses_unknown_task_and_scale():
-    with pytest.raises(ValueError, match="task='copying' is invalid"):
-        rep.reproduce("copying", "small")
-    with pytest.raises(ValueError, match="scale='huge' is invalid"):
-        rep.reproduce("gapped", "huge")

@@ -177,11 +177,22 @@ def cmd_publish_model(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from .reproduce import reproduce
+    from .reproduce import SweepIncomplete, estimate, reproduce
 
-    folder = reproduce(args.task, args.scale, out=args.out, mixers=args.mixers)
-    print((folder / "summary.md").read_text())
-    print(f"table, summary and plots in {folder}")
+    if args.dry_run:
+        e = estimate(args.task, args.scale, mixers=args.mixers, out=args.out)
+        print(f"{args.task} at scale {args.scale}: {e['runs']} runs ({e['done']} done, {e['todo']} to run), "
+              f"about {e['gpu_hours']:,.1f} GPU-hours for those to run")
+        print(f"assumption: {e['assumption']}")
+        return
+    outcome = reproduce(args.task, args.scale, out=args.out, mixers=args.mixers, launcher=args.launcher,
+                        address=args.address, gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run)
+    print((outcome.folder / "summary.md").read_text())
+    print(f"table, summary and plots in {outcome.folder}: {outcome.planned} runs, {len(outcome.ran)} run now, "
+          f"{len(outcome.failed)} failed")
+    if outcome.failed:
+        raise SweepIncomplete(f"{len(outcome.failed)} run(s) failed (errors in {outcome.folder / 'failures.jsonl'}); "
+                              "call again to retry them")
 
 
 def _add_sizes(parser, help_text: str) -> None:
@@ -259,9 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("reproduce", help="run one of the paper's sweeps (train + evaluate), resumable")
     rp.add_argument("--task", required=True, choices=SWEEP_TASKS)
-    rp.add_argument("--scale", default="small", help="small (CPU-sized) or paper")
+    rp.add_argument("--scale", default="small",
+                    help="paper: the paper's grids; small: a 2-core CPU study; smoke: a few tiny runs")
     rp.add_argument("--out", default="results")
-    rp.add_argument("--mixers", nargs="+", default=None, help="only these mixers of the sweep")
+    rp.add_argument("--mixers", nargs="+", default=None, help="these mixers instead of the scale's own")
+    rp.add_argument("--dry-run", action="store_true", help="print the number of runs and a GPU-hour estimate")
+    rp.add_argument("--launcher", default="local", choices=("local", "ray"),
+                    help="local: one run after the other here; ray: every run a Ray task (the cluster extra)")
+    rp.add_argument("--address", default=None,
+                    help="Ray cluster to join ('auto', HOST:PORT or ray://HOST:PORT); default: start Ray here")
+    rp.add_argument("--gpus-per-run", type=float, default=0, help="GPUs of each Ray task (0: train on CPU)")
+    rp.add_argument("--cpus-per-run", type=float, default=1, help="CPUs of each Ray task")
     rp.set_defaults(func=cmd_reproduce)
     return parser
 

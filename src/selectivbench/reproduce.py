@@ -1,119 +1,496 @@
-"""`selectivbench reproduce`: the paper's sweeps, train + evaluate, resumable, with a table and plots.
+"""`selectivbench reproduce`: the paper's sweeps, train + evaluate, resumable, with tables and plots.
 
-    complexity      mixers x ambiguities (k = d), then mixers x model sizes at the largest k
-    gapped          mixers (gaps of 1-10 silent steps, noise 0.2)
-    distractor      mixers (one forbidden symbol after 10% of the elements from element 50)
-    generalization  mixers trained as gapped, tested with longer fixed gaps
+    complexity      mixers x ambiguities (k = d) x widths; the size view is the largest k
+    gapped          mixers x widths (gaps of 1-10 silent steps, noise 0.2)
+    distractor      mixers x widths (one forbidden symbol after 10% of the elements from element 50)
+    generalization  mixers x widths trained as gapped, tested with longer fixed gaps
 
-Each run trains with `--resume` semantics and appends its evaluation rows to
-`<out>/<task>_<scale>/results.jsonl`; a run whose rows are there is skipped, so an interrupted sweep
-continues where it stopped. `--scale small` is sized for a 2-core CPU (about half an hour a task);
-`--scale paper` uses the paper's sizes (V = 41, k = d up to 40, 200,000 training samples).
+Scales: `paper` is the paper's grids (PAPER_SETUP.md: 8 layers, widths 256-1296, seeds 1-4 tying
+the task and the training seed, lr x warm-up, one Adam pass over 200,000 sequences, cosine to
+0.1 lr); `small` is sized for a 2-core CPU; `smoke` is a handful of tiny runs that exercise the
+whole machinery (tests). Where a scale has several lr / warm-up values, the best of them per
+(mixer, axis value, width, seed) is chosen on the validation split (the paper chose on test), and
+tables report the test accuracy of the chosen runs, mean ± std over seeds, beside the Bayes ceiling.
+
+Runs go through a launcher: `local` (one after the other, in this process) or `ray` (every run a
+Ray task with its own resources). Either way only this driver writes: a finished run's rows are
+appended to `<out>/<task>_<scale>/results.jsonl` in one write, a failed run gets a line in
+`failures.jsonl` and is tried again on the next call, and a run whose rows are there is skipped,
+so an interrupted sweep continues where it stopped.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import math
+import os
+import statistics
+import time
+import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .evaluate import FIELDS, evaluate
+from .builders import ParameterError, TaskParams, task_params
+from .builders.builder import PAPER_SIZES
+from .builders.config import duration_to_steps
+from .evaluate import FIELDS
 from .models import MIXERS
-from .train import TrainArgs, train
+from .train_args import TrainArgs, check_train_args
 
 TASKS = ("complexity", "gapped", "distractor", "generalization")
-SCALES = {
-    "small": dict(
-        mixers=MIXERS,
-        seeds=(0, 1), d_model=32, sizes=(16, 32, 64), n_layers=2, max_steps=400, batch_size=32, lr=3e-3,
-        warmup_steps=40, ambiguities=(2, 4, 6, 8), generalization_k=4, test_gaps=(20, 50, 100),
-        data=dict(vocab_size=9, seq_len=40, num_train=2000, num_validation=100, num_test=100)),
-    "paper": dict(
-        mixers=MIXERS,
-        seeds=(0, 1, 2, 3), d_model=128, sizes=(64, 128, 256), n_layers=2, max_steps=20_000, batch_size=64,
-        lr=1e-3, warmup_steps=1000, ambiguities=(20, 24, 26, 30, 34, 38, 40), generalization_k=40,
-        test_gaps=(20, 50, 100), data=dict(vocab_size=41, seq_len=200)),
+LAUNCHERS = ("local", "ray")
+CLUSTER_EXTRA = "pip install -e '.[cluster]' (or pip install 'selectivbench[cluster]')"
+
+# --- the paper's rules (PAPER_SETUP.md) ------------------------------------------------------------
+PAPER_MIXERS = ("mamba2", "mamba", "transformer", "deltanet", "gated_deltanet", "gated_deltaproduct", "gla")
+PAPER_WIDTHS = (256, 384, 512, 648, 768, 960, 1024, 1152, 1296)
+# The paper's transformer avoids widths whose head size is odd (its rotary embedding needs pairs);
+# retnet, the other rotary mixer here, has the same constraint, so it follows the same map.
+ROTARY_MIXERS = ("transformer", "retnet")
+ROTARY_WIDTH_MAP = {648: 768, 1296: 1280, 960: None}
+
+
+def paper_heads(d_model: int, max_head_size: int = 128) -> int:
+    """4 heads while d_model / 128 <= 4, else the smallest power of two >= 4 with head size <= 128."""
+    heads = 4
+    while d_model / heads > max_head_size:
+        heads *= 2
+    return heads
+
+
+def paper_d_state(mixer: str, task: str) -> int:
+    """128, but 64 for mamba and for every mixer on task 3 (distractor)."""
+    return 64 if mixer == "mamba" or task == "distractor" else 128
+
+
+def paper_width(mixer: str, d_model: int) -> int | None:
+    """The width a mixer really trains at for a grid width; None: the paper skips it."""
+    return ROTARY_WIDTH_MAP.get(d_model, d_model) if mixer in ROTARY_MIXERS else d_model
+
+
+# --- scales ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Scale:
+    """One sweep size. `train` holds TrainArgs fields shared by every run; `per_task` replaces fields
+    of this scale for one task (the paper's task 3 and 4 grids differ from the others)."""
+
+    mixers: tuple
+    seeds: tuple
+    widths: tuple  # d_model of every run (complexity: of every k)
+    ambiguities: tuple = ()  # complexity: k = d values
+    sizes: tuple = ()  # complexity: widths run at the largest k only (the size sweep), besides `widths`
+    generalization_k: int = 40
+    test_gaps: tuple = ()  # generalization: fixed gaps (steps) of the extra test splits
+    lrs: tuple = (1e-3,)
+    warmups: tuple = (100,)
+    data: dict = field(default_factory=dict)  # task overrides of every run
+    train: dict = field(default_factory=dict)
+    seed_is_task_seed: bool = False  # the paper's same_seed: the seed draws the grammar too
+    vocab_is_k_plus_1: bool = False  # the paper's task 1 ("grammar_scale"): V = k + 1
+    paper_rules: bool = False  # heads, d_state and rotary widths by the rules above
+    per_task: dict = field(default_factory=dict)
+
+    def for_task(self, task: str) -> "Scale":
+        return dataclasses.replace(self, **self.per_task.get(task, {}))
+
+    @property
+    def selects(self) -> bool:
+        """Several lr / warm-up values: each run is evaluated on validation to choose among them."""
+        return len(self.lrs) * len(self.warmups) > 1
+
+
+def _grammar_rng(name: str) -> dict:
+    """Pin a scale's grammar generator where TaskParams offers the choice: `small` was run with this
+    project's own, `paper` needs the paper's (its seeds 1-4 then draw the paper's very grammars)."""
+    return {"grammar_rng": name} if "grammar_rng" in TaskParams.__dataclass_fields__ else {}
+
+
+PAPER_TRAIN = dict(n_layers=8, batch_size=64, epochs=1, optimizer="adam", weight_decay=0.0, min_lr_ratio=0.1,
+                   dropout=0.2, norm="layernorm", eval_every=10**9, save_every=500)
+SCALES: dict[str, Scale] = {
+    "small": Scale(
+        mixers=MIXERS, seeds=(0, 1), widths=(32,), sizes=(16, 32, 64), ambiguities=(2, 4, 6, 8),
+        generalization_k=4, test_gaps=(20, 50, 100), lrs=(3e-3,), warmups=(40,),
+        data=dict(vocab_size=9, seq_len=40, num_train=2000, num_validation=100, num_test=100,
+                  **_grammar_rng("selectivbench")),
+        train=dict(n_layers=2, batch_size=32, max_steps=400, eval_every=400, save_every=100)),
+    "paper": Scale(
+        mixers=PAPER_MIXERS, seeds=(1, 2, 3, 4), widths=PAPER_WIDTHS, ambiguities=(20, 24, 26, 30, 34, 38, 40),
+        generalization_k=40, test_gaps=(10, 20, 50, 100), lrs=(5e-4, 1e-3, 2e-3), warmups=(476, 1000),
+        data=dict(vocab_size=41, seq_len=200, **_grammar_rng("symseq")), train=PAPER_TRAIN, seed_is_task_seed=True,
+        vocab_is_k_plus_1=True, paper_rules=True,
+        per_task={"distractor": dict(widths=PAPER_WIDTHS[:-1]),
+                  "generalization": dict(widths=(256, 384), lrs=(5e-4, 1e-3))}),
+    "smoke": Scale(
+        mixers=("gla",), seeds=(1, 2), widths=(8,), sizes=(16,), ambiguities=(2, 3), generalization_k=2,
+        test_gaps=(20,), lrs=(3e-3, 1e-2), warmups=(2,),
+        data=dict(seq_len=12, num_train=64, num_validation=16, num_test=16),
+        train=dict(n_layers=1, batch_size=16, epochs=1, optimizer="adam", min_lr_ratio=0.1, eval_every=10**9,
+                   save_every=10**9, n_heads=2, d_state=4),
+        seed_is_task_seed=True, vocab_is_k_plus_1=True),
 }
 
 
+# --- the plan --------------------------------------------------------------------------------------
 @dataclass
 class Run:
     mixer: str
-    seed: int
+    seed: int  # training seed (and task seed where the scale ties them)
     d_model: int
-    overrides: dict = field(default_factory=dict)
-    sweep: str = "mixers"  # which plot the run belongs to
-    axis: float | None = None  # its x value there (ambiguities, parameter count comes from the row)
+    lr: float
+    warmup: int
+    overrides: dict = field(default_factory=dict)  # task parameters of this run
+    model: dict = field(default_factory=dict)  # n_heads / d_state where a rule sets them
+    sweep: str = "mixers"  # which view the run belongs to
+    axis: float | None = None  # its x value there (ambiguities)
+    tag_recipe: bool = False  # the key names lr and warm-up (several are swept)
+
+    @property
+    def cell(self) -> str:
+        """The key without lr / warm-up: the runs among which validation chooses."""
+        k = self.overrides.get("ambiguities")
+        return "-".join(x for x in (self.mixer, f"d{self.d_model}", f"ambiguities{k}" if k is not None else "",
+                                    f"seed{self.seed}") if x)
 
     @property
     def key(self) -> str:
-        extra = "-".join(f"{k}{v}" for k, v in sorted(self.overrides.items()) if k in ("ambiguities",))
-        return "-".join(x for x in (self.mixer, f"d{self.d_model}", extra, f"seed{self.seed}") if x)
+        if not self.tag_recipe:
+            return self.cell
+        head, seed = self.cell.rsplit("-", 1)
+        return f"{head}-lr{self.lr:g}-wu{self.warmup}-{seed}"
 
 
-def plan(task: str, scale: str) -> list[Run]:
-    s = SCALES[scale]
-    runs = []
+def plan(task: str, scale: str | Scale, mixers=None) -> list[Run]:
+    """Every run of a sweep, in a fixed order, without duplicates (rotary width maps can merge two)."""
+    s = (SCALES[scale] if isinstance(scale, str) else scale).for_task(task)
+    cells = []  # (sweep, axis, task overrides, widths)
     if task == "complexity":
-        for k in s["ambiguities"]:
-            runs += [Run(m, seed, s["d_model"], {"ambiguities": k, "ambiguity_depth": k}, "ambiguities", k)
-                     for m in s["mixers"] for seed in s["seeds"]]
-        k = max(s["ambiguities"])
-        runs += [Run(m, seed, d, {"ambiguities": k, "ambiguity_depth": k}, "size", d)
-                 for d in s["sizes"] if d != s["d_model"] for m in s["mixers"] for seed in s["seeds"]]
+        for k in s.ambiguities:
+            over = {"ambiguities": k, "ambiguity_depth": k, **({"vocab_size": k + 1} if s.vocab_is_k_plus_1 else {})}
+            widths = s.widths + (s.sizes if k == max(s.ambiguities) else ())
+            cells.append(("ambiguities", k, over, widths))
+    elif task == "generalization":
+        k = s.generalization_k
+        cells.append(("mixers", None, {"ambiguities": k, "ambiguity_depth": k, "test_gaps": tuple(s.test_gaps)},
+                      s.widths))
     else:
-        over = {}
-        if task == "generalization":
-            k = s["generalization_k"]
-            over = {"ambiguities": k, "ambiguity_depth": k, "test_gaps": tuple(s["test_gaps"])}
-        runs += [Run(m, seed, s["d_model"], over) for m in s["mixers"] for seed in s["seeds"]]
+        cells.append(("mixers", None, {}, s.widths))
+    runs, seen = [], set()
+    for sweep, axis, over, widths in cells:
+        for width in dict.fromkeys(widths):
+            for mixer in mixers or s.mixers:
+                d_model = paper_width(mixer, width) if s.paper_rules else width
+                if d_model is None:
+                    continue
+                model = {"n_heads": paper_heads(d_model), "d_state": paper_d_state(mixer, task)} \
+                    if s.paper_rules else {}
+                for seed in s.seeds:
+                    task_seed = {"seed": seed} if s.seed_is_task_seed else {}
+                    for lr in s.lrs:
+                        for warmup in s.warmups:
+                            run = Run(mixer, seed, d_model, lr, warmup, {**over, **task_seed}, model, sweep, axis,
+                                      s.selects)
+                            if run.key not in seen:
+                                seen.add(run.key)
+                                runs.append(run)
     return runs
 
 
-def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | None = None) -> Path:
+def run_spec(task: str, s: Scale, run: Run, folder: Path, cpu: bool) -> dict:
+    """Everything a worker needs for one run, as plain data (it travels to Ray workers)."""
+    data = {**s.data, **run.overrides}
+    splits = (["validation"] if s.selects else []) + ["test"] + [f"test_gap{g}" for g in data.get("test_gaps", ())]
+    train = {**s.train, **run.model, "config": task, "output_dir": str(folder / "runs" / run.key),
+             "mixer": run.mixer, "d_model": run.d_model, "lr": run.lr, "warmup_steps": run.warmup,
+             "train_seed": run.seed, "resume": True, "cpu": cpu, "quiet": True, "task_overrides": data}
+    row = {"run": run.key, "cell": run.cell, "sweep": run.sweep, "axis": run.axis, "train_seed": run.seed,
+           "d_model": run.d_model, "lr": run.lr, "warmup": run.warmup}
+    return {"key": run.key, "task": task, "train": train, "splits": splits, "data": data, "row": row}
+
+
+def execute(spec: dict) -> list[dict]:
+    """Train one run (resuming its checkpoint if any) and return its evaluation rows. Writes only
+    inside the run's own folder; the driver records the rows."""
+    from .evaluate import evaluate
+    from .train import train
+
+    args = TrainArgs(**spec["train"])
+    train(args)  # resumes the run's newest intact checkpoint, if any
+    rows = evaluate([str(Path(args.output_dir) / "model")], [spec["task"]], None, splits=spec["splits"],
+                    cpu=args.cpu, **spec["data"])
+    return [{**r, **spec["row"]} for r in rows]
+
+
+# --- the dry run ----------------------------------------------------------------------------------
+ASSUMED_TFLOPS = 50.0  # sustained model FLOP/s of one GPU (bf16/tf32 on an A100/H100-class card)
+ATTENTION_MIXERS = ("transformer", "fox")  # cost grows with the sequence length
+
+
+def estimate(task: str, scale: str, mixers=None, out: str = "results") -> dict:
+    """Runs, runs already done, and GPU-hours of the missing ones: 6 x parameters FLOPs per training
+    token (forward + backward), + 6 x layers x steps x d_model per token for attention mixers,
+    + 2 x parameters per evaluated token, at ASSUMED_TFLOPS. Parameters are counted exactly (meta
+    device); a sequence's steps are its elements plus their expected gap steps. Recurrent scans run
+    below that throughput, so read it as an order of magnitude."""
+    check_arguments(task, scale, mixers, "local", 0, 1)
+    s = SCALES[scale].for_task(task)
+    runs = plan(task, scale, mixers)
+    done = {r["run"] for r in read_rows(Path(out) / f"{task}_{scale}" / "results.jsonl")}
+    todo = [r for r in runs if r.key not in done]
+    flops = sum(run_flops(task, s, r) for r in todo)
+    return {"runs": len(runs), "done": len(runs) - len(todo), "todo": len(todo),
+            "gpu_hours": flops / (ASSUMED_TFLOPS * 1e12) / 3600,
+            "assumption": f"6 x parameters FLOPs per training token (+ attention), 2 x per evaluated token, "
+                          f"at {ASSUMED_TFLOPS:g} TFLOP/s sustained per GPU"}
+
+
+def run_flops(task: str, s: Scale, run: Run) -> float:
+    p = task_params(task, **{k: v for k, v in {**s.data, **run.overrides}.items() if k not in PAPER_SIZES})
+    sizes = {**PAPER_SIZES, **{k: v for k, v in s.data.items() if k in PAPER_SIZES}}
+    steps = mean_steps_per_sequence(p)
+    n_layers, batch = s.train.get("n_layers", 2), s.train.get("batch_size", 64)
+    train_sequences = sizes["num_train"] * s.train["epochs"] if s.train.get("epochs") \
+        else s.train.get("max_steps", 1000) * batch
+    eval_sequences = sizes["num_test"] * (1 + len(p.test_gaps)) + (sizes["num_validation"] if s.selects else 0)
+    params = parameter_count(run.mixer, p, run.d_model, n_layers, **{**{"n_heads": s.train.get("n_heads", 4),
+                             "d_state": s.train.get("d_state", 16)}, **run.model})
+    per_token = 6 * params + (6 * n_layers * steps * run.d_model if run.mixer in ATTENTION_MIXERS else 0)
+    return per_token * train_sequences * steps + 2 * params * eval_sequences * steps
+
+
+def mean_steps_per_sequence(p: TaskParams) -> float:
+    """Elements plus the expected gap steps that follow them."""
+    if p.gap_law == "fixed":
+        gap = duration_to_steps(p.gap_duration, p.timestep)
+    elif p.gap_law == "uniform":
+        gap = (p.gap_low + p.gap_high) / 2 / p.timestep
+    else:
+        gap = math.exp(p.gap_mean + p.gap_sigma ** 2 / 2) / p.timestep
+    gapped_elements = max(0, p.seq_len - p.gap_start) * p.gap_prob
+    return p.seq_len + gapped_elements * gap
+
+
+_PARAMETERS: dict = {}
+
+
+def parameter_count(mixer: str, p: TaskParams, d_model: int, n_layers: int, n_heads: int, d_state: int) -> int:
+    """Exact parameter count of the model a run trains, built on the meta device (no memory, no time)."""
+    import torch
+
+    from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
+
+    labels = (p.vocab_size - 1 - p.ambiguities) + p.ambiguities * p.ambiguity_depth + 1  # states, '#' included
+    key = (mixer, p.vocab_size, labels, d_model, n_layers, n_heads, d_state)
+    if key not in _PARAMETERS:
+        config = SelectivBenchConfig(mixer=mixer, vocab_size=p.vocab_size, num_labels=labels, d_model=d_model,
+                                     n_layers=n_layers, n_heads=n_heads, d_state=d_state)
+        with torch.device("meta"):
+            _PARAMETERS[key] = sum(x.numel() for x in SelectivBenchForTokenClassification(config).parameters())
+    return _PARAMETERS[key]
+
+
+class SweepIncomplete(Exception):
+    """Some runs of a sweep failed (their errors are in failures.jsonl); the next call retries them."""
+
+
+# --- the driver ------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    folder: Path
+    planned: int
+    ran: list = field(default_factory=list)  # keys finished by this call
+    failed: list = field(default_factory=list)  # keys that failed in this call
+
+
+def check_arguments(task, scale, mixers, launcher, gpus_per_run, cpus_per_run) -> None:
+    """Every bad argument is one ParameterError, before any work."""
     if task not in TASKS:
-        raise ValueError(f"task={task!r} is invalid: allowed one of {TASKS}")
+        raise ParameterError(f"task={task!r} is invalid: allowed one of {TASKS}")
     if scale not in SCALES:
-        raise ValueError(f"scale={scale!r} is invalid: allowed one of {tuple(SCALES)}")
-    s = SCALES[scale]
+        raise ParameterError(f"scale={scale!r} is invalid: allowed one of {tuple(SCALES)}")
+    unknown = [m for m in mixers or () if m not in MIXERS]
+    if unknown or (mixers is not None and not mixers):
+        raise ParameterError(f"mixers={list(mixers)!r} is invalid: allowed one or more of {MIXERS}")
+    if launcher not in LAUNCHERS:
+        raise ParameterError(f"launcher={launcher!r} is invalid: allowed one of {LAUNCHERS}")
+    if not (isinstance(gpus_per_run, (int, float)) and gpus_per_run >= 0):
+        raise ParameterError(f"gpus_per_run={gpus_per_run!r} is invalid: allowed a number >= 0")
+    if not (isinstance(cpus_per_run, (int, float)) and cpus_per_run > 0):
+        raise ParameterError(f"cpus_per_run={cpus_per_run!r} is invalid: allowed a number > 0")
+    if launcher == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ParameterError(f"launcher='ray' is invalid: allowed only with Ray installed: {CLUSTER_EXTRA}") \
+                from None
+
+
+def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | None = None,
+              launcher: str = "local", address: str | None = None, gpus_per_run: float = 0,
+              cpus_per_run: float = 1, ray_init: dict | None = None) -> Outcome:
+    """Run the sweep's missing runs, then write its table, summary and plots. `ray_init`: extra
+    `ray.init` arguments when Ray starts here (tests pass num_cpus)."""
+    check_arguments(task, scale, mixers, launcher, gpus_per_run, cpus_per_run)
+    s = SCALES[scale].for_task(task)
     folder = Path(out) / f"{task}_{scale}"
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / "results.jsonl"
-    done = {json.loads(line)["run"] for line in table.read_text().splitlines()} if table.exists() else set()
-    runs = [r for r in plan(task, scale) if not mixers or r.mixer in mixers]
-    for run in tqdm(runs, desc=f"reproduce {task} ({scale})"):
-        if run.key in done:
-            continue
-        data = {**s["data"], **run.overrides}
-        ckpt_dir = folder / "runs" / run.key
-        args = TrainArgs(config=task, output_dir=str(ckpt_dir), mixer=run.mixer, d_model=run.d_model,
-                         n_layers=s["n_layers"], batch_size=s["batch_size"], lr=s["lr"],
-                         warmup_steps=s["warmup_steps"], max_steps=s["max_steps"], eval_every=s["max_steps"],
-                         save_every=max(100, s["max_steps"] // 4), train_seed=run.seed, resume=True, cpu=True,
-                         quiet=True, task_overrides=data)
-        train(args)
-        splits = [x for x in ("test",) + tuple(f"test_gap{g}" for g in data.get("test_gaps", ()))]
-        rows = evaluate([str(ckpt_dir / "model")], [task], None, splits=splits, cpu=True, **data)
-        with open(table, "a") as f:
-            for r in rows:
-                f.write(json.dumps({**r, "run": run.key, "sweep": run.sweep, "axis": run.axis,
-                                    "train_seed": run.seed, "d_model": run.d_model}) + "\n")
-    rows = [json.loads(line) for line in table.read_text().splitlines()]
-    write_outputs(task, folder, rows)
-    return folder
+    runs = plan(task, scale, mixers)
+    done = {r["run"] for r in read_rows(table, repair=True)}
+    read_rows(folder / "failures.jsonl", repair=True)
+    # local runs use a GPU when there is one; a Ray run only when it was given one
+    cpu = launcher == "ray" and not gpus_per_run
+    specs = [run_spec(task, s, r, folder, cpu) for r in runs if r.key not in done]
+    for spec in specs:  # a bad combination is one error now, not a failure per run later
+        check_train_args(TrainArgs(**spec["train"]))
+    outcome = Outcome(folder, len(runs))
+    bar = tqdm(total=len(runs), initial=len(runs) - len(specs), desc=f"reproduce {task} ({scale})")
+
+    def finished(spec, rows):
+        append_lines(table, rows)
+        outcome.ran.append(spec["key"])
+        _advance(bar, outcome, len(specs))
+
+    def failed(spec, error: BaseException):
+        message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+        append_lines(folder / "failures.jsonl", [{
+            "run": spec["key"], "error": message, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "traceback": "".join(traceback.format_exception(error))[-4000:]}])
+        outcome.failed.append(spec["key"])
+        _advance(bar, outcome, len(specs))
+
+    if launcher == "ray":
+        launch_ray(specs, finished, failed, address, gpus_per_run, cpus_per_run, ray_init or {})
+    else:
+        launch_local(specs, finished, failed)
+    bar.close()
+    write_outputs(task, folder, read_rows(table))
+    return outcome
+
+
+def _advance(bar, outcome: Outcome, todo: int) -> None:
+    bar.update(1)
+    bar.set_postfix(done=len(outcome.ran), failed=len(outcome.failed),
+                    left=todo - len(outcome.ran) - len(outcome.failed))
+
+
+def launch_local(specs, finished, failed) -> None:
+    for spec in specs:
+        try:
+            rows = execute(spec)
+        except Exception as error:  # recorded and retried next call; Ctrl-C still stops the sweep
+            failed(spec, error)
+        else:
+            finished(spec, rows)
+
+
+def launch_ray(specs, finished, failed, address, gpus_per_run, cpus_per_run, init: dict) -> None:
+    """Every run a Ray task with its resources; results come back here, the only writer."""
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address is None:  # the embedded default: a fresh Ray on this machine, even if one runs
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, **init)
+        else:  # "auto", "host:port" or "ray://host:port": join that cluster
+            ray.init(address=address, log_to_driver=False)
+    task = ray.remote(execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+    pending = {task.remote(spec): spec for spec in specs}
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            spec = pending.pop(ready[0])
+            try:
+                rows = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as error:  # the run raised: record its own exception
+                failed(spec, error.cause if isinstance(error.cause, BaseException) else error)
+            except ray.exceptions.RayError as error:  # the worker died (out of memory, node lost)
+                failed(spec, error)
+            else:
+                finished(spec, rows)
+    finally:
+        for ref in pending:  # an interrupted driver leaves no orphan training behind
+            ray.cancel(ref, force=True)
+        if started_here:
+            ray.shutdown()
+
+
+# --- result files ------------------------------------------------------------------------------------
+def read_rows(path: Path, repair: bool = False) -> list[dict]:
+    """The rows of a JSON-lines file; a last line cut short by a killed writer is dropped (and its run
+    is then redone). `repair` (the driver, before it appends) also trims it from the file, so that
+    the next append starts on a fresh line."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    if repair and path.stat().st_size != len(text.encode()):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def append_lines(path: Path, records: list[dict]) -> None:
+    """All of a run's rows in one write, flushed to disk before the run counts as done."""
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_outputs(task: str, folder: Path, rows: list[dict]) -> None:
-    with open(folder / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["run", "sweep", "axis", "d_model", "train_seed"] + FIELDS,
-                           extrasaction="ignore")
+    """results.csv (every row), selection.csv (the validation choice), summary.md and the plots,
+    each written to a temporary name and renamed."""
+    chosen, selection = select_on_validation(rows)
+    _write_csv(folder / "results.csv", ["run", "cell", "sweep", "axis", "d_model", "train_seed", "lr", "warmup"]
+               + FIELDS, rows)
+    if selection:
+        _write_csv(folder / "selection.csv", list(selection[0]), selection)
+    _atomic_text(folder / "summary.md", summary_markdown(task, chosen))
+    plot(task, folder, chosen)
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    (folder / "summary.md").write_text(summary_markdown(task, rows))
-    plot(task, folder, rows)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --- selection, tables, plots ----------------------------------------------------------------------
+def select_on_validation(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Per cell (mixer, axis value, width, seed), the run with the best validation element accuracy
+    (the first of the plan's order on ties); its non-validation rows, and one line per choice where
+    there was a choice. A cell of one run (no lr / warm-up grid) keeps it without a validation row."""
+    cells = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        cells[r.get("cell", r["run"])][r["run"]].append(r)
+    chosen, selection = [], []
+    for cell, runs in cells.items():
+        def validation(run_rows):
+            return next((r["element_accuracy"] for r in run_rows if r["split"] == "validation"), -math.inf)
+
+        best = max(runs, key=lambda run: validation(runs[run]))
+        chosen += [r for r in runs[best] if r["split"] != "validation"]
+        if len(runs) > 1:
+            first = runs[best][0]
+            selection.append({"cell": cell, "run": best, "lr": first.get("lr"), "warmup": first.get("warmup"),
+                              "validation_element_accuracy": validation(runs[best]), "candidates": len(runs)})
+    return chosen, selection
 
 
 def views(task: str, rows: list[dict]) -> list[tuple[str, str, list[dict], callable, bool]]:
@@ -122,24 +499,42 @@ def views(task: str, rows: list[dict]) -> list[tuple[str, str, list[dict], calla
         amb = [r for r in rows if r["sweep"] == "ambiguities"]
         k_max = max((r["axis"] for r in amb), default=None)
         size = [r for r in rows if r["sweep"] == "size" or (r["sweep"] == "ambiguities" and r["axis"] == k_max)]
-        return [("accuracy_vs_ambiguities", "ambiguities k = d", amb, lambda r: r["axis"], False),
-                ("accuracy_vs_parameters", "parameters", size, lambda r: r["parameters"], True)]
+        # the k sweep at each width it has more than one k for (small: one width; paper: all nine)
+        ks_at = defaultdict(set)
+        for r in amb:
+            ks_at[r["d_model"]].add(r["axis"])
+        widths = sorted(w for w, ks in ks_at.items() if len(ks) > 1)
+        by_k = [(f"accuracy_vs_ambiguities{f'_d{w}' if len(widths) > 1 else ''}",
+                 f"ambiguities k = d{f' (d_model {w})' if len(widths) > 1 else ''}",
+                 [r for r in amb if r["d_model"] == w], lambda r: r["axis"], False) for w in widths]
+        if not widths:  # rows of the older layout: one width, no per-width split needed
+            by_k = [("accuracy_vs_ambiguities", "ambiguities k = d", amb, lambda r: r["axis"], False)]
+        return by_k + [("accuracy_vs_parameters", "parameters", size, lambda r: r["parameters"], True)]
     if task == "generalization":
-        return [("accuracy_vs_test_gap", "test gap (silent steps after every element)", rows,
+        # `test` has the training law's gaps (up to 10 steps); it stands for 10 where no fixed-10 split exists
+        fixed10 = any(r["split"] == "test_gap10" for r in rows)
+        kept = [r for r in rows if not (fixed10 and r["split"] == "test")]
+        return [("accuracy_vs_test_gap", "test gap (silent steps after every element)", kept,
                  lambda r: 10 if r["split"] == "test" else int(r["split"][len("test_gap"):]), True)]
-    return [(f"accuracy_{task}", "split", rows, lambda r: r["split"], False)]
+    return [(f"accuracy_{task}", "d_model", rows, lambda r: r["d_model"], False)]
 
 
 def pivot(rows, x_of, metric="element_accuracy") -> dict:
-    """{mixer: {x: mean of the metric over seeds}}"""
+    """{mixer: {x: [the metric of every seed]}}"""
     acc = defaultdict(lambda: defaultdict(list))
     for r in rows:
         acc[r["mixer"]][x_of(r)].append(r[metric])
-    return {m: {x: sum(v) / len(v) for x, v in xs.items()} for m, xs in acc.items()}
+    return acc
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summary_markdown(task: str, rows: list[dict]) -> str:
-    sections = []
+    seeds = sorted({r.get("train_seed") for r in rows})
+    sections = [f"Test element accuracy, mean ± std over {len(seeds)} seed(s) {seeds}; where several lr / "
+                f"warm-up values were run, each (mixer, value, seed) keeps the best on validation."]
     for name, xlabel, part, x_of, _ in views(task, rows):
         if not part:
             continue
@@ -147,12 +542,15 @@ def summary_markdown(task: str, rows: list[dict]) -> str:
             xlabel, x_of = "d_model", (lambda r: r["d_model"])
         acc = pivot(part, x_of)
         xs = sorted({x_of(r) for r in part})
-        ceiling = {x: v for xs_ in pivot(part, x_of, "bayes_element_accuracy").values() for x, v in xs_.items()}
+        ceiling = defaultdict(list)
+        for r in part:
+            ceiling[x_of(r)].append(r["bayes_element_accuracy"])
         lines = [f"### {task}: element accuracy (test) by {xlabel}", "",
                  "| mixer | " + " | ".join(str(x) for x in xs) + " |", "|---|" + "---|" * len(xs)]
-        lines += [f"| `{m}` | " + " | ".join(f"{acc[m][x]:.3f}" if x in acc[m] else "–" for x in xs) + " |"
-                  for m in sorted(acc)]
-        lines.append("| *Bayes ceiling* | " + " | ".join(f"{ceiling[x]:.3f}" for x in xs) + " |")
+        for m in sorted(acc):
+            cells = ("{:.3f} ± {:.3f}".format(*mean_std(acc[m][x])) if x in acc[m] else "–" for x in xs)
+            lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+        lines.append("| *Bayes ceiling* | " + " | ".join(f"{statistics.fmean(ceiling[x]):.3f}" for x in xs) + " |")
         sections.append("\n".join(lines))
     return "\n\n".join(sections) + "\n"
 
@@ -169,12 +567,11 @@ def plot(task: str, folder: Path, rows: list[dict]) -> None:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for m, points in sorted(pivot(part, x_of).items()):
             xs = sorted(points)
-            ax.plot(xs, [points[x] for x in xs], marker="o", label=m)
-        ceiling = defaultdict(list)
-        for r in part:
-            ceiling[x_of(r)].append(r["bayes_element_accuracy"])
+            means, stds = zip(*(mean_std(points[x]) for x in xs))
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=m)
+        ceiling = pivot([{**r, "mixer": ""} for r in part], x_of, "bayes_element_accuracy")[""]
         xs = sorted(ceiling)
-        ax.plot(xs, [sum(ceiling[x]) / len(ceiling[x]) for x in xs], "k--", label="Bayes ceiling")
+        ax.plot(xs, [statistics.fmean(ceiling[x]) for x in xs], "k--", label="Bayes ceiling")
         if logx:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)

@@ -1,0 +1,220 @@
+"""reproduce: the paper's grids and rules, the smoke sweep end to end (selection on validation,
+mean ± std tables, resume, failures), the dry run, and the Ray launcher against the local one."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from selectivbench import reproduce as rep
+from selectivbench.builders import ParameterError, task_params
+from selectivbench.cli import main
+from selectivbench.models import MIXERS, SelectivBenchConfig, SelectivBenchForTokenClassification
+from selectivbench.train import TrainArgs
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+SMOKE_KEYS = 12  # k=2 and k=3 at width 8, k=3 at width 16; x 2 seeds x 2 learning rates
+RAY_INIT = {"num_cpus": 2}  # this machine's size; the test must not ask Ray for more
+
+
+def rows_of(folder: Path) -> list[dict]:
+    return rep.read_rows(folder / "results.jsonl")
+
+
+def test_paper_rules():
+    assert [rep.paper_heads(d) for d in (256, 384, 512, 648, 768, 960, 1024, 1152, 1280, 1296)] == \
+        [4, 4, 4, 8, 8, 8, 8, 16, 16, 16]
+    for d in rep.PAPER_WIDTHS:  # the rule's own statement, checked on every width
+        h = rep.paper_heads(d)
+        assert d / h <= 128 and (h == 4 or d / (h // 2) > 128)
+    assert rep.paper_d_state("gla", "complexity") == 128 and rep.paper_d_state("mamba", "gapped") == 64
+    assert rep.paper_d_state("gated_deltanet", "distractor") == 64
+    assert [rep.paper_width("transformer", d) for d in (648, 960, 1296, 512)] == [768, None, 1280, 512]
+    assert rep.paper_width("gla", 648) == 648
+
+
+def test_paper_grids_count_every_combination():
+    # transformer widths: 648 -> 768 (already in the list), 960 skipped, 1296 -> 1280
+    tf_widths = {256, 384, 512, 768, 1024, 1152, 1280}
+    recipes, seeds, others = 3 * 2, 4, 6
+    assert len(rep.plan("complexity", "paper")) == 7 * (others * 9 + len(tf_widths)) * seeds * recipes
+    assert len(rep.plan("gapped", "paper")) == (others * 9 + len(tf_widths)) * seeds * recipes
+    assert len(rep.plan("distractor", "paper")) == (others * 8 + len(tf_widths - {1280})) * seeds * recipes
+    assert len(rep.plan("generalization", "paper")) == (others * 2 + 2) * seeds * 2 * 2
+    keys = [r.key for r in rep.plan("complexity", "paper")]
+    assert len(keys) == len(set(keys))
+    assert {r.mixer for r in rep.plan("gapped", "paper")} == set(rep.PAPER_MIXERS)
+
+
+def test_paper_runs_follow_the_recipe(tmp_path):
+    s = rep.SCALES["paper"]
+    run = next(r for r in rep.plan("complexity", "paper") if r.mixer == "transformer" and r.d_model == 1280
+               and r.overrides["ambiguities"] == 24 and r.seed == 3 and r.lr == 2e-3 and r.warmup == 476)
+    spec = rep.run_spec("complexity", s, run, tmp_path, cpu=False)
+    args = TrainArgs(**spec["train"])
+    assert (args.n_layers, args.batch_size, args.optimizer, args.weight_decay, args.epochs, args.min_lr_ratio,
+            args.dropout, args.lr, args.warmup_steps, args.train_seed) == \
+        (8, 64, "adam", 0.0, 1, 0.1, 0.2, 2e-3, 476, 3)
+    assert (args.n_heads, args.d_state) == (16, 128)
+    p = task_params("complexity", **spec["data"])
+    assert (p.vocab_size, p.ambiguities, p.ambiguity_depth, p.seed, p.seq_len) == (25, 24, 24, 3, 200)
+    assert spec["splits"] == ["validation", "test"]
+    gen = rep.run_spec("generalization", s.for_task("generalization"), rep.plan("generalization", "paper")[0],
+                       tmp_path, cpu=False)
+    assert gen["splits"] == ["validation", "test", "test_gap10", "test_gap20", "test_gap50", "test_gap100"]
+    assert {r.d_model for r in rep.plan("generalization", "paper")} == {256, 384}
+    assert {r.lr for r in rep.plan("generalization", "paper")} == {5e-4, 1e-3}
+    assert all(r.model["d_state"] == 64 for r in rep.plan("distractor", "paper"))
+
+
+@pytest.mark.parametrize("task", ["complexity", "generalization"])
+def test_small_scale_plans_the_runs_of_the_committed_results(task):
+    """`--scale small` kept its semantics: the committed results are exactly its plan (nothing to rerun)."""
+    done = {r["run"] for r in rows_of(RESULTS / f"{task}_small")}
+    assert done == {r.key for r in rep.plan(task, "small")}
+
+
+def test_dry_run_prints_runs_and_gpu_hours_and_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["reproduce", "--task", "generalization", "--scale", "paper", "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    e = rep.estimate("generalization", "paper")
+    assert f"{len(rep.plan('generalization', 'paper'))} runs (0 done, 224 to run)" in text
+    assert f"about {e['gpu_hours']:,.1f} GPU-hours" in text and "assumption: 6 x parameters" in text
+    assert not out.exists()
+    # the estimate counts parameters on the meta device: equal to the real model's count
+    p = task_params("gapped", ambiguities=3, ambiguity_depth=3, vocab_size=6)
+    real = SelectivBenchForTokenClassification(SelectivBenchConfig(
+        mixer="mamba", vocab_size=6, num_labels=2 + 9 + 1, d_model=16, n_layers=2, n_heads=4, d_state=8))
+    assert rep.parameter_count("mamba", p, 16, 2, 4, 8) == sum(x.numel() for x in real.parameters())
+
+
+def test_reproduce_refuses_bad_arguments_before_any_work(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "results"
+    assert main(["reproduce", "--task", "gapped", "--mixers", "gla", "lstm", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("selectivbench: error: mixers=['gla', 'lstm'] is invalid: allowed one or more of")
+    assert str(MIXERS) in err and err.count("\n") == 1
+    assert not out.exists()
+    with pytest.raises(ParameterError, match="task='copying' is invalid"):
+        rep.reproduce("copying", "small", out=str(out))
+    with pytest.raises(ParameterError, match="scale='huge' is invalid"):
+        rep.reproduce("gapped", "huge", out=str(out))
+    with pytest.raises(ParameterError, match="gpus_per_run=-1 is invalid"):
+        rep.reproduce("gapped", "smoke", out=str(out), launcher="ray", gpus_per_run=-1)
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
+    with pytest.raises(ParameterError, match=r"launcher='ray' is invalid: .*\[cluster\]"):
+        rep.reproduce("gapped", "smoke", out=str(out), launcher="ray")
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    return rep.reproduce("complexity", "smoke", out=str(tmp_path_factory.mktemp("local")))
+
+
+def test_smoke_sweep_selects_on_validation_and_reports_mean_and_std(local_sweep):
+    folder = local_sweep.folder
+    rows = rows_of(folder)
+    assert local_sweep.planned == len(local_sweep.ran) == SMOKE_KEYS and not local_sweep.failed
+    assert sorted((r["run"], r["split"]) for r in rows) == sorted(
+        (k, split) for k in local_sweep.ran for split in ("validation", "test"))
+    # selection, recomputed here: per cell the candidate with the best validation accuracy
+    by_cell = {}
+    for r in rows:
+        if r["split"] == "validation":
+            by_cell.setdefault(r["cell"], []).append(r)
+    assert len(by_cell) == SMOKE_KEYS // 2  # two learning rates per cell
+    chosen = {cell: max(c, key=lambda r: r["element_accuracy"])["run"] for cell, c in by_cell.items()}
+    lines = (folder / "selection.csv").read_text().splitlines()[1:]
+    assert {line.split(",")[0]: line.split(",")[1] for line in lines} == chosen
+    # one table cell: mean ± std (ddof 1) over the two seeds of the chosen runs' test accuracy
+    tests = [r for r in rows if r["split"] == "test" and r["run"] in chosen.values()
+             and r["d_model"] == 8 and r["axis"] == 2]
+    acc = [r["element_accuracy"] for r in tests]
+    assert len(acc) == 2
+    summary = (folder / "summary.md").read_text()
+    assert f"| `gla` | {np.mean(acc):.3f} ± {np.std(acc, ddof=1):.3f} |" in summary
+    assert "*Bayes ceiling*" in summary and "by d_model" in summary
+    for name in ("accuracy_vs_ambiguities.png", "accuracy_vs_parameters.png"):
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interrupted_local_sweep_redoes_only_the_lost_run(local_sweep, tmp_path):
+    folder = tmp_path / local_sweep.folder.name
+    shutil.copytree(local_sweep.folder, folder)
+    lines = (folder / "results.jsonl").read_text().splitlines(keepends=True)
+    lost = json.loads(lines[-1])["run"]
+    kept = [line for line in lines if json.loads(line)["run"] != lost]
+    # the writer was killed in the middle of the lost run's rows: half a line at the end
+    (folder / "results.jsonl").write_text("".join(kept) + lines[-1][: len(lines[-1]) // 2])
+    again = rep.reproduce("complexity", "smoke", out=str(tmp_path))
+    assert again.ran == [lost] and not again.failed
+    before = {(r["run"], r["split"]): r["element_accuracy"] for r in rows_of(local_sweep.folder)}
+    after = {(r["run"], r["split"]): r["element_accuracy"] for r in rows_of(folder)}
+    assert after == pytest.approx(before)
+
+
+def test_a_failed_run_is_recorded_and_retried_on_the_next_call(tmp_path, monkeypatch, capsys):
+    real_execute = rep.execute
+    victim = rep.plan("generalization", "smoke")[1].key
+
+    def flaky(spec):
+        if spec["key"] == victim:
+            raise RuntimeError("CUDA out of memory\non this device")
+        return real_execute(spec)
+
+    monkeypatch.setattr(rep, "execute", flaky)
+    assert main(["reproduce", "--task", "generalization", "--scale", "smoke", "--out", str(tmp_path)]) == 2
+    assert "error: SweepIncomplete: 1 run(s) failed" in capsys.readouterr().err
+    folder = tmp_path / "generalization_smoke"
+    failure, = rep.read_rows(folder / "failures.jsonl")
+    assert failure["run"] == victim and failure["error"] == "RuntimeError: CUDA out of memory on this device"
+    assert victim not in {r["run"] for r in rows_of(folder)}
+    monkeypatch.setattr(rep, "execute", real_execute)
+    again = rep.reproduce("generalization", "smoke", out=str(tmp_path))
+    assert again.ran == [victim] and not again.failed
+    rows = rows_of(folder)
+    assert sorted({r["split"] for r in rows}) == ["test", "test_gap20", "validation"]
+    assert len(rows) == 3 * len(rep.plan("generalization", "smoke"))
+    assert (folder / "accuracy_vs_test_gap.png").exists()
+
+
+def test_ray_launcher_gives_the_rows_of_the_local_launcher(local_sweep, tmp_path):
+    outcome = rep.reproduce("complexity", "smoke", out=str(tmp_path), launcher="ray", ray_init=RAY_INIT)
+    assert sorted(outcome.ran) == sorted(local_sweep.ran) and not outcome.failed
+    local = {(r["run"], r["split"]): r for r in rows_of(local_sweep.folder)}
+    remote = {(r["run"], r["split"]): r for r in rows_of(outcome.folder)}
+    assert local.keys() == remote.keys()
+    for key, r in remote.items():
+        assert set(r) == set(local[key])
+        for metric in ("element_accuracy", "step_accuracy", "bayes_element_accuracy", "parameters"):
+            assert r[metric] == pytest.approx(local[key][metric], abs=1e-6)
+
+
+def test_a_killed_ray_driver_is_resumed_with_only_the_missing_runs(tmp_path):
+    table = tmp_path / "gapped_smoke" / "results.jsonl"  # 4 runs: the shortest smoke sweep
+    planned = {r.key for r in rep.plan("gapped", "smoke")}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from selectivbench import reproduce as rep; "
+         f"rep.reproduce('gapped', 'smoke', out=sys.argv[1], launcher='ray', ray_init={RAY_INIT!r})",
+         str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240  # a wait bound, not a speed check
+        while not (table.exists() and table.read_text().count("\n")) and driver.poll() is None:
+            assert time.monotonic() < deadline, "the driver recorded no run"
+            time.sleep(0.2)
+    finally:
+        driver.send_signal(signal.SIGTERM)  # killed midway; Ray's handler takes its local Ray down too
+        driver.wait(60)
+    first = {r["run"] for r in rep.read_rows(table)}
+    assert 0 < len(first) < len(planned)
+    again = rep.reproduce("gapped", "smoke", out=str(tmp_path), launcher="ray", ray_init=RAY_INIT)
+    assert not again.failed and sorted(again.ran) == sorted(planned - first)
+    rows = rep.read_rows(table)
+    assert len(rows) == len({(r["run"], r["split"]) for r in rows}) == 2 * len(planned)

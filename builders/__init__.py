@@ -11,7 +11,7 @@ _WHERE = {
     "task_params": "config",
     "Grammar": "grammar", "make_grammar": "grammar",
     "SampleBatch": "sampler", "Sampler": "sampler", "StringLaw": "sampler",
-    "SelectivBench": "builder", "SelectivBenchConfig": "builder",
+    "SelectivBench": "builder", "SelectivBenchBuilderConfig": "builder",
 }
 __all__ = list(_WHERE)
 

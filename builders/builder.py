@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from .ceiling import ceiling_counts
-from .config import TASK_DESCRIPTIONS, TASKS, ParameterError, TaskParams, task_params
+from .config import TASK_DESCRIPTIONS, TASKS, ParameterError, TaskParams, gap_of_split, gap_split, task_params
 from .grammar import Grammar, make_grammar
 from .sampler import Sampler, split_code, split_gap_steps
 
@@ -41,42 +41,61 @@ PAPER_SIZES = {"num_train": 200_000, "num_validation": 1_000, "num_test": 1_000}
 _PARAM_FIELDS = [f.name for f in dataclasses.fields(TaskParams)]
 
 
-def _config_fields():
-    fields = [("task", str, dataclasses.field(default="complexity")),
-              *[(k, int, dataclasses.field(default=v)) for k, v in PAPER_SIZES.items()]]
-    fields += [(name, Optional[object], dataclasses.field(default=None)) for name in _PARAM_FIELDS]
-    return fields
+@dataclasses.dataclass
+class SelectivBenchBuilderConfig(datasets.BuilderConfig):
+    """BuilderConfig of a SelectivBench task: its `task`, split sizes, then every TaskParams field
+    (None: the task's default). datasets keys the cache by all of them."""
 
+    task: str = "complexity"
+    num_train: int = PAPER_SIZES["num_train"]
+    num_validation: int = PAPER_SIZES["num_validation"]
+    num_test: int = PAPER_SIZES["num_test"]
+    # TaskParams overrides (see builders/config.py for what each one means)
+    vocab_size: Optional[int] = None
+    ambiguities: Optional[int] = None
+    ambiguity_depth: Optional[int] = None
+    density: Optional[float] = None
+    start_states: Optional[int] = None
+    min_string_length: Optional[int] = None
+    seed: Optional[int] = None
+    grammar_rng: Optional[str] = None
+    seq_len: Optional[int] = None
+    seq_len_min: Optional[int] = None
+    gap_start: Optional[int] = None
+    gap_prob: Optional[float] = None
+    gap_law: Optional[str] = None
+    gap_duration: Optional[float] = None
+    gap_low: Optional[float] = None
+    gap_high: Optional[float] = None
+    gap_mean: Optional[float] = None
+    gap_sigma: Optional[float] = None
+    timestep: Optional[float] = None
+    gap_content: Optional[str] = None
+    noise: Optional[float] = None
+    test_gaps: Optional[tuple] = None
 
-def _params(self) -> TaskParams:
-    overrides = {k: getattr(self, k) for k in _PARAM_FIELDS if getattr(self, k) is not None}
-    return task_params(self.task, **overrides)
+    @property
+    def params(self) -> TaskParams:
+        overrides = {k: getattr(self, k) for k in _PARAM_FIELDS if getattr(self, k) is not None}
+        return task_params(self.task, **overrides)
 
-
-def _split_sizes(self) -> dict[str, int]:
-    for k in PAPER_SIZES:
-        check_size(k, getattr(self, k))
-    p = self.params
-    check_storage(p)
-    sizes = {"train": self.num_train, "validation": self.num_validation, "test": self.num_test}
-    sizes.update({f"test_gap{g}": self.num_test for g in p.test_gaps})
-    return sizes
-
-
-SelectivBenchConfig = dataclasses.make_dataclass(
-    "SelectivBenchConfig", _config_fields(), bases=(datasets.BuilderConfig,),
-    namespace={"params": property(_params), "split_sizes": property(_split_sizes),
-               "__doc__": "BuilderConfig of a SelectivBench task: `task`, split sizes, then every TaskParams field."},
-)
-SelectivBenchConfig.__module__ = __name__
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        for k in PAPER_SIZES:
+            check_size(k, getattr(self, k))
+        p = self.params
+        check_storage(p)
+        sizes = {"train": self.num_train, "validation": self.num_validation, "test": self.num_test}
+        sizes.update({gap_split(g): self.num_test for g in p.test_gaps})
+        return sizes
 
 
 class SelectivBench(datasets.ArrowBasedBuilder):
     """SelectivBench: artificial-grammar sequences with gaps, noise and distractors."""
 
     VERSION = datasets.Version("1.0.0")
-    BUILDER_CONFIG_CLASS = SelectivBenchConfig
-    BUILDER_CONFIGS = [SelectivBenchConfig(name=t, task=t, description=TASK_DESCRIPTIONS[t]) for t in TASKS]
+    BUILDER_CONFIG_CLASS = SelectivBenchBuilderConfig
+    BUILDER_CONFIGS = [SelectivBenchBuilderConfig(name=t, task=t, description=TASK_DESCRIPTIONS[t]) for t in TASKS]
     DEFAULT_CONFIG_NAME = "complexity"
 
     @cached_property
@@ -119,7 +138,7 @@ def check_storage(p: TaskParams) -> None:
     """Reject, before any work, a task whose samples cannot be stored (int32 element index and offsets)."""
     if p.seq_len > MAX_STEPS:
         raise ParameterError(f"seq_len={p.seq_len!r} is invalid: allowed [2, {MAX_STEPS}]")
-    for split in ("train", *(f"test_gap{g}" for g in p.test_gaps)):
+    for split in ("train", *(gap_split(g) for g in p.test_gaps)):
         if max_steps_per_sample(p, split) > MAX_STEPS:
             raise ParameterError(f"seq_len={p.seq_len!r} is invalid: allowed a length whose samples, with gaps of "
                                  f"up to {_gap_bound(p, split)} steps, have at most {MAX_STEPS} steps")
@@ -280,9 +299,9 @@ def build_split(params: TaskParams, split: str, num: int, cache_dir: str | None 
     split_code(split)
     check_size("num", num)
     check_storage(params)
-    if split.startswith("test_gap") and int(split[len("test_gap"):]) not in params.test_gaps:
+    if gap_of_split(split) is not None and gap_of_split(split) not in params.test_gaps:
         raise ParameterError(f"split={split!r} is invalid: allowed train, validation, test"
-                             f"{''.join(f', test_gap{g}' for g in params.test_gaps)}")
+                             f"{''.join(', ' + gap_split(g) for g in params.test_gaps)}")
     features = features_of(params, sampler_for(params).grammar)
     key = json.dumps({"params": params.to_dict(), "split": split, "num": num,
                       "version": str(SelectivBench.VERSION)}, sort_keys=True)

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .config import TaskParams
+from .config import TaskParams, duration_to_steps
 from .grammar import END
 from .sampler import Sampler, split_gap_steps
 
@@ -26,10 +26,10 @@ def duration_step_pmf(params: TaskParams) -> dict[int, float]:
     """P(gap of k steps | a gap occurs), from the duration law, rounding and ceiling (SPEC §3)."""
     p = params
     if p.gap_law == "fixed":
-        return {_steps(round(p.gap_duration, 1), p.timestep): 1.0}
+        return {duration_to_steps(p.gap_duration, p.timestep): 1.0}
     if p.gap_law == "uniform":
         if p.gap_high == p.gap_low:
-            return {_steps(round(p.gap_low, 1), p.timestep): 1.0}
+            return {duration_to_steps(p.gap_low, p.timestep): 1.0}
         cdf = lambda x: min(max((x - p.gap_low) / (p.gap_high - p.gap_low), 0.0), 1.0)  # noqa: E731
         lo, hi = round(p.gap_low, 1), round(p.gap_high, 1)
     else:
@@ -42,13 +42,9 @@ def duration_step_pmf(params: TaskParams) -> dict[int, float]:
         v = tenth / 10
         mass = cdf(v + 0.05) - cdf(v - 0.05)
         if mass > 0:
-            pmf[_steps(v, p.timestep)] += mass
+            pmf[duration_to_steps(v, p.timestep)] += mass
     total = sum(pmf.values())
     return {k: w / total for k, w in sorted(pmf.items())}
-
-
-def _steps(duration: float, timestep: float) -> int:
-    return max(0, math.ceil(duration / timestep - 1e-9))
 
 
 class BayesFilter:

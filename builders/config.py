@@ -144,6 +144,17 @@ class TaskParams:
         return cls(**d)
 
 
+def gap_split(gap_steps: int) -> str:
+    """Name of the test split with a fixed gap of this many steps (SPEC §3)."""
+    return f"test_gap{gap_steps}"
+
+
+def gap_of_split(split: str) -> int | None:
+    """The fixed gap of a `test_gap{g}` split, None for any other name."""
+    rest = split[len("test_gap"):] if split.startswith("test_gap") else ""
+    return int(rest) if rest.isdigit() else None
+
+
 def duration_to_steps(duration: float, timestep: float) -> int:
     """SPEC §3: round the duration to one decimal, then ceil(duration / timestep).
 

@@ -13,12 +13,11 @@ pure function of (params, seed, split, index) whatever the batch, shard or proce
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ParameterError, TaskParams
+from .config import ParameterError, TaskParams, gap_of_split
 from .grammar import END, Grammar
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -40,9 +39,9 @@ def split_code(split: str) -> int:
     fixed = {"train": 0, "validation": 1, "test": 2}
     if split in fixed:
         return fixed[split]
-    m = re.fullmatch(r"test_gap(\d+)", split)
-    if m:
-        return 1_000_000 + int(m.group(1))
+    gap = gap_of_split(split)
+    if gap is not None:
+        return 1_000_000 + gap
     raise ParameterError(f"split={split!r} is invalid: allowed train, validation, test, test_gap<steps>")
 
 
@@ -53,7 +52,7 @@ def split_gap_steps(params: TaskParams, split: str) -> int | None:
     if split == "test":
         return params.train_max_gap_steps
     split_code(split)
-    return int(split[len("test_gap"):])
+    return gap_of_split(split)
 
 
 def sample_keys(seed: int, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -206,6 +205,7 @@ class Sampler:
                 u2 = uniform(keys, counter(e[None, :], GAP_U2))
                 z = np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)
                 duration = np.exp(p.gap_mean + p.gap_sigma * z)
+            # config.duration_to_steps on arrays; numpy rounding kept as it is: it fixes the stored bytes
             steps = np.ceil(np.round(duration, 1) / p.timestep - 1e-9)
             steps = np.clip(steps, 0, MAX_GAP_STEPS).astype(np.int64)
         return np.where(occurs, steps, 0)

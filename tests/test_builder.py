@@ -131,3 +131,13 @@ def test_publish_dry_run_lists_the_folder_and_touches_no_network(folder, capsys)
     assert "Would upload" in out and "complexity/grammar.json" in out and "README.md" in out
     assert "generalization/test_gap100-00000-of-00001.parquet" in out
     assert main(["publish-dataset", str(folder), "--repo-id", "selectivbench", "--dry-run"]) == 2
+
+
+def test_every_task_parameter_is_a_builder_config_field():
+    import dataclasses
+
+    from selectivbench.builders import TaskParams
+    from selectivbench.builders.builder import PAPER_SIZES, SelectivBenchBuilderConfig
+
+    own = {f.name for f in dataclasses.fields(SelectivBenchBuilderConfig)}
+    assert {f.name for f in dataclasses.fields(TaskParams)} | set(PAPER_SIZES) | {"task"} <= own

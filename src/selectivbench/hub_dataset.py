@@ -29,7 +29,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from .builders import (TASK_DESCRIPTIONS, TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
                        make_grammar)
-from .builders.builder import (CITATION, SelectivBenchConfig, ShardPool, exit_if_orphaned, features_of,
+from .builders.builder import (CITATION, SelectivBenchBuilderConfig, ShardPool, exit_if_orphaned, features_of,
                                max_steps_per_sample, sampler_for, shard_job, shard_ranges)
 
 CARD_TEMPLATE = resources.files("selectivbench.dataset_cards") / "selectivbench.md"
@@ -151,7 +151,7 @@ def write_split(pool: ShardPool, p: TaskParams, split: str, n: int, folder: Path
     return {"num_examples": n, "num_bytes": num_bytes, "files": files}, counts
 
 
-def build_config(config: SelectivBenchConfig, folder: Path, pool: ShardPool, command: str) -> dict:
+def build_config(config: SelectivBenchBuilderConfig, folder: Path, pool: ShardPool, command: str) -> dict:
     """Write every non-empty split of a config, its grammar.json and its generation.json into folder."""
     p = config.params
     stats = pool.submit(_stats_job, p)  # runs beside the shards
@@ -206,9 +206,9 @@ def generate_folder(configs: list[str], out: str | Path, num_proc: int | None = 
     return {"card": str(card), "configs": [_summary(summary[c]) for c in configs]}
 
 
-def _plan(config: str, kwargs: dict) -> SelectivBenchConfig:
+def _plan(config: str, kwargs: dict) -> SelectivBenchBuilderConfig:
     _check_config(config)
-    plan = SelectivBenchConfig(name=config, task=config, description=TASK_DESCRIPTIONS[config],
+    plan = SelectivBenchBuilderConfig(name=config, task=config, description=TASK_DESCRIPTIONS[config],
                                **{k: v for k, v in kwargs.items() if v is not None})
     plan.split_sizes  # validates the parameters and sizes
     return plan

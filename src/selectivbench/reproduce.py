@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .builders import ParameterError, TaskParams, task_params
 from .builders.builder import PAPER_SIZES
-from .builders.config import duration_to_steps
+from .builders.config import duration_to_steps, gap_of_split, gap_split
 from .evaluate import FIELDS
 from .models import MIXERS
 from .train_args import TrainArgs, check_train_args
@@ -512,10 +512,10 @@ def views(task: str, rows: list[dict]) -> list[tuple[str, str, list[dict], calla
         return by_k + [("accuracy_vs_parameters", "parameters", size, lambda r: r["parameters"], True)]
     if task == "generalization":
         # `test` has the training law's gaps (up to 10 steps); it stands for 10 where no fixed-10 split exists
-        fixed10 = any(r["split"] == "test_gap10" for r in rows)
+        fixed10 = any(r["split"] == gap_split(10) for r in rows)
         kept = [r for r in rows if not (fixed10 and r["split"] == "test")]
         return [("accuracy_vs_test_gap", "test gap (silent steps after every element)", kept,
-                 lambda r: 10 if r["split"] == "test" else int(r["split"][len("test_gap"):]), True)]
+                 lambda r: 10 if r["split"] == "test" else gap_of_split(r["split"]), True)]
     return [(f"accuracy_{task}", "d_model", rows, lambda r: r["d_model"], False)]
 
 

@@ -205,9 +205,9 @@ def test_a_killed_ray_driver_is_resumed_with_only_the_missing_runs(tmp_path):
          f"rep.reproduce('gapped', 'smoke', out=sys.argv[1], launcher='ray', ray_init={RAY_INIT!r})",
          str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 240  # a wait bound, not a speed check
-        while not (table.exists() and table.read_text().count("\n")) and driver.poll() is None:
-            assert time.monotonic() < deadline, "the driver recorded no run"
+        for _ in range(1200):  # wait (at most 4 minutes) for the first recorded run, then kill
+            if (table.exists() and table.read_text().count("\n")) or driver.poll() is not None:
+                break
             time.sleep(0.2)
     finally:
         driver.send_signal(signal.SIGTERM)  # killed midway; Ray's handler takes its local Ray down too

@@ -137,7 +137,7 @@ def write_parquet_file(p: TaskParams, split: str, shards: list[tuple[int, int]],
 
 
 def write_split(pool: ShardPool, p: TaskParams, split: str, n: int, folder: Path) -> tuple[dict, dict]:
-    """Write a split as folder/<split>-XXXXX-of-NNNNN.parquet, files in parallel. Returns its record and
+    """Write a split as folder/<split>-<i>-of-<n>.parquet (5 digits each), files in parallel. Returns its record and
     the Bayes ceiling counts of its first CEILING_SAMPLES samples."""
     groups = file_ranges(p, split, n)
     names = [f"{split}-{i:05d}-of-{len(groups):05d}.parquet" for i in range(len(groups))]

@@ -79,11 +79,13 @@ class DeltaNetMixer(Mixer):
     def forward(self, x, state=None):
         q, k, v, beta, g = self._project(x)
         B, H, T, nh, d = k.shape
-        # sub-step j of token t sits at t * nh + j; the decay acts on j = 0, the output is read at j = nh-1
-        q_sub = torch.zeros_like(k).index_copy_(3, torch.tensor([nh - 1], device=x.device), q[:, :, :, None])
-        g_sub = F.pad(g[..., None], (0, nh - 1))
-        o, memory = chunk_delta_rule(q_sub.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), beta.flatten(2, 3),
-                                     g_sub.flatten(2, 3) if self.gated else None, self.chunk_size,
+        if nh == 1:  # one delta step per token
+            q_sub, g_sub = q, g
+        else:  # sub-step j of token t sits at t * nh + j; the decay acts on j = 0, the output is read at j = nh-1
+            q_sub = torch.zeros_like(k).index_copy_(3, torch.tensor([nh - 1], device=x.device), q[:, :, :, None])
+            q_sub, g_sub = q_sub.flatten(2, 3), F.pad(g[..., None], (0, nh - 1)).flatten(2, 3)
+        o, memory = chunk_delta_rule(q_sub, k.flatten(2, 3), v.flatten(2, 3), beta.flatten(2, 3),
+                                     g_sub if self.gated else None, self.chunk_size,
                                      initial_state=None if state is None else state.memory, fast=self.fast)
         seen = (0 if state is None else state.seen) + T
         return self._output(o[:, :, nh - 1::nh], x), MatrixState(memory, seen=seen)

@@ -1,7 +1,15 @@
-"""The paper's sequence models as transformers models, registered with the Auto classes."""
+"""The paper's sequence models as transformers models, registered with the Auto classes.
+
+This package is shipped as the remote code of every saved checkpoint (`trust_remote_code=True`
+loads it where selectivbench is not installed), so it must stay importable on its own: its files
+import only each other (relative imports) and the libraries transformers itself needs, never
+`selectivbench` or its builders. `tests/test_models.py` loads a checkpoint with selectivbench
+blocked to enforce it.
+"""
 from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification
 
-from .configuration_selectivbench import MIXERS, SelectivBenchConfig
+from .configuration_selectivbench import IGNORE_INDEX, MIXERS, SelectivBenchConfig
+from .mixer_state import AttentionState, DiagonalState, MatrixState, Mixer, SelectivBenchCache
 from .modeling_selectivbench import (MIXER_CLASSES, SelectivBenchForTokenClassification, SelectivBenchModel,
                                      SelectivBenchPreTrainedModel)
 from .taxonomy import taxonomy_markdown, taxonomy_rows
@@ -14,6 +22,6 @@ SelectivBenchConfig.register_for_auto_class()
 SelectivBenchModel.register_for_auto_class("AutoModel")
 SelectivBenchForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 
-__all__ = ["MIXERS", "MIXER_CLASSES", "SelectivBenchConfig", "SelectivBenchModel",
-           "SelectivBenchForTokenClassification", "SelectivBenchPreTrainedModel", "taxonomy_markdown",
-           "taxonomy_rows"]
+__all__ = ["IGNORE_INDEX", "MIXERS", "MIXER_CLASSES", "SelectivBenchConfig", "SelectivBenchModel",
+           "SelectivBenchForTokenClassification", "SelectivBenchPreTrainedModel", "SelectivBenchCache", "Mixer",
+           "AttentionState", "MatrixState", "DiagonalState", "taxonomy_markdown", "taxonomy_rows"]

@@ -64,11 +64,15 @@ def chunk_delta_rule(q, k, v, beta, g=None, chunk_size: int = 16, initial_state=
     k_to_end = k * (b[..., -1:] - b).exp()[..., None]
     decay_end = b[..., -1].exp()[..., None, None]
     state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(q.dtype)
+    q_decayed = q * b.exp()[..., None]
+    # unbind, not indexing: the backward of x[:, :, n] writes into a zero tensor the size of x for
+    # every n (measured: 20% of the time of a training step)
     outs = []
-    for n in range(N):
-        u = U[:, :, n] - W[:, :, n] @ state
-        outs.append((q[:, :, n] * b[:, :, n, :, None].exp()) @ state + qk[:, :, n] @ u)
-        state = decay_end[:, :, n] * state + k_to_end[:, :, n].transpose(-1, -2) @ u
+    for U_n, W_n, q_n, qk_n, decay_n, k_n in zip(U.unbind(2), W.unbind(2), q_decayed.unbind(2), qk.unbind(2),
+                                                 decay_end.unbind(2), k_to_end.transpose(-1, -2).unbind(2)):
+        u = U_n - W_n @ state
+        outs.append(q_n @ state + qk_n @ u)
+        state = decay_n * state + k_n @ u
     return torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T].to(dtype), state
 
 

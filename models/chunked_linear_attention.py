@@ -68,9 +68,9 @@ def chunk_gla(q, k, v, g, chunk_size: int = 16, initial_state=None, fast: bool =
     decay_end = b_end.squeeze(-2).exp()[..., None]  # (B, H, N, K or 1, 1)
     state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(q.dtype)
     entering = []
-    for n in range(N):
+    for decay_n, kv_n in zip(decay_end.unbind(2), chunk_kv.unbind(2)):  # unbind: see chunk_delta_rule
         entering.append(state)
-        state = decay_end[:, :, n] * state + chunk_kv[:, :, n]
+        state = decay_n * state + kv_n
     o = o + q_decayed @ torch.stack(entering, 2)
     return o.reshape(B, H, N * C, V)[:, :, :T].to(dtype), state
 

@@ -34,10 +34,10 @@ def recurrent_selective_scan_step(x_t, dt_t, A, B_t, C_t, h):
 
 def chunk_selective_scan(x, dt, A, B, C, chunk_size: int = 64, initial_state=None, fast: bool = False):
     """x, dt: (B, T, Di); A: (Di, N); B, C: (B, T, N). Returns y (B, T, Di) and the final state
-    (B, Di, N), computed in float32 at least. With fast=True on CUDA, from a zero state, runs
-    mamba-ssm's selective_scan_fn kernel instead (same math), when installed."""
-    if initial_state is None and use_mamba_ssm(x, fast):  # its kernel starts from a zero state
-        return _mamba_ssm_scan(x, dt, A, B, C)
+    (B, Di, N), computed in float32 at least. With fast=True on CUDA, runs mamba-ssm's
+    selective_scan_fn kernel instead (same math), when installed."""
+    if use_mamba_ssm(x, fast):
+        return _mamba_ssm_scan(x, dt, A, B, C, initial_state)
     dtype = x.dtype
     x, dt, A, B, C = at_least_fp32(x, dt, A, B, C)
     if initial_state is None:
@@ -50,12 +50,23 @@ def chunk_selective_scan(x, dt, A, B, C, chunk_size: int = 64, initial_state=Non
     return y.to(dtype), h.transpose(1, 2)
 
 
-def _mamba_ssm_scan(x, dt, A, B, C):
+def _mamba_ssm_scan(x, dt, A, B, C, initial_state=None):
+    """mamba-ssm's kernel starts from a zero state. The recurrence is linear in the state, so an
+    entering state h0 adds C_t . (exp(A sum_{s<=t} dt_s) * h0) to y_t and exp(A sum dt) * h0 to the
+    last state, computed here in blocks of 64 steps (the (B, 64, Di, N) decays stay small)."""
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-    x, dt, B, C = (t.transpose(1, 2).contiguous() for t in (x, dt, B, C))  # mamba-ssm wants (B, ., T)
-    y, last = selective_scan_fn(x, dt, A.float(), B, C, return_last_state=True)
-    return y.transpose(1, 2), last
+    xs, dts, Bs, Cs = (t.transpose(1, 2).contiguous() for t in (x, dt, B, C))  # mamba-ssm wants (B, ., T)
+    y, last = selective_scan_fn(xs, dts, A.float(), Bs, Cs, return_last_state=True)
+    y = y.transpose(1, 2)
+    if initial_state is None:
+        return y, last
+    A32, h0 = A.float(), initial_state.float()
+    elapsed = dt.float().cumsum(1)  # (B, T, Di): sum of the step sizes up to t
+    from_h0 = [torch.einsum("btdn,bdn,btn->btd", torch.exp(elapsed[:, s, :, None] * A32), h0, C[:, s].float())
+               for s in _blocks(x.shape[1], 64)]
+    y = (y.float() + torch.cat(from_h0, 1)).to(y.dtype)
+    return y, last + torch.exp(elapsed[:, -1, :, None] * A32) * h0
 
 
 def _blocks(T, L):

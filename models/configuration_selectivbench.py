@@ -1,11 +1,16 @@
 """Configuration of the SelectivBench sequence models (one class for every token mixer)."""
 from __future__ import annotations
 
+import math
+from numbers import Real
+
 from transformers import PretrainedConfig
 
 MIXERS = ("transformer", "s4d", "retnet", "mamba", "mamba2", "gla", "deltanet", "gated_deltanet",
           "gated_deltaproduct", "gru", "fox")
 NORMS = ("layernorm", "rmsnorm")
+IGNORE_INDEX = -100  # label of steps the loss and the metrics skip (padding), as in transformers
+PAPER_TASKS = ("complexity", "gapped", "distractor", "generalization")
 
 
 class SelectivBenchConfig(PretrainedConfig):
@@ -21,7 +26,9 @@ class SelectivBenchConfig(PretrainedConfig):
         n_heads: heads of the attention-like mixers (d_model must be divisible by it).
         d_state: state size per channel of the SSM mixers (s4d, mamba, mamba2).
         input_noise: amplitude n of the uniform [0, n) noise added to every one-hot input entry
-            when the caller passes no noise of its own.
+            when the caller passes no noise of its own, in training mode only: in eval mode the
+            model adds no noise unless the caller passes `input_noise` (so evaluation is
+            deterministic; the data collator draws the task's test noise reproducibly).
         expand: inner width factor of mamba, mamba2 and gru.
         conv_size: kernel of the short causal convolution of mamba and mamba2.
         dropout: dropout after each mixer.
@@ -30,6 +37,11 @@ class SelectivBenchConfig(PretrainedConfig):
             steps) and the minGRU scan (sqrt(T) steps) are memory-bound and size their own.
         num_householder: Householder reflections per token of gated_deltaproduct.
         rope_theta: base of the rotary embedding of transformer and retnet.
+        time_step_min, time_step_max: range of the initial step sizes dt, drawn log-uniformly per
+            channel or head (mamba, mamba2, gated_deltanet, gated_deltaproduct, s4d), as in
+            transformers' Mamba2Config: decays exp(dt A) start between fast and slow.
+        A_init_range: (low, high) range of the initial decay rates -A per head, drawn uniformly
+            (mamba2, gated_deltanet, gated_deltaproduct; stored as A_log = log(-A)).
         use_fast_kernels: on CUDA, use flash-linear-attention / mamba-ssm kernels when installed.
         initializer_range: std of the normal init of linear layers; None: 1/sqrt(fan_in).
     """
@@ -40,6 +52,7 @@ class SelectivBenchConfig(PretrainedConfig):
                  n_layers: int = 2, n_heads: int = 4, d_state: int = 16, input_noise: float = 0.0,
                  expand: int = 2, conv_size: int = 4, dropout: float = 0.0, norm: str = "layernorm",
                  chunk_size: int = 16, num_householder: int = 2, rope_theta: float = 10000.0,
+                 time_step_min: float = 1e-3, time_step_max: float = 1e-1, A_init_range=(1.0, 16.0),
                  use_fast_kernels: bool = True, initializer_range: float | None = None, **kwargs):
         self.mixer = mixer
         self.vocab_size = vocab_size
@@ -55,6 +68,10 @@ class SelectivBenchConfig(PretrainedConfig):
         self.chunk_size = chunk_size
         self.num_householder = num_householder
         self.rope_theta = rope_theta
+        self.time_step_min = time_step_min
+        self.time_step_max = time_step_max
+        # a saved config.json gives a list back
+        self.A_init_range = tuple(A_init_range) if isinstance(A_init_range, (list, tuple)) else A_init_range
         self.use_fast_kernels = use_fast_kernels
         self.initializer_range = initializer_range
         if num_labels is None:  # a saved config carries id2label instead
@@ -86,26 +103,71 @@ class SelectivBenchConfig(PretrainedConfig):
         def bad(name, allowed):
             raise ValueError(f"{name}={getattr(self, name)!r} is invalid: allowed {allowed}")
 
-        def positive_int(name, low=1):
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_real(v):
+            return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+
+        def real_in(name, low, high, low_open=False, high_open=False):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                bad(name, f"an integer >= {low}")
+            if not is_real(v) or v < low or v > high or (low_open and v == low) or (high_open and v == high):
+                bad(name, f"a real number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
 
         if self.mixer not in MIXERS:
             bad("mixer", f"one of {MIXERS}")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_state", "expand", "conv_size",
                      "chunk_size", "num_householder"):
-            positive_int(name)
-        positive_int("num_labels", 2)
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                bad(name, "an integer >= 1")
+        if not is_int(self.num_labels) or self.num_labels < 2:
+            bad("num_labels", "an integer >= 2")
         if self.d_model % self.n_heads:
             bad("d_model", f"a multiple of n_heads={self.n_heads}")
         if self.mixer in ("transformer", "retnet") and self.head_dim % 2:
             bad("n_heads", f"a divisor of d_model={self.d_model} leaving an even head size (rotary embedding)")
         if self.mixer == "s4d" and self.d_state % 2:
             bad("d_state", "an even integer (s4d keeps d_state/2 complex modes)")
-        if not (0.0 <= self.input_noise <= 1.0):
-            bad("input_noise", "[0.0, 1.0]")
-        if not (0.0 <= self.dropout < 1.0):
-            bad("dropout", "[0.0, 1.0)")
+        real_in("input_noise", 0.0, 1.0)
+        real_in("dropout", 0.0, 1.0, high_open=True)
         if self.norm not in NORMS:
             bad("norm", f"one of {NORMS}")
+        real_in("rope_theta", 0.0, math.inf, low_open=True, high_open=True)
+        real_in("time_step_min", 0.0, 1.0, low_open=True)
+        real_in("time_step_max", self.time_step_min, math.inf, high_open=True)
+        low_high = self.A_init_range
+        if not (isinstance(low_high, tuple) and len(low_high) == 2 and all(is_real(v) for v in low_high)
+                and 0 < low_high[0] <= low_high[1]):
+            bad("A_init_range", "a pair (low, high) of real numbers with 0 < low <= high")
+        if not isinstance(self.use_fast_kernels, bool):
+            bad("use_fast_kernels", "True or False")
+        if self.initializer_range is not None:
+            real_in("initializer_range", 0.0, math.inf, low_open=True, high_open=True)
+
+    @staticmethod
+    def paper_heads(d_model: int) -> int:
+        """The paper's head count for a width (its RecNet rule): 4 when d_model / 128 <= 4, else the
+        smallest power of two >= 4 whose head size d_model / h is at most 128."""
+        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
+            raise ValueError(f"d_model={d_model!r} is invalid: allowed an integer >= 1")
+        heads = 4
+        while d_model / heads > 128:
+            heads *= 2
+        return heads
+
+    @staticmethod
+    def paper_d_state(mixer: str, task: str) -> int:
+        """The paper's state size: 128; 64 for the distractor task (task 3) and for mamba."""
+        if mixer not in MIXERS:
+            raise ValueError(f"mixer={mixer!r} is invalid: allowed one of {MIXERS}")
+        if task not in PAPER_TASKS:
+            raise ValueError(f"task={task!r} is invalid: allowed one of {PAPER_TASKS}")
+        return 64 if mixer == "mamba" or task == "distractor" else 128
+
+    @staticmethod
+    def paper_transformer_width(d_model: int) -> int:
+        """The paper's transformer width for a sweep width: 648 -> 768 and 1296 -> 1280, every other
+        width unchanged (the paper's sweeps also skip 960 for the transformer)."""
+        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
+            raise ValueError(f"d_model={d_model!r} is invalid: allowed an integer >= 1")
+        return {648: 768, 1296: 1280}.get(d_model, d_model)

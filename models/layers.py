@@ -13,8 +13,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        (xf,) = at_least_fp32(x)  # half precision is normalised in float32, float64 stays float64
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
 
 
 def rotary(x, positions, theta: float):
@@ -39,30 +39,6 @@ def merge_heads(x):
     return x.transpose(1, 2).reshape(B, T, H * d)
 
 
-class KVCache:
-    """Keys and values of the past steps, (B, H, t, d), in a buffer that doubles when full, so a
-    stream of T steps copies O(T) elements instead of O(T^2)."""
-
-    def __init__(self, *tensors):
-        self.length = tensors[0].shape[2]
-        self.buffers = [t.clone() for t in tensors]
-
-    def append(self, *tensors):
-        n = tensors[0].shape[2]
-        if self.length + n > self.buffers[0].shape[2]:
-            cap = max(2 * self.buffers[0].shape[2], self.length + n)
-            self.buffers = [torch.cat([b[:, :, : self.length], b.new_empty(*b.shape[:2], cap - self.length,
-                                                                              *b.shape[3:])], 2)
-                            for b in self.buffers]
-        for b, t in zip(self.buffers, tensors):
-            b[:, :, self.length:self.length + n] = t
-        self.length += n
-        return [b[:, :, : self.length] for b in self.buffers]
-
-    def tensors(self):
-        return [b[:, :, : self.length] for b in self.buffers]
-
-
 class ShortConv(nn.Module):
     """Depthwise causal convolution over time; the step form keeps the last kernel-1 inputs."""
 
@@ -78,15 +54,20 @@ class ShortConv(nn.Module):
         init.uniform_(self.weight, -bound, bound)
         init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x):  # (B, T, C)
+    def forward(self, x, window=None):
+        """x (B, T, C); window (B, C, kernel - 1) the inputs before x (None: zeros). Returns y
+        (B, T, C) and the window after x."""
         # shifted multiply-adds rather than conv1d: the output stays (B, T, C)-contiguous, which the
         # element-wise gates after it need to run at full speed (measured 3x slower on conv1d's layout)
         T, w = x.shape[1], self.weight[:, 0]
-        past = F.pad(x, (0, 0, self.kernel - 1, 0))
+        if window is None:
+            past = F.pad(x, (0, 0, self.kernel - 1, 0))
+        else:
+            past = torch.cat([window.transpose(1, 2).to(x.dtype), x], 1)
         y = torch.addcmul(self.bias, past[:, :T], w[:, 0])
         for k in range(1, self.kernel):
             y = torch.addcmul(y, past[:, k:k + T], w[:, k])
-        return y
+        return y, past[:, past.shape[1] - (self.kernel - 1):].transpose(1, 2)
 
     def step(self, x_t, window):  # x_t (B, C); window (B, C, kernel - 1) of past inputs
         if window is None:
@@ -123,7 +104,13 @@ def inverse_softplus(x):
 
 
 def log_uniform(n: int, low: float, high: float):
+    """n numbers whose logarithms are uniform on [log low, log high]."""
     return torch.exp(torch.rand(n) * (torch.log(torch.tensor(high)) - torch.log(torch.tensor(low)))
                      + torch.log(torch.tensor(low)))
 
 
+
+
+def state_zeros(like, *shape):
+    """A zero recurrent state of `shape`, in float32 at least (states accumulate over many steps)."""
+    return torch.zeros(*shape, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)

@@ -7,6 +7,7 @@ The gated variants (mixer_gated_deltanet, mixer_gated_deltaproduct) add a scalar
 an output gate; the product variant applies `n_householder` rank-one corrections per token, i.e.
 runs the same rule over n_householder sub-steps, the decay on the first, the output after the last.
 Chunked form: `chunk_delta_rule` (WY/UT transform) over the sub-steps. Recurrent form: the K x V state.
+State: `MatrixState` (memory (B, H, d_head, d_head)).
 """
 import math
 
@@ -15,19 +16,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .chunked_delta_rule import chunk_delta_rule, recurrent_delta_step
-from .layers import RMSNorm, inverse_softplus, log_uniform, merge_heads, split_heads
+from .layers import RMSNorm, inverse_softplus, log_uniform, merge_heads, split_heads, state_zeros
+from .mixer_state import MatrixState, Mixer
 
 TAXONOMY = dict(transition="identity plus low rank (delta rule)", input_gating="yes (beta writes the input)",
                 channel_mixing="yes (k k^T mixes state rows)", softmax="no", state="constant: heads x d_head x d_head")
 
 
 def l2norm(x, eps: float = 1e-6):
-    """x / sqrt(|x|^2 + eps). A silent gap step feeds the first layer only the input bias, zero at
-    init, so x can be exactly 0: F.normalize's x / max(|x|, 1e-12) would send back 1e12 gradients."""
+    """x / sqrt(|x|^2 + eps). x can be exactly 0 (silu of a zero projection, e.g. a zero row of
+    weights or a silent gap step once the input bias is learned to zero): F.normalize's
+    x / max(|x|, 1e-12) would then send back 1e12 gradients; the eps keeps them bounded."""
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
 
 
-class DeltaNetMixer(nn.Module):
+class DeltaNetMixer(Mixer):
     gated = False
 
     def __init__(self, config, n_householder: int = 1):
@@ -36,20 +39,21 @@ class DeltaNetMixer(nn.Module):
         self.n_heads, self.nh, self.chunk_size = H, n_householder, config.chunk_size
         self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
         self.q_proj = nn.Linear(D, D, bias=False)
-        self.kvb_proj = nn.Linear(D, n_householder * (2 * D + H), bias=False)
+        self.kvb_proj = nn.Linear(D, n_householder * (2 * D + H), bias=False)  # keys, values, betas
         if self.gated:
-            self.a_proj = nn.Linear(D, H, bias=False)
+            self.a_proj = nn.Linear(D, H, bias=False)  # decay step size
             self.A_log = nn.Parameter(torch.empty(H))
             self.dt_bias = nn.Parameter(torch.empty(H))
-            self.gate_proj = nn.Linear(D, D, bias=False)
+            self.g_proj = nn.Linear(D, D, bias=False)  # output gate
+            self.time_step_range, self.A_init_range = (config.time_step_min, config.time_step_max), config.A_init_range
         self.norm = RMSNorm(config.head_dim)
-        self.out = nn.Linear(D, D, bias=False)
+        self.o_proj = nn.Linear(D, D, bias=False)
 
     def init_own_weights(self, init):
         if self.gated:
             H = self.A_log.shape[0]
-            init.copy_(self.A_log, torch.log(torch.empty(H).uniform_(1, 16)))
-            init.copy_(self.dt_bias, inverse_softplus(log_uniform(H, 1e-3, 1e-1)))
+            init.copy_(self.A_log, torch.log(torch.empty(H).uniform_(*self.A_init_range)))
+            init.copy_(self.dt_bias, inverse_softplus(log_uniform(H, *self.time_step_range)))
 
     def _project(self, x):
         """q (B,H,T,d); k, v (B,H,T,nh,d); beta (B,H,T,nh); g (B,H,T) log decay."""
@@ -67,26 +71,30 @@ class DeltaNetMixer(nn.Module):
         return q, k, v, beta, g
 
     def _output(self, o, x):
-        o = merge_heads(self.norm(o))
+        o = merge_heads(self.norm(o.to(x.dtype)))
         if self.gated:
-            o = o * F.silu(self.gate_proj(x))
-        return self.out(o)
+            o = o * F.silu(self.g_proj(x))
+        return self.o_proj(o)
 
-    def forward(self, x):
+    def forward(self, x, state=None):
         q, k, v, beta, g = self._project(x)
         B, H, T, nh, d = k.shape
-        # sub-step j of token t sits at t * nh + j; the decay acts on j = 0, the output is read at j = nh-1
-        q_sub = torch.zeros_like(k).index_copy_(3, torch.tensor([nh - 1], device=x.device), q[:, :, :, None])
-        g_sub = F.pad(g[..., None], (0, nh - 1))
-        o, _ = chunk_delta_rule(q_sub.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), beta.flatten(2, 3),
-                                g_sub.flatten(2, 3) if self.gated else None, self.chunk_size, fast=self.fast)
-        return self._output(o[:, :, nh - 1::nh], x)
+        if nh == 1:  # one delta step per token
+            q_sub, g_sub = q, g
+        else:  # sub-step j of token t sits at t * nh + j; the decay acts on j = 0, the output is read at j = nh-1
+            q_sub = torch.zeros_like(k).index_copy_(3, torch.tensor([nh - 1], device=x.device), q[:, :, :, None])
+            q_sub, g_sub = q_sub.flatten(2, 3), F.pad(g[..., None], (0, nh - 1)).flatten(2, 3)
+        o, memory = chunk_delta_rule(q_sub, k.flatten(2, 3), v.flatten(2, 3), beta.flatten(2, 3),
+                                     g_sub if self.gated else None, self.chunk_size,
+                                     initial_state=None if state is None else state.memory, fast=self.fast)
+        seen = (0 if state is None else state.seen) + T
+        return self._output(o[:, :, nh - 1::nh], x), MatrixState(memory, seen=seen)
 
     def step(self, x_t, state):
         q, k, v, beta, g = self._project(x_t[:, None])
-        if state is None:
-            state = x_t.new_zeros(x_t.shape[0], self.n_heads, k.shape[-1], v.shape[-1])
+        S = state_zeros(k, x_t.shape[0], self.n_heads, k.shape[-1], v.shape[-1]) if state is None else state.memory
         for j in range(self.nh):
             g_j = g[:, :, 0] if j == 0 else torch.zeros_like(g[:, :, 0])
-            o, state = recurrent_delta_step(q[:, :, 0], k[:, :, 0, j], v[:, :, 0, j], beta[:, :, 0, j], g_j, state)
-        return self._output(o[:, :, None], x_t[:, None])[:, 0], state
+            o, S = recurrent_delta_step(q[:, :, 0], k[:, :, 0, j], v[:, :, 0, j], beta[:, :, 0, j], g_j, S)
+        seen = (0 if state is None else state.seen) + 1
+        return self._output(o[:, :, None], x_t[:, None])[:, 0], MatrixState(S, seen=seen)

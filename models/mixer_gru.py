@@ -5,35 +5,38 @@
 A classic GRU also feeds h_{t-1} into its gates, which makes it non-linear and sequential; the
 minGRU keeps the update/forget coupling (input gating) and is a diagonal linear recurrence.
 Chunked form: `chunk_scan` with decay 1 - z = sigmoid(-W_z x). Recurrent form: h.
+State: `DiagonalState` (memory h (B, d_inner)).
 """
 import math
 
 import torch.nn as nn
 
 from .chunked_scan import chunk_scan, recurrent_scan_step
+from .mixer_state import DiagonalState, Mixer
 
 TAXONOMY = dict(transition="data-dependent diagonal (1 - z_t)", input_gating="yes (z_t, coupled to the decay)",
                 channel_mixing="no", softmax="no", state="constant: d_inner")
 
 
-class GRUMixer(nn.Module):
+class GRUMixer(Mixer):
     def __init__(self, config):
         super().__init__()
         Di = config.expand * config.d_model
-        self.zh = nn.Linear(config.d_model, 2 * Di)
-        self.out = nn.Linear(Di, config.d_model, bias=False)
+        self.zh_proj = nn.Linear(config.d_model, 2 * Di)  # update gate z and candidate h~
+        self.o_proj = nn.Linear(Di, config.d_model, bias=False)
 
     def _gates(self, x):
-        u, h_tilde = self.zh(x).chunk(2, -1)
+        u, h_tilde = self.zh_proj(x).chunk(2, -1)
         z = u.sigmoid()
         return 1 - z, z * h_tilde
 
-    def forward(self, x):
+    def forward(self, x, state=None):
         a, b = self._gates(x)
-        h, _ = chunk_scan(a, b, chunk_size=max(8, int(math.sqrt(x.shape[1]))))
-        return self.out(h)
+        h, last = chunk_scan(a, b, chunk_size=max(8, int(math.sqrt(x.shape[1]))),
+                             initial_state=None if state is None else state.memory.to(b.dtype))
+        return self.o_proj(h), DiagonalState(last, seen=(0 if state is None else state.seen) + x.shape[1])
 
     def step(self, x_t, state):
         a, b = self._gates(x_t)
-        h = recurrent_scan_step(a, b, 0.0 if state is None else state)
-        return self.out(h), h
+        h = recurrent_scan_step(a, b, 0.0 if state is None else state.memory.to(b.dtype))
+        return self.o_proj(h), DiagonalState(h, seen=(0 if state is None else state.seen) + 1)

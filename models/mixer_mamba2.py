@@ -4,25 +4,28 @@
     out = W_o RMSNorm(y * silu(z))
 
 It is gated linear attention with q = C, k = B, v = dt * x: chunked form `chunk_gla` (scalar gate),
-recurrent form the d_state x d_head state per head, plus the conv window.
+recurrent form the d_state x d_head state per head, plus the conv window. State: `MatrixState`
+(memory (B, H, d_state, d_head), conv (B, d_inner + 2 d_state, conv_size - 1)).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .chunked_linear_attention import chunk_gla, recurrent_gla_step
-from .layers import RMSNorm, ShortConv, inverse_softplus, log_uniform
+from .layers import RMSNorm, ShortConv, inverse_softplus, log_uniform, state_zeros
+from .mixer_state import MatrixState, Mixer
 
 TAXONOMY = dict(transition="data-dependent scalar per head", input_gating="yes (dt scales the input)",
                 channel_mixing="no", softmax="no", state="constant: heads x d_state x d_head + conv window")
 
 
-class Mamba2Mixer(nn.Module):
+class Mamba2Mixer(Mixer):
     def __init__(self, config):
         super().__init__()
         D, Di, N, H = config.d_model, config.expand * config.d_model, config.d_state, config.n_heads
         self.sizes = (Di, N, H)
         self.chunk_size = config.chunk_size
+        self.time_step_range, self.A_init_range = (config.time_step_min, config.time_step_max), config.A_init_range
         self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
         self.in_proj = nn.Linear(D, 2 * Di + 2 * N + H, bias=False)
         self.conv = ShortConv(Di + 2 * N, config.conv_size)
@@ -30,43 +33,43 @@ class Mamba2Mixer(nn.Module):
         self.dt_bias = nn.Parameter(torch.empty(H))
         self.D = nn.Parameter(torch.empty(H))
         self.norm = RMSNorm(Di)
-        self.out_proj = nn.Linear(Di, D, bias=False)
+        self.o_proj = nn.Linear(Di, D, bias=False)
 
     def init_own_weights(self, init):
         H = self.A_log.shape[0]
-        init.copy_(self.A_log, torch.log(torch.empty(H).uniform_(1, 16)))
-        init.copy_(self.dt_bias, inverse_softplus(log_uniform(H, 1e-3, 1e-1)))
+        init.copy_(self.A_log, torch.log(torch.empty(H).uniform_(*self.A_init_range)))
+        init.copy_(self.dt_bias, inverse_softplus(log_uniform(H, *self.time_step_range)))
         init.ones_(self.D)
 
     def _split(self, u, conv_out):
         Di, N, H = self.sizes
         z, xbc, dt = self.in_proj(u).split([Di, Di + 2 * N, H], -1)
-        xbc, extra = conv_out(xbc)
+        xbc, window = conv_out(xbc)
         x, B, C = F.silu(xbc).split([Di, N, N], -1)
         dt = F.softplus(dt + self.dt_bias)
-        return z, x, B, C, dt, dt * -self.A_log.exp(), extra
+        return z, x, B, C, dt, dt * -self.A_log.exp(), window
 
     def _output(self, y, x, z):
         Di, _, H = self.sizes
-        y = y + self.D[:, None] * x.unflatten(-1, (H, -1))
-        return self.out_proj(self.norm(y.flatten(-2) * F.silu(z)))
+        y = y.to(x.dtype) + self.D[:, None] * x.unflatten(-1, (H, -1))
+        return self.o_proj(self.norm(y.flatten(-2) * F.silu(z)))
 
-    def forward(self, u):
-        z, x, B, C, dt, g, _ = self._split(u, lambda t: (self.conv(t), None))
+    def forward(self, u, state=None):
+        z, x, B, C, dt, g, window = self._split(u, lambda t: self.conv(t, None if state is None else state.conv))
         Di, N, H = self.sizes
         Bsz, T, _ = u.shape
         v = (x.view(Bsz, T, H, -1) * dt[..., None]).transpose(1, 2)
         q, k = (t[:, None].expand(Bsz, H, T, N) for t in (C, B))
-        y, _ = chunk_gla(q, k, v, g.transpose(1, 2)[..., None], self.chunk_size, fast=self.fast)
-        return self._output(y.transpose(1, 2), x, z)
+        y, memory = chunk_gla(q, k, v, g.transpose(1, 2)[..., None], self.chunk_size,
+                              initial_state=None if state is None else state.memory, fast=self.fast)
+        seen = (0 if state is None else state.seen) + T
+        return self._output(y.transpose(1, 2), x, z), MatrixState(memory, window, seen)
 
     def step(self, u_t, state):
-        window, S = (None, None) if state is None else (state["conv"], state["S"])
-        z, x, B, C, dt, g, window = self._split(u_t, lambda t: self.conv.step(t, window))
+        z, x, B, C, dt, g, window = self._split(u_t, lambda t: self.conv.step(t, None if state is None else state.conv))
         Di, N, H = self.sizes
         v = x.view(x.shape[0], H, -1) * dt[..., None]
-        if S is None:
-            S = u_t.new_zeros(u_t.shape[0], H, N, v.shape[-1])
+        S = state_zeros(v, u_t.shape[0], H, N, v.shape[-1]) if state is None else state.memory
         q, k = (t[:, None].expand(-1, H, N) for t in (C, B))
         y, S = recurrent_gla_step(q, k, v, g[..., None], S)
-        return self._output(y, x, z), {"conv": window, "S": S}
+        return self._output(y, x, z), MatrixState(S, window, (0 if state is None else state.seen) + 1)

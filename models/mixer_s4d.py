@@ -3,7 +3,9 @@
     h_t = exp(dt A) h_{t-1} + (exp(dt A) - 1) / A * x_t,      y_t = 2 Re(C . h_t) + D x_t
 
 Parallel form: the recurrence is a causal convolution with kernel K_l = 2 Re(C (exp(dtA)-1)/A
-exp(dtA)^l), applied with FFTs. Recurrent form: the complex state h (d_state / 2 modes).
+exp(dtA)^l), applied with FFTs; an entering state h0 adds 2 Re(C B_bar exp(dtA)^(t+1) h0) and
+leaves exp(dtA)^T h0 + sum_s exp(dtA)^(T-1-s) x_s (h kept without B_bar). Recurrent form: the
+complex state h (d_state / 2 modes). State: `DiagonalState` (memory (B, d_model, d_state / 2) complex).
 """
 import math
 
@@ -11,13 +13,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import log_uniform
+from .layers import at_least_fp32, log_uniform
+from .mixer_state import DiagonalState, Mixer
 
 TAXONOMY = dict(transition="fixed (diagonal, time-invariant)", input_gating="no",
                 channel_mixing="no (one SSM per channel)", softmax="no", state="constant: d_model x d_state/2 complex")
 
 
-class S4DMixer(nn.Module):
+class S4DMixer(Mixer):
     def __init__(self, config):
         super().__init__()
         H, N = config.d_model, config.d_state // 2
@@ -26,11 +29,12 @@ class S4DMixer(nn.Module):
         self.A_imag = nn.Parameter(torch.empty(H, N))
         self.C = nn.Parameter(torch.empty(H, N, 2))
         self.D = nn.Parameter(torch.empty(H))
-        self.out = nn.Linear(H, H)
+        self.o_proj = nn.Linear(H, H)
+        self.time_step_range = (config.time_step_min, config.time_step_max)
 
     def init_own_weights(self, init):
         H, N = self.A_imag.shape
-        init.copy_(self.log_dt, log_uniform(H, 1e-3, 1e-1).log())
+        init.copy_(self.log_dt, log_uniform(H, *self.time_step_range).log())
         init.constant_(self.log_A_real, math.log(0.5))
         init.copy_(self.A_imag, math.pi * torch.arange(N, dtype=torch.float32).expand(H, N))  # S4D-Lin
         init.normal_(self.C, std=0.5 ** 0.5)
@@ -41,19 +45,27 @@ class S4DMixer(nn.Module):
         dtA = A * self.log_dt.exp()[:, None]
         return dtA.exp(), torch.view_as_complex(self.C) * (dtA.exp() - 1) / A  # decay, C * B_bar
 
-    def forward(self, x):  # (B, T, H)
+    def forward(self, x, state=None):  # (B, T, H)
         T = x.shape[1]
         decay, CB = self._discrete()
-        powers = torch.exp(decay.log()[..., None] * torch.arange(T, device=x.device))  # (H, N, T)
-        kernel = 2 * torch.einsum("hn,hnl->hl", CB, powers).real  # (H, T)
+        powers = torch.exp(decay.log()[..., None] * torch.arange(T + 1, device=x.device))  # (H, N, T + 1)
+        kernel = 2 * torch.einsum("hn,hnl->hl", CB, powers[..., :T]).real  # (H, T)
         n = 2 * T
-        y = torch.fft.irfft(torch.fft.rfft(x.float().transpose(1, 2), n) * torch.fft.rfft(kernel, n), n)[..., :T]
+        (xf,) = at_least_fp32(x)
+        y = torch.fft.irfft(torch.fft.rfft(xf.transpose(1, 2), n) * torch.fft.rfft(kernel.to(xf.dtype), n), n)[..., :T]
+        xc = xf.to(decay.dtype)
+        h = torch.einsum("bth,hnt->bhn", xc, powers[..., :T].flip(-1))  # sum_s decay^(T-1-s) x_s
+        if state is not None:
+            h0 = state.memory.to(decay.dtype)
+            y = y + 2 * torch.einsum("hn,hnt,bhn->bht", CB, powers[..., 1:], h0).real
+            h = h + powers[..., T] * h0
         y = y.transpose(1, 2).to(x.dtype) + self.D * x
-        return self.out(F.gelu(y))
+        return self.o_proj(F.gelu(y)), DiagonalState(h, seen=(0 if state is None else state.seen) + T)
 
     def step(self, x_t, state):
         decay, CB = self._discrete()
-        h = torch.zeros(x_t.shape[0], *decay.shape, dtype=decay.dtype, device=x_t.device) if state is None else state
+        h = (torch.zeros(x_t.shape[0], *decay.shape, dtype=decay.dtype, device=x_t.device) if state is None
+             else state.memory)
         h = decay * h + x_t[..., None].to(decay.dtype)
         y = 2 * (CB * h).sum(-1).real.to(x_t.dtype) + self.D * x_t
-        return self.out(F.gelu(y)), h
+        return self.o_proj(F.gelu(y)), DiagonalState(h, seen=(0 if state is None else state.seen) + 1)

@@ -3,10 +3,15 @@
     input_ids -> one-hot (gap id -> zero vector) + uniform noise -> linear
               -> n_layers x (mixer -> dropout -> residual -> norm) -> linear classifier
 
-`forward(input_ids)` runs every mixer in its parallel/chunked form. `forward(input_ids,
-state=..., use_cache=True)` (or `recurrent=True`) runs the step-by-step recurrent form and returns
-the state, so a stream can be fed in pieces with constant memory (a growing KV cache for the
-attention mixers).
+`forward(input_ids)` runs every mixer in its parallel/chunked form. A stream can be fed in pieces:
+`use_cache=True` returns the state after the piece (a `SelectivBenchCache`: one mixer state per
+layer, see `mixer_state.py`), and `state=` continues from it, still in the chunked form: memory
+stays constant for the recurrent mixers (a growing KV cache for the attention mixers). The
+per-token loop of every mixer's `step` runs only when asked for (`recurrent=True`: the readable
+recurrence, used as the tests' oracle) or for a one-token piece.
+
+`models/` is shipped as the checkpoints' remote code: it must stay importable on its own (only
+relative imports of its own files, and the libraries transformers needs).
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.utils import ModelOutput
 
-from .configuration_selectivbench import SelectivBenchConfig
+from .configuration_selectivbench import IGNORE_INDEX, SelectivBenchConfig
 from .layers import RMSNorm
 from .mixer_deltanet import DeltaNetMixer
 from .mixer_fox import FoxMixer
@@ -34,6 +39,7 @@ from .mixer_mamba import MambaMixer
 from .mixer_mamba2 import Mamba2Mixer
 from .mixer_retnet import RetNetMixer
 from .mixer_s4d import S4DMixer
+from .mixer_state import SelectivBenchCache
 from .mixer_transformer import TransformerMixer
 
 MIXER_CLASSES = {
@@ -45,18 +51,19 @@ MIXER_CLASSES = {
 
 @dataclass
 class SelectivBenchModelOutput(ModelOutput):
-    """last_hidden_state (B, T, d_model); hidden_states per layer if asked; state if recurrent."""
+    """last_hidden_state (B, T, d_model); hidden_states (the input layer's output, then every
+    block's) when asked; state (a SelectivBenchCache) when use_cache."""
 
     last_hidden_state: Optional[torch.FloatTensor] = None
     hidden_states: Optional[tuple[torch.FloatTensor, ...]] = None
-    state: Optional[list] = None
+    state: Optional[SelectivBenchCache] = None
 
 
 @dataclass
 class SelectivBenchTokenClassifierOutput(TokenClassifierOutput):
-    """TokenClassifierOutput plus the recurrent state (when run step by step)."""
+    """TokenClassifierOutput plus the state after the last step (a SelectivBenchCache) when use_cache."""
 
-    state: Optional[list] = None
+    state: Optional[SelectivBenchCache] = None
 
 
 class OneHotInput(nn.Module):
@@ -92,8 +99,9 @@ class SelectivBenchBlock(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.norm = nn.LayerNorm(config.d_model) if config.norm == "layernorm" else RMSNorm(config.d_model)
 
-    def forward(self, x):
-        return self.norm(x + self.dropout(self.mixer(x)))
+    def forward(self, x, state=None):
+        y, state = self.mixer(x, state)
+        return self.norm(x + self.dropout(y)), state
 
     def step(self, x_t, state):
         y, state = self.mixer.step(x_t, state)
@@ -143,29 +151,87 @@ class SelectivBenchModel(SelectivBenchPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids, input_noise=None, state=None, use_cache=None, recurrent=False,
-                output_hidden_states=None, return_dict=None, element_index=None, **unused):
-        """input_ids (B, T) with the gap id `vocab_size`; input_noise (B, T, vocab_size) or None to
-        draw U[0, config.input_noise); element_index is accepted (and ignored) for the metric."""
-        if input_noise is None and self.config.input_noise > 0:
+                output_hidden_states=None, return_dict=None, attention_mask=None, element_index=None, index=None):
+        """input_ids (B, T): symbols 0..vocab_size-1, and the silent gap id `vocab_size`.
+
+        input_noise (B, T, vocab_size): noise added to the one-hot inputs. None: in training mode
+            U[0, config.input_noise) is drawn; in eval mode no noise is added (deterministic).
+        state: a SelectivBenchCache from an earlier call (use_cache=True); the pieces fed with the
+            carried state give the outputs of one pass over the whole stream.
+        use_cache: return the state after the last step (default: True when a state was passed).
+        recurrent: run the per-token loop of every mixer's `step` instead of the chunked form
+            (same outputs; the readable recurrence). A one-token piece always takes it.
+        output_hidden_states: also return the input layer's output and every block's (both forms).
+        return_dict: False returns a tuple of the non-None outputs, as transformers models do.
+        attention_mask: the models are causal, so a right-padding mask (ones, then zeros) needs no
+            masking and is accepted when no state is returned; any other mask raises ValueError.
+        element_index, index: dataset columns the metric and the collator use; not model inputs.
+        """
+        use_cache = state is not None if use_cache is None else use_cache
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        self._check_inputs(input_ids, input_noise, state, attention_mask, use_cache)
+        if input_noise is None and self.training and self.config.input_noise > 0:
             input_noise = torch.rand(*input_ids.shape, self.config.vocab_size, device=input_ids.device)
             input_noise = input_noise * self.config.input_noise
         x = self.embed(input_ids, input_noise)
-        hidden = [x] if output_hidden_states else None
-        if recurrent or use_cache or state is not None:
-            state = list(state) if state is not None else [None] * len(self.layers)
-            outs = []
-            for x_t in x.unbind(1):
-                for i, layer in enumerate(self.layers):
-                    x_t, state[i] = layer.step(x_t, state[i])
-                outs.append(x_t)
-            x = torch.stack(outs, 1)
+        states = list(state) if state is not None else [None] * len(self.layers)
+        if x.shape[0] == 0 or x.shape[1] == 0:  # nothing to mix: the state stays as it is
+            hidden = [x] * (len(self.layers) + 1)
+        elif recurrent or x.shape[1] == 1:
+            x, hidden = self._recurrent(x, states)
         else:
-            for layer in self.layers:
-                x = layer(x)
-                if hidden is not None:
-                    hidden.append(x)
-        return SelectivBenchModelOutput(last_hidden_state=x, hidden_states=tuple(hidden) if hidden else None,
-                                        state=state)
+            hidden = [x]
+            for i, layer in enumerate(self.layers):
+                x, states[i] = layer(x, states[i])
+                hidden.append(x)
+        out = SelectivBenchModelOutput(last_hidden_state=x,
+                                       hidden_states=tuple(hidden) if output_hidden_states else None,
+                                       state=SelectivBenchCache(states) if use_cache else None)
+        return out if return_dict else out.to_tuple()
+
+    def _recurrent(self, x, states):
+        """The per-token loop; fills `states` in place. Returns the last hidden states and every layer's."""
+        per_layer = [[] for _ in range(len(self.layers) + 1)]
+        for x_t in x.unbind(1):
+            per_layer[0].append(x_t)
+            for i, layer in enumerate(self.layers):
+                x_t, states[i] = layer.step(x_t, states[i])
+                per_layer[i + 1].append(x_t)
+        hidden = [torch.stack(steps, 1) for steps in per_layer]
+        return hidden[-1], hidden
+
+    def _check_inputs(self, input_ids, input_noise, state, attention_mask, use_cache):
+        """One clear error before any work."""
+        V = self.config.vocab_size
+        if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.is_floating_point():
+            raise ValueError(f"input_ids={_describe(input_ids)} is invalid: allowed an integer tensor (batch, time)")
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() > V):
+            bad = input_ids[(input_ids < 0) | (input_ids > V)][0].item()
+            raise ValueError(f"input_ids contains {bad}: allowed 0..{V - 1} (symbols, vocab_size={V}) "
+                             f"and {V} (the silent gap id)")
+        if input_noise is not None and (not torch.is_tensor(input_noise)
+                                        or tuple(input_noise.shape) != (*input_ids.shape, V)):
+            raise ValueError(f"input_noise={_describe(input_noise)} is invalid: allowed a tensor of shape "
+                             f"{(*input_ids.shape, V)} (batch, time, vocab_size)")
+        if state is not None:
+            if not isinstance(state, SelectivBenchCache) or len(state) != len(self.layers):
+                raise ValueError(f"state={_describe(state)} is invalid: allowed a SelectivBenchCache of "
+                                 f"{len(self.layers)} layers returned with use_cache=True")
+            if state.batch_size() not in (None, input_ids.shape[0]):
+                raise ValueError(f"state batch size {state.batch_size()} is invalid: allowed the batch size of "
+                                 f"input_ids, {input_ids.shape[0]}")
+        if attention_mask is not None:
+            mask = torch.as_tensor(attention_mask, device=input_ids.device)
+            right_padding = mask.shape == input_ids.shape and bool(((mask == 0) | (mask == 1)).all()) and bool(
+                (mask[:, 1:] <= mask[:, :-1]).all())
+            if not right_padding or (use_cache and not bool(mask.all())):
+                raise ValueError("attention_mask is invalid: allowed None, or ones then zeros per row (right "
+                                 "padding: the models are causal, padded steps never reach earlier outputs), "
+                                 "and all ones when use_cache returns the state")
+
+
+def _describe(value):
+    return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}" if torch.is_tensor(value) else repr(value)
 
 
 class SelectivBenchForTokenClassification(SelectivBenchPreTrainedModel):
@@ -176,12 +242,25 @@ class SelectivBenchForTokenClassification(SelectivBenchPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids, labels=None, input_noise=None, state=None, use_cache=None, recurrent=False,
-                output_hidden_states=None, return_dict=None, element_index=None, **unused):
-        out = self.model(input_ids, input_noise=input_noise, state=state, use_cache=use_cache,
-                         recurrent=recurrent, output_hidden_states=output_hidden_states)
+                output_hidden_states=None, return_dict=None, attention_mask=None, element_index=None, index=None):
+        """As `SelectivBenchModel.forward`, plus labels (B, T) with IGNORE_INDEX (-100) at skipped steps:
+        the loss is the mean cross-entropy over the other steps (0.0 when every step is ignored)."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if labels is not None and (not torch.is_tensor(labels) or labels.shape != input_ids.shape):
+            raise ValueError(f"labels={_describe(labels)} is invalid: allowed a tensor shaped like input_ids, "
+                             f"{tuple(input_ids.shape)}")
+        out = self.model(input_ids, input_noise=input_noise, state=state, use_cache=use_cache, recurrent=recurrent,
+                         output_hidden_states=output_hidden_states, return_dict=True, attention_mask=attention_mask)
         logits = self.classifier(out.last_hidden_state)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        return SelectivBenchTokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                                  state=out.state)
+        loss = None if labels is None else token_loss(logits, labels)
+        result = SelectivBenchTokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                                    state=out.state)
+        return result if return_dict else result.to_tuple()
+
+
+def token_loss(logits, labels):
+    """Mean cross-entropy over the steps whose label is not IGNORE_INDEX; 0.0 (with zero gradients)
+    when there are none, where a plain mean would give 0 / 0 = nan."""
+    total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                            reduction="sum")
+    return total / (labels != IGNORE_INDEX).sum().clamp_min(1)

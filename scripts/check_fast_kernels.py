@@ -5,7 +5,9 @@ library is missing are listed and skipped. fla runs on half precision, so every 
 bf16 autocast with use_fast_kernels=False (reference, computed in float32 inside the kernels) and
 True (fla / mamba-ssm) on the same weights: logits and gradients must agree to bf16 precision, and
 forward+backward tokens/s of both are printed. Then every mixer's chunked form on CUDA (fast path
-on) is checked against its step-by-step recurrent form.
+on) is checked against its step-by-step recurrent form, and against the same sequence fed in
+pieces of 1, 7, 64 and the rest steps with the carried state (the kernels' initial_state /
+output_final_state; mamba-ssm's kernel starts from zero and the glue adds the entering state).
 
     python scripts/check_fast_kernels.py [--batch 8 --seq 1024]
 """
@@ -79,14 +81,20 @@ def main():
         print(f"| `{m}` | {rel(lf, lr):.2e} | {g_err:.2e} | {tokens_per_s(ref, ids, labels):,.0f} | "
               f"{tokens_per_s(fast, ids, labels):,.0f} |", flush=True)
     short = ids[:2, :96]
-    recurrent_worst = 0.0
+    recurrent_worst = stream_worst = 0.0
     for m in MIXERS:
         model = build(m, True, dev).eval()
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
             a, b = model(short).logits.float(), model(short, recurrent=True).logits.float()
-        recurrent_worst = max(recurrent_worst, rel(a, b))
-        print(f"cuda chunked vs recurrent `{m}`: {rel(a, b):.2e}")
-    print(f"worst_fast_vs_reference={worst:.2e} worst_chunked_vs_recurrent_cuda={recurrent_worst:.2e}")
+            state, pieces = None, []
+            for start, stop in ((0, 1), (1, 8), (8, 72), (72, 96)):
+                out = model(short[:, start:stop], state=state, use_cache=True)
+                state, pieces = out.state, pieces + [out.logits.float()]
+            streamed = torch.cat(pieces, 1)
+        recurrent_worst, stream_worst = max(recurrent_worst, rel(a, b)), max(stream_worst, rel(streamed, a))
+        print(f"cuda chunked vs recurrent `{m}`: {rel(a, b):.2e}; streamed in pieces vs one pass: {rel(streamed, a):.2e}")
+    print(f"worst_fast_vs_reference={worst:.2e} worst_chunked_vs_recurrent_cuda={recurrent_worst:.2e} "
+          f"worst_streamed_vs_one_pass_cuda={stream_worst:.2e}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""Every mixer: chunked = recurrent, causal, trainable, saved and reloaded (also as remote code)."""
+"""Every mixer: chunked = recurrent = streamed in pieces, causal, trainable, saved and reloaded
+(also as remote code); the model API's edges (empty batches, bad ids, ignored labels, arguments)."""
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from selectivbench.models import (MIXERS, SelectivBenchConfig, SelectivBenchForTokenClassification,
-                                  SelectivBenchModel, taxonomy_markdown)
+from selectivbench.models import (IGNORE_INDEX, MIXER_CLASSES, MIXERS, AttentionState, DiagonalState, MatrixState,
+                                  Mixer, SelectivBenchCache, SelectivBenchConfig,
+                                  SelectivBenchForTokenClassification, SelectivBenchModel, taxonomy_markdown)
 from selectivbench.models.modeling_selectivbench import OneHotInput
 
 from helpers import assert_loads_without_selectivbench
@@ -109,20 +111,33 @@ def test_input_layer_is_one_hot_plus_noise_through_a_linear_map():
     assert gap.any() and torch.allclose(layer(ids)[gap], layer.bias.expand(int(gap.sum()), -1))
 
 
-def test_model_draws_its_own_noise_when_given_none():
+def test_model_draws_its_own_noise_in_training_mode_only():
+    """Training mode draws U[0, input_noise) when no noise is passed; eval mode adds none, so it
+    is deterministic and equals the model fed zero noise."""
     model = make("gru", input_noise=0.2)
     ids, _ = batch()
     with torch.no_grad():
-        a, b = model(ids).logits, model(ids).logits
-        c, d = model(ids, input_noise=torch.zeros(*ids.shape, V)).logits, make("gru")(ids).logits
-    assert not torch.allclose(a, b) and torch.allclose(c, d, atol=1e-6)
+        noiseless = make("gru")(ids).logits
+        a, b = model.train()(ids).logits, model(ids).logits
+        c, d = model.eval()(ids).logits, model(ids).logits
+    assert not torch.allclose(a, b) and not torch.allclose(a, noiseless, atol=1e-3)
+    assert torch.equal(c, d) and torch.allclose(c, noiseless, atol=1e-6)
 
 
 @pytest.mark.parametrize("field, value, message", [
     ("mixer", "lstm", "mixer='lstm' is invalid: allowed one of"),
     ("d_model", 30, "d_model=30 is invalid: allowed a multiple of n_heads=4"),
     ("n_layers", 0, "n_layers=0 is invalid: allowed an integer >= 1"),
-    ("input_noise", -0.1, r"input_noise=-0.1 is invalid: allowed \[0.0, 1.0\]"),
+    ("n_layers", 2.0, "n_layers=2.0 is invalid: allowed an integer >= 1"),
+    ("d_state", True, "d_state=True is invalid: allowed an integer >= 1"),
+    ("input_noise", -0.1, r"input_noise=-0.1 is invalid: allowed a real number in \[0.0, 1.0\]"),
+    ("input_noise", "0.2", r"input_noise='0.2' is invalid: allowed a real number in \[0.0, 1.0\]"),
+    ("dropout", float("nan"), r"dropout=nan is invalid: allowed a real number in \[0.0, 1.0\)"),
+    ("rope_theta", "1e4", r"rope_theta='1e4' is invalid: allowed a real number in \(0.0, inf\)"),
+    ("time_step_max", 1e-4, r"time_step_max=0.0001 is invalid: allowed a real number in \[0.001, inf\)"),
+    ("A_init_range", (16, 1), r"A_init_range=\(16, 1\) is invalid: allowed a pair \(low, high\)"),
+    ("use_fast_kernels", 1, "use_fast_kernels=1 is invalid: allowed True or False"),
+    ("initializer_range", 0, r"initializer_range=0 is invalid: allowed a real number in \(0.0, inf\)"),
     ("norm", "batchnorm", "norm='batchnorm' is invalid"),
     ("num_labels", 1, "num_labels=1 is invalid"),
 ])
@@ -166,3 +181,167 @@ def test_checkpoint_loads_as_remote_code_without_selectivbench(tmp_path):
     modules = {p.name for p in Path(pkg.__file__).parent.glob("*.py")} - {"__init__.py", "taxonomy.py"}
     assert modules <= {p.name for p in ckpt.glob("*.py")}
     assert_loads_without_selectivbench(ckpt, model, tmp_path, V)
+
+
+STATE_TYPES = {"transformer": AttentionState, "fox": AttentionState, "s4d": DiagonalState, "mamba": DiagonalState,
+               "gru": DiagonalState}
+
+
+def _pieces(T, seed):
+    """Pieces of 1, 7, 64 steps and the rest, in a random order: every form hands its state to every other."""
+    sizes = [1, 7, 64, T - 72]
+    order = torch.randperm(4, generator=torch.Generator().manual_seed(seed)).tolist()
+    bounds = torch.tensor([0] + [sizes[i] for i in order]).cumsum(0).tolist()
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_stream_fed_in_pieces_equals_one_pass_forward_and_gradients(mixer):
+    """float64: the logits of a stream fed in pieces with the carried state, and the gradients of
+    a loss on them, equal one chunked pass (which itself equals the per-token recurrence)."""
+    model = make(mixer).double()
+    ids, noise = batch(T=85, seed=4)
+    noise = noise.double()
+    weights = torch.randn(2, 85, LABELS, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    def logits_and_grads(pieces):
+        model.zero_grad()
+        state, outs = None, []
+        for a, b in pieces:
+            out = model(ids[:, a:b], input_noise=noise[:, a:b], state=state, use_cache=True)
+            state, outs = out.state, outs + [out.logits]
+        logits = torch.cat(outs, 1)
+        (logits * weights).sum().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, state
+
+    one_logits, one_grads, one_state = logits_and_grads([(0, 85)])
+    logits, grads, state = logits_and_grads(_pieces(85, seed=MIXERS.index(mixer)))
+    with torch.no_grad():
+        recurrent = model(ids, input_noise=noise, recurrent=True).logits
+    assert torch.allclose(one_logits, recurrent, atol=1e-10, rtol=0)
+    assert torch.allclose(logits, one_logits, atol=1e-10, rtol=0)
+    for name, g in one_grads.items():
+        assert torch.allclose(grads[name], g, atol=1e-9 * max(1.0, g.abs().max().item()), rtol=0), name
+    assert isinstance(state, SelectivBenchCache) and state.seen == 85 and len(state) == 2
+    assert all(type(s) is STATE_TYPES.get(mixer, MatrixState) for s in state)
+    for s, s_one in zip(state, one_state):
+        for t, t_one in zip(s.tensors(), s_one.tensors()):
+            assert torch.allclose(t, t_one, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_every_mixer_follows_the_protocol_and_fla_names(mixer):
+    model = make(mixer)
+    mixer_module = model.model.layers[0].mixer
+    assert isinstance(mixer_module, Mixer) and type(mixer_module) is MIXER_CLASSES[mixer]
+    names = {n.split(".")[4] for n, _ in model.named_parameters() if n.startswith("model.layers.0.mixer.")}
+    assert "o_proj" in names  # the output projection: one name across mixers (fla's)
+    assert not names & {"out", "out_proj", "gate", "gate_proj", "forget", "qkv", "qkvg", "vg", "qk", "zh"}
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+@pytest.mark.parametrize("shape", [(2, 0), (0, 5), (0, 0)])
+def test_empty_batches_give_empty_logits(mixer, shape):
+    model = make(mixer)
+    ids = torch.zeros(shape, dtype=torch.long)
+    out = model(ids, labels=torch.full(shape, IGNORE_INDEX), use_cache=True, output_hidden_states=True)
+    assert out.logits.shape == (*shape, LABELS) and out.loss.item() == 0.0
+    assert len(out.hidden_states) == 3 and all(h.shape == (*shape, 32) for h in out.hidden_states)
+    assert isinstance(out.state, SelectivBenchCache) and out.state.seen == 0
+
+
+@pytest.mark.parametrize("bad", [-1, V + 1])
+def test_ids_outside_the_vocabulary_raise(bad):
+    ids, _ = batch()
+    ids[1, 5] = bad
+    with pytest.raises(ValueError, match=rf"input_ids contains {bad}: allowed 0..{V - 1} \(symbols, "
+                                         rf"vocab_size={V}\) and {V} \(the silent gap id\)"):
+        make("gla")(ids)
+
+
+def test_all_ignored_labels_give_a_zero_loss_and_zero_gradients():
+    model = make("mamba2").train()
+    ids, noise = batch()
+    out = model(ids, input_noise=noise, labels=torch.full_like(ids, IGNORE_INDEX))
+    out.loss.backward()
+    assert out.loss.item() == 0.0
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def test_return_dict_false_gives_the_tuple_transformers_gives():
+    model = make("deltanet")
+    ids, noise = batch()
+    labels = torch.randint(0, LABELS, ids.shape)
+    with torch.no_grad():
+        out = model(ids, input_noise=noise, labels=labels, use_cache=True)
+        loss, logits, state = model(ids, input_noise=noise, labels=labels, use_cache=True, return_dict=False)
+        (hidden,) = model.model(ids, input_noise=noise, return_dict=False)
+    assert torch.equal(loss, out.loss) and torch.equal(logits, out.logits) and isinstance(state, SelectivBenchCache)
+    assert torch.equal(hidden, model.model(ids, input_noise=noise).last_hidden_state)
+
+
+def test_attention_mask_right_padding_is_honoured_and_any_other_mask_rejected():
+    model = make("gated_deltanet")
+    ids, noise = batch()
+    mask = torch.ones_like(ids)
+    mask[0, 30:] = 0  # right padding: causal outputs before it are unchanged
+    with torch.no_grad():
+        assert torch.equal(model(ids, input_noise=noise, attention_mask=mask).logits,
+                           model(ids, input_noise=noise).logits)
+    left = mask.flip(1)
+    for bad, kwargs in [(left, {}), (mask, {"use_cache": True}), (mask[:, :5], {})]:
+        with pytest.raises(ValueError, match="attention_mask is invalid: allowed None, or ones then zeros"):
+            model(ids, attention_mask=bad, **kwargs)
+
+
+def test_unknown_arguments_are_rejected():
+    ids, _ = batch()
+    with pytest.raises(TypeError, match="head_mask"):
+        make("gla")(ids, head_mask=None)
+
+
+def test_state_of_another_batch_size_is_rejected():
+    model = make("gla")
+    ids, _ = batch()
+    state = model(ids, use_cache=True).state
+    with pytest.raises(ValueError, match="state batch size 2 is invalid: allowed the batch size of input_ids, 1"):
+        model(ids[:1], state=state)
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_hidden_states_on_both_paths(recurrent):
+    model = make("mamba")
+    ids, noise = batch()
+    with torch.no_grad():
+        out = model.model(ids, input_noise=noise, output_hidden_states=True, recurrent=recurrent)
+        chunked = model.model(ids, input_noise=noise, output_hidden_states=True)
+    assert len(out.hidden_states) == 3 and torch.equal(out.hidden_states[-1], out.last_hidden_state)
+    assert torch.equal(out.hidden_states[0], model.model.embed(ids, noise))
+    for h, h_chunked in zip(out.hidden_states, chunked.hidden_states):
+        assert torch.allclose(h, h_chunked, atol=1e-5)
+
+
+def test_paper_block_choices():
+    heads = {d: SelectivBenchConfig.paper_heads(d) for d in (256, 384, 512, 648, 768, 960, 1024, 1152, 1296)}
+    assert heads == {256: 4, 384: 4, 512: 4, 648: 8, 768: 8, 960: 8, 1024: 8, 1152: 16, 1296: 16}
+    assert [SelectivBenchConfig.paper_d_state(m, t) for m, t in [("gla", "complexity"), ("gla", "distractor"),
+                                                                 ("mamba", "gapped"), ("mamba2", "generalization")]
+            ] == [128, 64, 64, 128]
+    assert [SelectivBenchConfig.paper_transformer_width(d) for d in (648, 1296, 512)] == [768, 1280, 512]
+    assert SelectivBenchConfig().norm == "layernorm"
+    with pytest.raises(ValueError, match="task='copy' is invalid: allowed one of"):
+        SelectivBenchConfig.paper_d_state("gla", "copy")
+    with pytest.raises(ValueError, match="d_model=0 is invalid"):
+        SelectivBenchConfig.paper_heads(0)
+
+
+def test_init_ranges_come_from_the_config():
+    torch.manual_seed(0)
+    cfg = SelectivBenchConfig(mixer="mamba2", d_model=32, n_heads=4, d_state=8, time_step_min=0.01,
+                              time_step_max=0.02, A_init_range=(2.0, 3.0))
+    mixer = SelectivBenchModel(cfg).layers[0].mixer
+    dt = torch.nn.functional.softplus(mixer.dt_bias)
+    assert ((dt > 0.01 - 1e-6) & (dt < 0.02 + 1e-6)).all()
+    assert ((mixer.A_log.exp() >= 2.0 - 1e-5) & (mixer.A_log.exp() <= 3.0 + 1e-5)).all()
+    again = SelectivBenchConfig.from_dict(cfg.to_dict())
+    assert again.A_init_range == (2.0, 3.0)

@@ -1,0 +1,146 @@
+"""The mixer protocol and the state each mixer family carries from one piece of a stream to the next.
+
+Every token mixer is a `Mixer`:
+
+    forward(x (B, T, D), state=None) -> (y (B, T, D), state)    chunked / parallel form
+    step(x_t (B, D), state)          -> (y_t (B, D), state)      one step: the readable recurrence,
+                                                                  and the oracle the tests check forward against
+
+`state=None` means "nothing seen yet". Both return the state after the last step, in the family's
+type below, and each accepts the other's state: a stream may be fed in pieces of any length, and
+the concatenated outputs equal one pass over the whole stream.
+
+States are values for the recurrent families (a new object each call; the old one stays valid).
+An `AttentionState` appends to a shared buffer when no gradient is recorded, so feed each
+attention state once (a second continuation from the same state would overwrite the first's keys).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+
+class Mixer(nn.Module):
+    """Base class of the token mixers (see the module docstring for the protocol)."""
+
+    def forward(self, x: torch.Tensor, state=None):
+        raise NotImplementedError(f"{type(self).__name__} must define its chunked forward(x, state)")
+
+    def step(self, x_t: torch.Tensor, state):
+        raise NotImplementedError(f"{type(self).__name__} must define its recurrent step(x_t, state)")
+
+
+class AttentionState:
+    """State of the attention family (transformer, fox): the keys and values of every step seen.
+
+    Layout: `keys`, `values` (B, H, t, d_head) after t steps; fox adds `log_forget` (B, H, t, 1), the
+    cumulative log forget gate c_s of every cached step (float32 at least). `seen` = t.
+    Without autograd the tensors live in buffers that double when full, so a stream of T steps
+    copies O(T) elements instead of O(T^2); with autograd each append is a fresh concatenation (an
+    in-place write would clobber tensors saved for backward).
+    """
+
+    def __init__(self, *tensors: torch.Tensor):
+        self.length = tensors[0].shape[2]
+        self.buffers = list(tensors)
+
+    @property
+    def seen(self) -> int:
+        return self.length
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [b[:, :, : self.length] for b in self.buffers]
+
+    @property
+    def keys(self) -> torch.Tensor:
+        return self.tensors()[0]
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.tensors()[1]
+
+    @property
+    def log_forget(self) -> Optional[torch.Tensor]:
+        return self.tensors()[2] if len(self.buffers) > 2 else None
+
+    def append(self, *tensors: torch.Tensor) -> "AttentionState":
+        """A state holding the old steps then `tensors` (each (B, H, n, .), in the buffers' order)."""
+        n = tensors[0].shape[2]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (*tensors, *self.buffers)):
+            return AttentionState(*(torch.cat([old, new.to(old.dtype)], 2) for old, new in zip(self.tensors(), tensors)))
+        buffers = self.buffers
+        if self.length + n > buffers[0].shape[2]:
+            cap = max(2 * buffers[0].shape[2], self.length + n)
+            buffers = [torch.cat([b[:, :, : self.length], b.new_empty(*b.shape[:2], cap - self.length, *b.shape[3:])],
+                                 2) for b in buffers]
+        for b, t in zip(buffers, tensors):
+            b[:, :, self.length:self.length + n] = t
+        grown = AttentionState(*buffers)
+        grown.length = self.length + n
+        return grown
+
+
+@dataclass
+class MatrixState:
+    """State of the linear-attention family (retnet, gla, mamba2, deltanet, gated_deltanet,
+    gated_deltaproduct): one K x V matrix memory per head, read as o_t = S_t^T q_t.
+
+    Layout: `memory` (B, H, K, V), float32 at least (K: key size, or d_state for mamba2; V: head
+    size); `conv` (B, C, conv_size - 1) the last inputs of mamba2's short convolution (None for the
+    others); `seen` the number of steps consumed (retnet's rotary positions continue from it).
+    """
+
+    memory: torch.Tensor
+    conv: Optional[torch.Tensor] = None
+    seen: int = 0
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.memory, self.conv) if t is not None]
+
+
+@dataclass
+class DiagonalState:
+    """State of the diagonal (element-wise) family (s4d, mamba, gru): one memory per channel.
+
+    Layout of `memory`: gru (B, d_inner); mamba (B, d_inner, d_state), float32 at least; s4d
+    (B, d_model, d_state / 2) complex, before the output map C. `conv` (B, d_inner, conv_size - 1)
+    the last inputs of mamba's short convolution (None for the others); `seen` the steps consumed.
+    """
+
+    memory: torch.Tensor
+    conv: Optional[torch.Tensor] = None
+    seen: int = 0
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.memory, self.conv) if t is not None]
+
+
+class SelectivBenchCache:
+    """The model's state: one mixer state per layer (None for a layer that has seen nothing), in the
+    spirit of transformers' `Cache`. `seen` is the number of steps consumed; `nbytes()` the memory
+    the carried tensors take (a KV cache counts what it holds, not its spare capacity)."""
+
+    def __init__(self, layers: list):
+        self.layers = list(layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    @property
+    def seen(self) -> int:
+        return next((s.seen for s in self.layers if s is not None), 0)
+
+    def batch_size(self) -> Optional[int]:
+        return next((s.tensors()[0].shape[0] for s in self.layers if s is not None), None)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for s in self.layers if s is not None for t in s.tensors())

@@ -10,7 +10,6 @@ MIXERS = ("transformer", "s4d", "retnet", "mamba", "mamba2", "gla", "deltanet", 
           "gated_deltaproduct", "gru", "fox")
 NORMS = ("layernorm", "rmsnorm")
 IGNORE_INDEX = -100  # label of steps the loss and the metrics skip (padding), as in transformers
-PAPER_TASKS = ("complexity", "gapped", "distractor", "generalization")
 
 
 class SelectivBenchConfig(PretrainedConfig):
@@ -143,31 +142,3 @@ class SelectivBenchConfig(PretrainedConfig):
             bad("use_fast_kernels", "True or False")
         if self.initializer_range is not None:
             real_in("initializer_range", 0.0, math.inf, low_open=True, high_open=True)
-
-    @staticmethod
-    def paper_heads(d_model: int) -> int:
-        """The paper's head count for a width (its RecNet rule): 4 when d_model / 128 <= 4, else the
-        smallest power of two >= 4 whose head size d_model / h is at most 128."""
-        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
-            raise ValueError(f"d_model={d_model!r} is invalid: allowed an integer >= 1")
-        heads = 4
-        while d_model / heads > 128:
-            heads *= 2
-        return heads
-
-    @staticmethod
-    def paper_d_state(mixer: str, task: str) -> int:
-        """The paper's state size: 128; 64 for the distractor task (task 3) and for mamba."""
-        if mixer not in MIXERS:
-            raise ValueError(f"mixer={mixer!r} is invalid: allowed one of {MIXERS}")
-        if task not in PAPER_TASKS:
-            raise ValueError(f"task={task!r} is invalid: allowed one of {PAPER_TASKS}")
-        return 64 if mixer == "mamba" or task == "distractor" else 128
-
-    @staticmethod
-    def paper_transformer_width(d_model: int) -> int:
-        """The paper's transformer width for a sweep width: 648 -> 768 and 1296 -> 1280, every other
-        width unchanged (the paper's sweeps also skip 960 for the transformer)."""
-        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
-            raise ValueError(f"d_model={d_model!r} is invalid: allowed an integer >= 1")
-        return {648: 768, 1296: 1280}.get(d_model, d_model)

@@ -321,20 +321,6 @@ def test_hidden_states_on_both_paths(recurrent):
         assert torch.allclose(h, h_chunked, atol=1e-5)
 
 
-def test_paper_block_choices():
-    heads = {d: SelectivBenchConfig.paper_heads(d) for d in (256, 384, 512, 648, 768, 960, 1024, 1152, 1296)}
-    assert heads == {256: 4, 384: 4, 512: 4, 648: 8, 768: 8, 960: 8, 1024: 8, 1152: 16, 1296: 16}
-    assert [SelectivBenchConfig.paper_d_state(m, t) for m, t in [("gla", "complexity"), ("gla", "distractor"),
-                                                                 ("mamba", "gapped"), ("mamba2", "generalization")]
-            ] == [128, 64, 64, 128]
-    assert [SelectivBenchConfig.paper_transformer_width(d) for d in (648, 1296, 512)] == [768, 1280, 512]
-    assert SelectivBenchConfig().norm == "layernorm"
-    with pytest.raises(ValueError, match="task='copy' is invalid: allowed one of"):
-        SelectivBenchConfig.paper_d_state("gla", "copy")
-    with pytest.raises(ValueError, match="d_model=0 is invalid"):
-        SelectivBenchConfig.paper_heads(0)
-
-
 def test_init_ranges_come_from_the_config():
     torch.manual_seed(0)
     cfg = SelectivBenchConfig(mixer="mamba2", d_model=32, n_heads=4, d_state=8, time_step_min=0.01,

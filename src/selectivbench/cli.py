@@ -285,10 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_distributed() -> None:
+    """Under `accelerate launch`, leave the process group before exit: a gloo group torn down by
+    the interpreter's exit can abort a rank ('terminate called without an active exception')."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        _close_distributed()
     except KeyboardInterrupt:
         print("selectivbench: error: interrupted", file=sys.stderr)
         return 130

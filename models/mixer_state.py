@@ -16,6 +16,7 @@ attention state once (a second continuation from the same state would overwrite 
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,14 +24,17 @@ import torch
 import torch.nn as nn
 
 
-class Mixer(nn.Module):
-    """Base class of the token mixers (see the module docstring for the protocol)."""
+class Mixer(nn.Module, abc.ABC):
+    """Base class of the token mixers (see the module docstring for the protocol): a mixer that
+    lacks either form cannot be built."""
 
+    @abc.abstractmethod
     def forward(self, x: torch.Tensor, state=None):
-        raise NotImplementedError(f"{type(self).__name__} must define its chunked forward(x, state)")
+        """The chunked / parallel form: (y, state after the last step)."""
 
+    @abc.abstractmethod
     def step(self, x_t: torch.Tensor, state):
-        raise NotImplementedError(f"{type(self).__name__} must define its recurrent step(x_t, state)")
+        """One step of the plain recurrence: (y_t, state)."""
 
 
 class AttentionState:

@@ -7,7 +7,6 @@ the current symbol. Outgoing edges of a state are equally likely. State 0 and sy
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,10 +78,9 @@ class Grammar:
 
     def save(self, path) -> None:
         """Write the JSON atomically: a reader never sees half a file."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_json_dict(), indent=1))
-        os.replace(tmp, path)
+        from ..atomic import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_json_dict(), indent=1))
 
     @classmethod
     def from_json_dict(cls, d: dict, source: str = "grammar JSON") -> "Grammar":

@@ -12,7 +12,6 @@ pure function of (params, seed, split, index) whatever the batch, shard or proce
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -118,7 +118,7 @@ def cmd_inspect(args) -> None:
           f"step {c['step_accuracy']:.4f}")
     print(render_sample(s))
     if args.grammar_json:
-        from .run_state import atomic_write_text
+        from .atomic import atomic_write_text
 
         atomic_write_text(args.grammar_json, json.dumps(g.to_json_dict(), indent=1))
         print(f"grammar written to {args.grammar_json}")

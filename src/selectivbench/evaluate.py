@@ -74,7 +74,10 @@ def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_di
                              "parameters are given (without them each checkpoint is scored on its own task)")
 
     def check(ckpts):
-        return lambda task: [check_compatible(c, task) for c in ckpts]
+        def every_checkpoint_fits(task):
+            for c in ckpts:
+                check_compatible(c, task)
+        return every_checkpoint_fits
 
     if configs is None:  # each checkpoint on the task it recorded
         for c in checkpoints:

@@ -27,6 +27,7 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from .atomic import UMASK, atomic_write_text
 from .builders import (TASK_DESCRIPTIONS, TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
                        make_grammar)
 from .builders.builder import (CITATION, SelectivBenchBuilderConfig, ShardPool, exit_if_orphaned, features_of,
@@ -38,8 +39,6 @@ RECORD = "generation.json"
 RECORD_FORMAT = "selectivbench-config/1"
 BUILD_PREFIX = ".selectivbench-build-"  # hidden siblings: configs being built, or old ones being removed
 CEILING_SAMPLES = 1000  # the Bayes ceiling scores the first samples of each split
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 FILE_STEPS = 1 << 25  # steps per parquet file at most (~400 MB of Arrow at the largest gaps, ~40 MB of parquet)
 
 
@@ -192,7 +191,7 @@ def generate_folder(configs: list[str], out: str | Path, num_proc: int | None = 
                 for plan in plans:
                     builds[plan.name] = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{plan.name}-{os.getpid()}-",
                                                               dir=out))
-                    builds[plan.name].chmod(0o777 & ~_UMASK)  # mkdtemp makes it private
+                    builds[plan.name].chmod(0o777 & ~UMASK)  # mkdtemp makes it private
                     build_config(plan, builds[plan.name], pool, command)
             # While configs are swapped, the card leaves them out: a config killed mid-swap does not load.
             write_card(out, repo_id, leave_out=set(builds))
@@ -311,15 +310,8 @@ def _sigterm_as_exit():
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f"{BUILD_PREFIX}file-{os.getpid()}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Named like the build folders, so that a later run removes what a killed one left."""
+    atomic_write_text(path, text, prefix=f"{BUILD_PREFIX}file-{os.getpid()}-")
 
 
 # ---------------------------------------------------------------- reading a folder

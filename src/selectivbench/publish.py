@@ -15,6 +15,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .builders import ParameterError, task_params
+from .atomic import replaced
 from .builders.builder import CITATION
 from .data import checkpoint_record, resolve_hub_id
 
@@ -83,10 +84,8 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     if dataset_repo is not None and resolve_hub_id(dataset_repo) is None:
         raise ParameterError(f"dataset_repo={dataset_repo!r} is invalid: allowed ORG/NAME of a Hub dataset")
     card = model_card(checkpoint, repo_id, results, dataset_repo)
-    readme = Path(checkpoint) / "README.md"
-    tmp = readme.with_name(".README.md.tmp")
-    card.save(tmp)
-    tmp.replace(readme)
+    with replaced(Path(checkpoint) / "README.md") as tmp:
+        card.save(tmp)
     files = sorted(str(p.relative_to(checkpoint)) for p in Path(checkpoint).rglob("*") if p.is_file())
     if not dry_run:
         from huggingface_hub import HfApi

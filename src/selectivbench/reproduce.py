@@ -34,6 +34,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write_text, replaced
 from .builders import ParameterError, TaskParams, task_params
 from .builders.builder import PAPER_SIZES
 from .builders.config import duration_to_steps, gap_of_split, gap_split
@@ -430,9 +431,7 @@ def read_rows(path: Path, repair: bool = False) -> list[dict]:
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     if repair and path.stat().st_size != len(text.encode()):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return [json.loads(line) for line in text.splitlines() if line]
 
 
@@ -452,23 +451,15 @@ def write_outputs(task: str, folder: Path, rows: list[dict]) -> None:
                + FIELDS, rows)
     if selection:
         _write_csv(folder / "selection.csv", list(selection[0]), selection)
-    _atomic_text(folder / "summary.md", summary_markdown(task, chosen))
+    atomic_write_text(folder / "summary.md", summary_markdown(task, chosen))
     plot(task, folder, chosen)
 
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with replaced(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --- selection, tables, plots ----------------------------------------------------------------------

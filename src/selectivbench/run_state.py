@@ -18,14 +18,6 @@ from safetensors.torch import load_file, save_file
 from .builders.config import ParameterError
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """The file is the old one or the new one, never half of either."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # --- nested state dicts <-> (JSON, tensors) ---
 def _encode(obj, tensors: dict):
     if isinstance(obj, torch.Tensor):

@@ -27,7 +27,8 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 from .builders.config import ParameterError
 from .data import RUN_FILE, SelectivBenchCollator, Task, grammar_sha256, load_task, model_view
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from .run_state import atomic_write_text, load_newest_state, save_state
+from .atomic import atomic_write_text
+from .run_state import load_newest_state, save_state
 from .train_args import TrainArgs, check_train_args
 
 # never decayed: norms, biases and the SSM parameters whose scale is their meaning

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .builders.config import ParameterError
+from .builders.config import _fail as _bad
 
 OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("no", "fp16", "bf16")
@@ -62,10 +62,6 @@ class TrainArgs:
     cpu: bool = False
     quiet: bool = False
     task_overrides: dict = field(default_factory=dict)
-
-
-def _bad(name, value, allowed):
-    raise ParameterError(f"{name}={value!r} is invalid: allowed {allowed}")
 
 
 def check_train_args(a: TrainArgs) -> None:

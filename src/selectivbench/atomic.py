@@ -1,0 +1,32 @@
+"""Files that are the old version or the new one, never half of either: write a temporary
+sibling, then rename it over the target (atomic within one filesystem)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+UMASK = os.umask(0o022)  # read the process umask (the only way is to set it), then restore it
+os.umask(UMASK)
+
+
+@contextmanager
+def replaced(path: str | Path, prefix: str | None = None):
+    """Yield a temporary path beside `path`; when the block ends without error it becomes `path`,
+    with the permissions a plain `open` would give; on error it is removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: str | Path, text: str, prefix: str | None = None) -> None:
+    with replaced(path, prefix) as tmp:
+        tmp.write_text(text)

@@ -12,15 +12,20 @@ the block are one batched matrix product with C. The T x Di x N states are never
 recomputes a block's states from the state that entered it (as mamba-ssm's kernel does) and runs
 the adjoint recurrence g_t = C_t gy_t + a_{t+1} g_{t+1} backwards through it.
 
-Measured here (B=8, T=1024, Di=256, N=16, forward): 35 ms, against 77 ms for a plain loop of the
-recurrence; a two-level scan was 5x slower (memory-bound). A log-space cumulative-sum form is
+Measured here (B=8, T=1024, Di=256, N=16, forward): 26-33 ms, against 77 ms for a plain loop of
+the recurrence (and 51-61 ms before the decays were taken with exp2 from a contiguous A); a two-level scan was 5x slower (memory-bound). A log-space cumulative-sum form is
 not used: a block's cumulative decay passes e^-88 quickly with learned step sizes (float32 overflow).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .layers import at_least_fp32, use_mamba_ssm
+
+
+LOG2_E = math.log2(math.e)
 
 
 def recurrent_selective_scan_step(x_t, dt_t, A, B_t, C_t, h):
@@ -45,7 +50,7 @@ def chunk_selective_scan(x, dt, A, B, C, chunk_size: int = 64, initial_state=Non
     # inside, the state is laid out (B, N, Di): the broadcasts and products then run along the
     # long Di axis (measured 15% faster than along N)
     with torch.autocast(x.device.type, enabled=False):
-        y, h = _SelectiveScan.apply(x, dt, A.t(), B, C, initial_state.to(x.dtype).transpose(1, 2),
+        y, h = _SelectiveScan.apply(x, dt, A.t().contiguous(), B, C, initial_state.to(x.dtype).transpose(1, 2),
                                     min(chunk_size, x.shape[1]))
     return y.to(dtype), h.transpose(1, 2)
 
@@ -73,9 +78,11 @@ def _blocks(T, L):
     return [slice(s, min(s + L, T)) for s in range(0, T, L)]
 
 
-def _decays_and_inputs(dt, u, At, B, a, b):
-    """One block, time-major (L, B, N, Di): a = exp(dt A) and b = u B, written into a and b."""
-    torch.mul(dt[:, :, None, :], At, out=a).exp_()
+def _decays_and_inputs(dt, u, At_log2e, B, a, b):
+    """One block, time-major (L, B, N, Di): a = exp(dt A) and b = u B, written into a and b.
+    exp(z) is taken as 2^(z log2 e) (At_log2e = A log2 e): torch's exp2 runs 3x faster than its exp
+    here, and 13x faster once z is so negative that exp(z) leaves the normal floats."""
+    torch.mul(dt[:, :, None, :], At_log2e, out=a).exp2_()
     torch.mul(B[..., None], u[:, :, None, :], out=b)
 
 
@@ -94,19 +101,21 @@ class _SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, At, B, C, h0, L):
         T = x.shape[1]
-        dt_, u_, B_, C_ = _time_major(dt, dt * x, B, C)
+        # time-major views, not copies: the block products read their inner Di axis contiguously
+        dt_, u_, B_, C_ = (t.transpose(0, 1) for t in (dt, dt * x, B, C))
+        At_log2e = At * LOG2_E
         a, b = (x.new_empty(L, *h0.shape) for _ in range(2))
         y = x.new_empty(T, x.shape[0], 1, x.shape[2])
         h, entering = h0.contiguous(), []
         for s in _blocks(T, L):
             n = s.stop - s.start
             entering.append(h)
-            _decays_and_inputs(dt_[s], u_[s], At, B_[s], a[:n], b[:n])
+            _decays_and_inputs(dt_[s], u_[s], At_log2e, B_[s], a[:n], b[:n])
             h = _scan_in_place(a[:n], b[:n], h).clone()  # b is overwritten by the next block
             torch.matmul(C_[s, :, None, :], b[:n], out=y[s])
         ctx.save_for_backward(x, dt, At, B, C, *entering)
         ctx.L = L
-        return y[:, :, 0].transpose(0, 1).contiguous(), h
+        return y[:, :, 0].transpose(0, 1), h
 
     @staticmethod
     def backward(ctx, gy, gh_last):
@@ -114,6 +123,7 @@ class _SelectiveScan(torch.autograd.Function):
         T, L = x.shape[1], ctx.L
         dt_, x_, B_, C_, gy_ = _time_major(dt, x, B, C, gy)
         u_ = dt_ * x_
+        At_log2e = At * LOG2_E
         a, H, G = (x.new_empty(L, *entering[0].shape) for _ in range(3))
         gu, gdt, gB, gC = (torch.empty_like(t) for t in (u_, dt_, B_, C_))
         gAt = torch.zeros_like(At)
@@ -121,7 +131,7 @@ class _SelectiveScan(torch.autograd.Function):
         for s, h_in in reversed(list(zip(_blocks(T, L), entering))):
             n = s.stop - s.start
             a_, H_, G_ = a[:n], H[:n], G[:n]
-            _decays_and_inputs(dt_[s], u_[s], At, B_[s], a_, H_)
+            _decays_and_inputs(dt_[s], u_[s], At_log2e, B_[s], a_, H_)
             _scan_in_place(a_, H_, h_in)
             # the adjoint recurrence, g_t = dL/dh_t = C_t gy_t + a_{t+1} g_{t+1}, backwards in place
             torch.mul(C_[s, :, :, None], gy_[s, :, None, :], out=G_)

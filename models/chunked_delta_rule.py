@@ -14,6 +14,13 @@ so u = U - W S_0 with U, W from one triangular solve per chunk, and
 
     o_t   = exp(b_t) q_t^T S_0 + sum_{j<=t} exp(b_t - b_j) (q_t.k_j) u_j
     S_end = exp(b_C) S_0 + sum_j exp(b_C - b_j) k_j u_j^T
+
+Only the last line runs chunk after chunk. It is affine in S_0: S_end = M S_0 + X with
+M = exp(b_C) I - K_end^T W and X = K_end^T U (K_end = the k_j exp(b_C - b_j)), so every chunk's M
+and X are batched products and the loop is one multiply-add per chunk; u and o then follow for all
+chunks at once. The backward is written out (`_ChunkDeltaRule.backward`): the adjoint of the state
+runs the same loop backwards (g_S = R + M^T g_S'), the rest is batched. Through autograd the same
+math took 3.4x the operations and 1.5x the time (B=8, H=4, T=256, d_head=32).
 """
 from __future__ import annotations
 
@@ -49,31 +56,108 @@ def chunk_delta_rule(q, k, v, beta, g=None, chunk_size: int = 16, initial_state=
         q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
         beta, g = F.pad(beta, (0, pad)), F.pad(g, (0, pad))
     N = (T + pad) // C
-    q, k, v = (x.reshape(B, H, N, C, x.shape[-1]) for x in (q, k, v))
-    beta, g = beta.reshape(B, H, N, C), g.reshape(B, H, N, C)
-    b = g.cumsum(-1)
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    decay = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # exp(b_t - b_j)
-    kk = k @ k.transpose(-1, -2)
-    eye = torch.eye(C, dtype=q.dtype, device=q.device)
-    system = eye + (beta[..., :, None] * kk * decay).tril(-1)
-    rhs = torch.cat([beta[..., None] * v, beta[..., None] * b.exp()[..., None] * k], -1)
-    sol = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
-    U, W = sol[..., :V], sol[..., V:]
-    qk = (q @ k.transpose(-1, -2)) * decay
-    k_to_end = k * (b[..., -1:] - b).exp()[..., None]
-    decay_end = b[..., -1].exp()[..., None, None]
+    # chunk-major (N, B, H, C, .): the loop over chunks reads contiguous slices
+    q, k, v = (x.reshape(B, H, N, C, x.shape[-1]).permute(2, 0, 1, 3, 4) for x in (q, k, v))
+    beta, g = (x.reshape(B, H, N, C).permute(2, 0, 1, 3) for x in (beta, g))
     state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(q.dtype)
-    q_decayed = q * b.exp()[..., None]
-    # unbind, not indexing: the backward of x[:, :, n] writes into a zero tensor the size of x for
-    # every n (measured: 20% of the time of a training step)
-    outs = []
-    for U_n, W_n, q_n, qk_n, decay_n, k_n in zip(U.unbind(2), W.unbind(2), q_decayed.unbind(2), qk.unbind(2),
-                                                 decay_end.unbind(2), k_to_end.transpose(-1, -2).unbind(2)):
-        u = U_n - W_n @ state
-        outs.append(q_n @ state + qk_n @ u)
-        state = decay_n * state + k_n @ u
-    return torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T].to(dtype), state
+    with torch.autocast(q.device.type, enabled=False):
+        o, state = _ChunkDeltaRule.apply(q, k, v, beta, g, state)
+    return o.permute(1, 2, 0, 3, 4).reshape(B, H, N * C, V)[:, :, :T].to(dtype), state
+
+
+def _t(x):
+    return x.transpose(-1, -2)
+
+
+def _mm(a, b):
+    """a @ b over equal leading dims, through bmm: bmm takes transposed operands as they are,
+    where matmul on 5-d tensors copies them first."""
+    return torch.bmm(a.flatten(0, -3), b.flatten(0, -3)).view(*a.shape[:-1], b.shape[-1])
+
+
+class _ChunkDeltaRule(torch.autograd.Function):
+    """Inputs chunk-major: q, k (N, B, H, C, K); v (N, B, H, C, V); beta, g (N, B, H, C); state (B, H, K, V)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, beta, g, state0):
+        q, k, v, beta, g = (x.contiguous() for x in (q, k, v, beta, g))
+        N, B, H, C, K = q.shape
+        V = v.shape[-1]
+        b = g.cumsum(-1)
+        eb, to_end, decay_end = b.exp(), (b[..., -1:] - b).exp(), b[..., -1:].exp()
+        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+        D = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # exp(b_t - b_j)
+        kk, qk = _mm(k, _t(k)), _mm(q, _t(k))
+        eye = torch.eye(C, dtype=q.dtype, device=q.device)
+        T_inv = torch.linalg.solve_triangular((beta[..., :, None] * kk * D).tril(-1) + eye, eye.expand(N, B, H, C, C),
+                                              upper=False, unitriangular=True)  # (I + L)^-1
+        U = _mm(T_inv, beta[..., None] * v)
+        W = _mm(T_inv, (beta * eb)[..., None] * k)
+        k_end = to_end[..., None] * k
+        M = decay_end[..., None] * torch.eye(K, dtype=q.dtype, device=q.device) - _mm(_t(k_end), W)
+        X = _mm(_t(k_end), U)
+        S = q.new_empty(N + 1, B * H, K, V)  # S[n]: the state entering chunk n; S[N] the final one
+        S[0] = state0.reshape(B * H, K, V)
+        M_, X_ = M.view(N, B * H, K, K), X.view(N, B * H, K, V)
+        for n in range(N):
+            torch.baddbmm(X_[n], M_[n], S[n], out=S[n + 1])
+        S = S.view(N + 1, B, H, K, V)
+        u = U - _mm(W, S[:-1])
+        P = D * qk
+        q_decayed = eb[..., None] * q
+        o = _mm(q_decayed, S[:-1]) + _mm(P, u)
+        ctx.save_for_backward(q, k, v, beta, eb, to_end, decay_end, D, kk, qk, T_inv, W, k_end, M, S, u, P, q_decayed)
+        return o, S[N].clone()
+
+    @staticmethod
+    def backward(ctx, g_o, g_last):
+        # backward may run under the caller's autocast: its products stay in the forward's precision
+        with torch.autocast(g_o.device.type, enabled=False):
+            return _ChunkDeltaRule._backward(ctx, g_o, g_last)
+
+    @staticmethod
+    def _backward(ctx, g_o, g_last):
+        q, k, v, beta, eb, to_end, decay_end, D, kk, qk, T_inv, W, k_end, M, S, u, P, q_decayed = ctx.saved_tensors
+        N, B, H, C, K = q.shape
+        V = v.shape[-1]
+        g_o, S_in = g_o.contiguous(), S[:-1]
+        Pt_go = _mm(_t(P), g_o)
+        # adjoint of the chunk states, backwards: g_S[n] = R[n] + M[n]^T g_S[n + 1]
+        R = _mm(_t(q_decayed), g_o) - _mm(_t(W), Pt_go)
+        G = torch.empty_like(S)
+        G[N] = 0 if g_last is None else g_last
+        G_, R_, Mt_ = G.view(N + 1, B * H, K, V), R.view(N, B * H, K, V), _t(M).reshape(N, B * H, K, K)
+        for n in range(N - 1, -1, -1):
+            torch.baddbmm(R_[n], Mt_[n], G_[n + 1], out=G_[n])
+        G_out = G[1:]  # the adjoint of the state each chunk hands on
+        g_u = Pt_go + _mm(k_end, G_out)
+        g_W = -_mm(g_u, _t(S_in))
+        g_qd = _mm(g_o, _t(S_in))
+        g_P = _mm(g_o, _t(u))
+        g_kend = _mm(u, _t(G_out))
+        g_decay_end = (G_out * S_in).sum((-1, -2))
+        # through U = T_inv (beta v), W = T_inv (beta e^b k), T_inv = (I + L)^-1
+        T_inv_t = _t(T_inv)
+        g_Vb, g_Kb = _mm(T_inv_t, g_u), _mm(T_inv_t, g_W)
+        Vb, Kb = beta[..., None] * v, (beta * eb)[..., None] * k
+        g_L = -_mm(_mm(T_inv_t, _mm(g_u, _t(Vb)) + _mm(g_W, _t(Kb))), T_inv_t).tril(-1)
+        g_LD = g_L * D
+        g_D = g_L * beta[..., :, None] * kk + g_P * qk
+        g_kk = g_LD * beta[..., :, None]
+        g_qk = g_P * D
+        kb_dot = (g_Kb * k).sum(-1)
+        g_beta = (g_LD * kk).sum(-1) + (g_Vb * v).sum(-1) + eb * kb_dot
+        g_q = _mm(g_qk, k) + eb[..., None] * g_qd
+        g_k = (_mm(_t(g_qk), q) + _mm(g_kk + _t(g_kk), k) + to_end[..., None] * g_kend
+               + (beta * eb)[..., None] * g_Kb)
+        g_v = beta[..., None] * g_Vb
+        # the log decays b = cumsum(g) enter through e^b, e^(b_C - b), e^b_C and D
+        g_to_end = (g_kend * k).sum(-1)
+        g_DD = g_D * D
+        g_b = (eb * ((g_qd * q).sum(-1) + beta * kb_dot) - to_end * g_to_end + g_DD.sum(-1) - g_DD.sum(-2))
+        g_b[..., -1] += (to_end * g_to_end).sum(-1) + decay_end[..., 0] * g_decay_end
+        g_g = g_b.flip(-1).cumsum(-1).flip(-1)
+        return g_q, g_k, g_v, g_beta, g_g, G[0]
 
 
 def _fla_delta_rule(q, k, v, beta, g, initial_state):

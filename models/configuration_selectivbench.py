@@ -29,12 +29,26 @@ class SelectivBenchConfig(PretrainedConfig):
             model adds no noise unless the caller passes `input_noise` (so evaluation is
             deterministic; the data collator draws the task's test noise reproducibly).
         expand: inner width factor of mamba, mamba2 and gru.
-        conv_size: kernel of the short causal convolution of mamba and mamba2.
+        conv_size: kernel of the short causal convolutions: mamba's and mamba2's on their inner
+            stream, and (with `use_short_conv`) the ones on q, k and v of the fla-style mixers.
+        use_short_conv: a short causal convolution of `conv_size` (depthwise, no bias, then silu)
+            on each of q, k and v of deltanet, gated_deltanet, gated_deltaproduct, gla and retnet,
+            as fla's layers with `use_short_conv=True` (the paper's). Its last `conv_size - 1`
+            inputs are carried in the state. False: no conv; q, k, v get fla's activations of
+            that branch (silu for the delta rules, none for gla and retnet).
+        expand_v: value width factor of deltanet, gated_deltanet, gated_deltaproduct, gla and
+            retnet, as fla's `expand_v`: each head reads keys of d_head = d_model / n_heads and
+            values of expand_v * d_head, so the state per head is d_head x (expand_v * d_head),
+            the output norm and gate are expand_v * d_model wide, and o_proj maps that back to
+            d_model. The paper's is 2; 1 gives the square blocks. (mamba2 instead has heads of
+            d_model / n_heads channels and so expand * n_heads of them: mamba-ssm's `headdim`
+            rule in the paper.)
         dropout: dropout after each mixer.
         norm: 'layernorm' or 'rmsnorm' after each residual.
         chunk_size: time chunk of the chunked (training) forms; mamba's selective scan (blocks of 64
             steps) and the minGRU scan (sqrt(T) steps) are memory-bound and size their own.
-        num_householder: Householder reflections per token of gated_deltaproduct.
+        num_householder: Householder reflections per token of gated_deltaproduct (fla's default
+            2; the paper's runs, and `reproduce --scale paper`, use 4).
         rope_theta: base of the rotary embedding of transformer and retnet.
         time_step_min, time_step_max: range of the initial step sizes dt, drawn log-uniformly per
             channel or head (mamba, mamba2, gated_deltanet, gated_deltaproduct, s4d), as in
@@ -49,7 +63,8 @@ class SelectivBenchConfig(PretrainedConfig):
 
     def __init__(self, mixer: str = "gla", vocab_size: int = 41, num_labels: int | None = None, d_model: int = 128,
                  n_layers: int = 2, n_heads: int = 4, d_state: int = 16, input_noise: float = 0.0,
-                 expand: int = 2, conv_size: int = 4, dropout: float = 0.0, norm: str = "layernorm",
+                 expand: int = 2, conv_size: int = 4, use_short_conv: bool = True, expand_v: int = 2,
+                 dropout: float = 0.0, norm: str = "layernorm",
                  chunk_size: int = 16, num_householder: int = 2, rope_theta: float = 10000.0,
                  time_step_min: float = 1e-3, time_step_max: float = 1e-1, A_init_range=(1.0, 16.0),
                  use_fast_kernels: bool = True, initializer_range: float | None = None, **kwargs):
@@ -62,6 +77,8 @@ class SelectivBenchConfig(PretrainedConfig):
         self.input_noise = input_noise
         self.expand = expand
         self.conv_size = conv_size
+        self.use_short_conv = use_short_conv
+        self.expand_v = expand_v
         self.dropout = dropout
         self.norm = norm
         self.chunk_size = chunk_size
@@ -116,7 +133,7 @@ class SelectivBenchConfig(PretrainedConfig):
         if self.mixer not in MIXERS:
             bad("mixer", f"one of {MIXERS}")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_state", "expand", "conv_size",
-                     "chunk_size", "num_householder"):
+                     "expand_v", "chunk_size", "num_householder"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 bad(name, "an integer >= 1")
         if not is_int(self.num_labels) or self.num_labels < 2:
@@ -138,6 +155,8 @@ class SelectivBenchConfig(PretrainedConfig):
         if not (isinstance(low_high, tuple) and len(low_high) == 2 and all(is_real(v) for v in low_high)
                 and 0 < low_high[0] <= low_high[1]):
             bad("A_init_range", "a pair (low, high) of real numbers with 0 < low <= high")
+        if not isinstance(self.use_short_conv, bool):
+            bad("use_short_conv", "True or False")
         if not isinstance(self.use_fast_kernels, bool):
             bad("use_fast_kernels", "True or False")
         if self.initializer_range is not None:

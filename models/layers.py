@@ -40,19 +40,21 @@ def merge_heads(x):
 
 
 class ShortConv(nn.Module):
-    """Depthwise causal convolution over time; the step form keeps the last kernel-1 inputs."""
+    """Depthwise causal convolution over time; the step form keeps the last kernel-1 inputs.
+    `bias=False` is fla's ShortConvolution (conv_bias=False); mamba's conv has a bias."""
 
-    def __init__(self, channels: int, kernel: int):
+    def __init__(self, channels: int, kernel: int, bias: bool = True):
         super().__init__()
         self.kernel = kernel
         # own parameters, not an nn.Conv1d: transformers only calls init on modules that hold some
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel))
-        self.bias = nn.Parameter(torch.empty(channels))
+        self.bias = nn.Parameter(torch.empty(channels)) if bias else None
 
     def init_own_weights(self, init):
         bound = self.kernel ** -0.5  # PyTorch's conv default; the generic 0.02 std would mute it
         init.uniform_(self.weight, -bound, bound)
-        init.uniform_(self.bias, -bound, bound)
+        if self.bias is not None:
+            init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x, window=None):
         """x (B, T, C); window (B, C, kernel - 1) the inputs before x (None: zeros). Returns y
@@ -64,7 +66,7 @@ class ShortConv(nn.Module):
             past = F.pad(x, (0, 0, self.kernel - 1, 0))
         else:
             past = torch.cat([window.transpose(1, 2).to(x.dtype), x], 1)
-        y = torch.addcmul(self.bias, past[:, :T], w[:, 0])
+        y = past[:, :T] * w[:, 0] if self.bias is None else torch.addcmul(self.bias, past[:, :T], w[:, 0])
         for k in range(1, self.kernel):
             y = torch.addcmul(y, past[:, k:k + T], w[:, k])
         return y, past[:, past.shape[1] - (self.kernel - 1):].transpose(1, 2)
@@ -72,8 +74,31 @@ class ShortConv(nn.Module):
     def step(self, x_t, window):  # x_t (B, C); window (B, C, kernel - 1) of past inputs
         if window is None:
             window = x_t.new_zeros(*x_t.shape, self.kernel - 1)
-        full = torch.cat([window, x_t[..., None]], -1)
-        return (full * self.weight[:, 0]).sum(-1) + self.bias, full[..., 1:]
+        full = torch.cat([window.to(x_t.dtype), x_t[..., None]], -1)
+        y = (full * self.weight[:, 0]).sum(-1)
+        return (y if self.bias is None else y + self.bias), full[..., 1:]
+
+
+def qkv_short_convs(channels: tuple, kernel: int) -> tuple:
+    """fla's q_conv1d, k_conv1d, v_conv1d: one bias-free causal conv per projection."""
+    return tuple(ShortConv(c, kernel, bias=False) for c in channels)
+
+
+def conv_qkv(convs, tensors, window, step: bool):
+    """fla's short-conv front end: each of q, k, v (B, T, C_i) through its own causal conv, then silu.
+    `window` holds the three windows concatenated over channels, (B, C_q + C_k + C_v, kernel - 1)
+    (None: nothing seen). step=True runs the step form on T = 1. Returns (q, k, v) and the new window."""
+    windows = (None,) * 3 if window is None else window.split([c.weight.shape[0] for c in convs], 1)
+    outs, new_windows = [], []
+    for conv, x, w in zip(convs, tensors, windows):
+        if step:
+            y, w = conv.step(x[:, 0], w)
+            y = y[:, None]
+        else:
+            y, w = conv(x, w)
+        outs.append(F.silu(y))
+        new_windows.append(w)
+    return outs, torch.cat(new_windows, 1)
 
 
 def use_fla(x, fast: bool) -> bool:

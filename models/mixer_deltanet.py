@@ -1,13 +1,22 @@
 """DeltaNet: linear attention whose state is corrected by the delta rule (identity plus low rank).
 
-    S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,   o_t = S_t^T q_t,   beta_t = sigmoid(w_b x_t)
-    q, k = L2-normalised silu projections;  out = W_o RMSNorm(o)
+    q, k, v = silu(conv(W_q x)), silu(conv(W_k x)), silu(conv(W_v x))    (fla's short convolutions)
+    q, k = L2-normalised;  beta_t = sigmoid(w_b x_t)
+    S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,   o_t = S_t^T q_t,   out = W_o RMSNorm(o)
 
-The gated variants (mixer_gated_deltanet, mixer_gated_deltaproduct) add a scalar decay exp(g_t) and
-an output gate; the product variant applies `n_householder` rank-one corrections per token, i.e.
-runs the same rule over n_householder sub-steps, the decay on the first, the output after the last.
+As fla's `DeltaNet` (use_gate=False): keys of d_head = d_model / n_heads per head, values of
+expand_v * d_head (config `expand_v`), RMSNorm per head over the values, o_proj from expand_v *
+d_model. With `use_short_conv` each of q, k, v goes through its own depthwise causal conv
+(`q_conv1d`, `k_conv1d`, `v_conv1d`, no bias) before the silu; without it, silu alone (fla's
+branch without conv). The gated variants (mixer_gated_deltanet, mixer_gated_deltaproduct) add a
+scalar decay exp(g_t) and an output gate; the product variant applies `n_householder` rank-one
+corrections per token, i.e. runs the same rule over n_householder sub-steps, the decay on the
+first, the output after the last, with beta in (0, 2) (fla's GatedDeltaProduct allows negative
+eigenvalues by default).
 Chunked form: `chunk_delta_rule` (WY/UT transform) over the sub-steps. Recurrent form: the K x V state.
-State: `MatrixState` (memory (B, H, d_head, d_head)).
+State: `MatrixState`: memory (B, H, d_head, expand_v * d_head); conv (B, d_model + n_h d_model +
+n_h expand_v d_model, conv_size - 1), the q, k and v windows concatenated over channels (None
+without the short conv).
 """
 import math
 
@@ -16,11 +25,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .chunked_delta_rule import chunk_delta_rule, recurrent_delta_step
-from .layers import RMSNorm, inverse_softplus, log_uniform, merge_heads, split_heads, state_zeros
+from .layers import (RMSNorm, conv_qkv, inverse_softplus, log_uniform, merge_heads, qkv_short_convs, split_heads,
+                     state_zeros)
 from .mixer_state import MatrixState, Mixer
 
 TAXONOMY = dict(transition="identity plus low rank (delta rule)", input_gating="yes (beta writes the input)",
-                channel_mixing="yes (k k^T mixes state rows)", softmax="no", state="constant: heads x d_head x d_head")
+                channel_mixing="yes (k k^T mixes state rows)", softmax="no",
+                state="constant: heads x d_head x expand_v d_head + conv window")
 
 
 def l2norm(x, eps: float = 1e-6):
@@ -32,22 +43,29 @@ def l2norm(x, eps: float = 1e-6):
 
 class DeltaNetMixer(Mixer):
     gated = False
+    beta_scale = 1.0  # fla's allow_neg_eigval doubles beta (eigenvalues of I - beta k k^T in (-1, 1])
 
     def __init__(self, config, n_householder: int = 1):
         super().__init__()
         D, H = config.d_model, config.n_heads
+        Dv = config.expand_v * D  # fla's value_dim: H heads of expand_v * d_head
         self.n_heads, self.nh, self.chunk_size = H, n_householder, config.chunk_size
+        self.sizes = (D, Dv)
         self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
         self.q_proj = nn.Linear(D, D, bias=False)
-        self.kvb_proj = nn.Linear(D, n_householder * (2 * D + H), bias=False)  # keys, values, betas
+        self.kvb_proj = nn.Linear(D, n_householder * (D + Dv + H), bias=False)  # per sub-step: keys, values, betas
         if self.gated:
             self.a_proj = nn.Linear(D, H, bias=False)  # decay step size
             self.A_log = nn.Parameter(torch.empty(H))
             self.dt_bias = nn.Parameter(torch.empty(H))
-            self.g_proj = nn.Linear(D, D, bias=False)  # output gate
+            self.g_proj = nn.Linear(D, Dv, bias=False)  # output gate
             self.time_step_range, self.A_init_range = (config.time_step_min, config.time_step_max), config.A_init_range
-        self.norm = RMSNorm(config.head_dim)
-        self.o_proj = nn.Linear(D, D, bias=False)
+        self.use_short_conv = config.use_short_conv
+        if self.use_short_conv:
+            self.q_conv1d, self.k_conv1d, self.v_conv1d = qkv_short_convs(
+                (D, n_householder * D, n_householder * Dv), config.conv_size)
+        self.norm = RMSNorm(Dv // H)
+        self.o_proj = nn.Linear(Dv, D, bias=False)
 
     def init_own_weights(self, init):
         if self.gated:
@@ -55,20 +73,25 @@ class DeltaNetMixer(Mixer):
             init.copy_(self.A_log, torch.log(torch.empty(H).uniform_(*self.A_init_range)))
             init.copy_(self.dt_bias, inverse_softplus(log_uniform(H, *self.time_step_range)))
 
-    def _project(self, x):
-        """q (B,H,T,d); k, v (B,H,T,nh,d); beta (B,H,T,nh); g (B,H,T) log decay."""
-        B, T, D = x.shape
-        H, nh = self.n_heads, self.nh
-        q = l2norm(F.silu(split_heads(self.q_proj(x), H))) / math.sqrt(D // H)
-        k, v, beta = self.kvb_proj(x).view(B, T, nh, 2 * D + H).split([D, D, H], -1)
-        k = l2norm(F.silu(k.view(B, T, nh, H, -1))).permute(0, 3, 1, 2, 4)
+    def _project(self, x, window, step: bool = False):
+        """q (B,H,T,d); k (B,H,T,nh,d); v (B,H,T,nh,dv); beta (B,H,T,nh); g (B,H,T) log decay; conv window."""
+        B, T, _ = x.shape
+        H, nh, (D, Dv) = self.n_heads, self.nh, self.sizes
+        k, v, beta = self.kvb_proj(x).view(B, T, nh, D + Dv + H).split([D, Dv, H], -1)
+        q, k, v = self.q_proj(x), k.reshape(B, T, nh * D), v.reshape(B, T, nh * Dv)
+        if self.use_short_conv:
+            (q, k, v), window = conv_qkv((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v), window, step)
+        else:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        q = l2norm(split_heads(q, H)) / math.sqrt(D // H)
+        k = l2norm(k.view(B, T, nh, H, -1)).permute(0, 3, 1, 2, 4)
         v = v.view(B, T, nh, H, -1).permute(0, 3, 1, 2, 4)
-        beta = beta.sigmoid().permute(0, 3, 1, 2)
+        beta = (beta.sigmoid() * self.beta_scale).permute(0, 3, 1, 2)
         if self.gated:
             g = (-self.A_log.exp() * F.softplus(self.a_proj(x) + self.dt_bias)).transpose(1, 2)
         else:
             g = x.new_zeros(B, H, T)
-        return q, k, v, beta, g
+        return q, k, v, beta, g, window
 
     def _output(self, o, x):
         o = merge_heads(self.norm(o.to(x.dtype)))
@@ -77,7 +100,7 @@ class DeltaNetMixer(Mixer):
         return self.o_proj(o)
 
     def forward(self, x, state=None):
-        q, k, v, beta, g = self._project(x)
+        q, k, v, beta, g, window = self._project(x, None if state is None else state.conv)
         B, H, T, nh, d = k.shape
         if nh == 1:  # one delta step per token
             q_sub, g_sub = q, g
@@ -88,13 +111,13 @@ class DeltaNetMixer(Mixer):
                                      g_sub if self.gated else None, self.chunk_size,
                                      initial_state=None if state is None else state.memory, fast=self.fast)
         seen = (0 if state is None else state.seen) + T
-        return self._output(o[:, :, nh - 1::nh], x), MatrixState(memory, seen=seen)
+        return self._output(o[:, :, nh - 1::nh], x), MatrixState(memory, window, seen)
 
     def step(self, x_t, state):
-        q, k, v, beta, g = self._project(x_t[:, None])
+        q, k, v, beta, g, window = self._project(x_t[:, None], None if state is None else state.conv, step=True)
         S = state_zeros(k, x_t.shape[0], self.n_heads, k.shape[-1], v.shape[-1]) if state is None else state.memory
         for j in range(self.nh):
             g_j = g[:, :, 0] if j == 0 else torch.zeros_like(g[:, :, 0])
             o, S = recurrent_delta_step(q[:, :, 0], k[:, :, 0, j], v[:, :, 0, j], beta[:, :, 0, j], g_j, S)
         seen = (0 if state is None else state.seen) + 1
-        return self._output(o[:, :, None], x_t[:, None])[:, 0], MatrixState(S, seen=seen)
+        return self._output(o[:, :, None], x_t[:, None])[:, 0], MatrixState(S, window, seen)

@@ -3,9 +3,12 @@
     dt_t = softplus(w_dt x_t + b_dt),  S_t = exp(dt_t A_h) S_{t-1} + B_t (dt_t x_t)^T,  y_t = S_t^T C_t + D_h x_t
     out = W_o RMSNorm(y * silu(z))
 
+As mamba-ssm's `Mamba2(d_model, d_state, d_conv=conv_size, expand, headdim=d_model // n_heads)`,
+the paper's call: heads of d_head = d_model / n_heads channels, so d_inner = expand * d_model
+holds H = expand * n_heads of them (one decay, dt and D per head; ngroups = 1: B and C shared).
 It is gated linear attention with q = C, k = B, v = dt * x: chunked form `chunk_gla` (scalar gate),
 recurrent form the d_state x d_head state per head, plus the conv window. State: `MatrixState`
-(memory (B, H, d_state, d_head), conv (B, d_inner + 2 d_state, conv_size - 1)).
+(memory (B, expand * n_heads, d_state, d_head), conv (B, d_inner + 2 d_state, conv_size - 1)).
 """
 import torch
 import torch.nn as nn
@@ -16,13 +19,14 @@ from .layers import RMSNorm, ShortConv, inverse_softplus, log_uniform, state_zer
 from .mixer_state import MatrixState, Mixer
 
 TAXONOMY = dict(transition="data-dependent scalar per head", input_gating="yes (dt scales the input)",
-                channel_mixing="no", softmax="no", state="constant: heads x d_state x d_head + conv window")
+                channel_mixing="no", softmax="no", state="constant: (expand x heads) x d_state x d_head + conv window")
 
 
 class Mamba2Mixer(Mixer):
     def __init__(self, config):
         super().__init__()
-        D, Di, N, H = config.d_model, config.expand * config.d_model, config.d_state, config.n_heads
+        D, Di, N = config.d_model, config.expand * config.d_model, config.d_state
+        H = Di // config.head_dim  # mamba-ssm's nheads = d_inner / headdim, headdim = d_model / n_heads
         self.sizes = (Di, N, H)
         self.chunk_size = config.chunk_size
         self.time_step_range, self.A_init_range = (config.time_step_min, config.time_step_max), config.A_init_range

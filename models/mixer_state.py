@@ -92,9 +92,11 @@ class MatrixState:
     """State of the linear-attention family (retnet, gla, mamba2, deltanet, gated_deltanet,
     gated_deltaproduct): one K x V matrix memory per head, read as o_t = S_t^T q_t.
 
-    Layout: `memory` (B, H, K, V), float32 at least (K: key size, or d_state for mamba2; V: head
-    size); `conv` (B, C, conv_size - 1) the last inputs of mamba2's short convolution (None for the
-    others); `seen` the number of steps consumed (retnet's rotary positions continue from it).
+    Layout: `memory` (B, H, K, V), float32 at least (K: key size d_head, or d_state for mamba2;
+    V: value size, expand_v * d_head, or d_head for mamba2); `conv` (B, C, conv_size - 1) the last
+    inputs of the short convolutions: mamba2's on x, B, C, the others' on q, k, v concatenated over
+    channels (None when `use_short_conv` is off; each mixer documents its C); `seen` the number of
+    steps consumed (retnet's rotary positions continue from it).
     """
 
     memory: torch.Tensor

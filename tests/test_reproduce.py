@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from selectivbench import reproduce as rep
 from selectivbench.builders import ParameterError, task_params
 from selectivbench.cli import main
 from selectivbench.models import MIXERS, SelectivBenchConfig, SelectivBenchForTokenClassification
-from selectivbench.train import TrainArgs
+from selectivbench.train import TrainArgs, model_config
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SMOKE_KEYS = 12  # k=2 and k=3 at width 8, k=3 at width 16; x 2 seeds x 2 learning rates
@@ -70,6 +71,15 @@ def test_paper_runs_follow_the_recipe(tmp_path):
     assert {r.d_model for r in rep.plan("generalization", "paper")} == {256, 384}
     assert {r.lr for r in rep.plan("generalization", "paper")} == {5e-4, 1e-3}
     assert all(r.model["d_state"] == 64 for r in rep.plan("distractor", "paper"))
+    # gated_deltaproduct trains with the paper's 4 Householder reflections per token, the others
+    # leave the field at its default; the value reaches the model's config
+    runs = rep.plan("gapped", "paper")
+    assert {r.model.get("num_householder") for r in runs if r.mixer == "gated_deltaproduct"} == {4}
+    assert all("num_householder" not in r.model for r in runs if r.mixer != "gated_deltaproduct")
+    gdp = next(r for r in runs if r.mixer == "gated_deltaproduct")
+    args = TrainArgs(**rep.run_spec("gapped", s, gdp, tmp_path, cpu=False)["train"])
+    task = SimpleNamespace(params=SimpleNamespace(vocab_size=41, noise=0.0), grammar=SimpleNamespace(states=["a", "b"]))
+    assert args.num_householder == 4 and model_config(args, task).num_householder == 4
 
 
 @pytest.mark.parametrize("task", ["complexity", "generalization"])
@@ -87,11 +97,14 @@ def test_dry_run_prints_runs_and_gpu_hours_and_trains_nothing(tmp_path, capsys):
     assert f"{len(rep.plan('generalization', 'paper'))} runs (0 done, 224 to run)" in text
     assert f"about {e['gpu_hours']:,.1f} GPU-hours" in text and "assumption: 6 x parameters" in text
     assert not out.exists()
-    # the estimate counts parameters on the meta device: equal to the real model's count
+    # the estimate counts parameters on the meta device: equal to the real model's count, every mixer
     p = task_params("gapped", ambiguities=3, ambiguity_depth=3, vocab_size=6)
-    real = SelectivBenchForTokenClassification(SelectivBenchConfig(
-        mixer="mamba", vocab_size=6, num_labels=2 + 9 + 1, d_model=16, n_layers=2, n_heads=4, d_state=8))
-    assert rep.parameter_count("mamba", p, 16, 2, 4, 8) == sum(x.numel() for x in real.parameters())
+    for mixer, householder in [(m, 2) for m in MIXERS] + [("gated_deltaproduct", 4)]:
+        real = SelectivBenchForTokenClassification(SelectivBenchConfig(
+            mixer=mixer, vocab_size=6, num_labels=2 + 9 + 1, d_model=16, n_layers=2, n_heads=4, d_state=8,
+            num_householder=householder))
+        assert rep.parameter_count(mixer, p, 16, 2, 4, 8, num_householder=householder) == \
+            sum(x.numel() for x in real.parameters()), mixer
 
 
 def test_reproduce_refuses_bad_arguments_before_any_work(tmp_path, capsys, monkeypatch):

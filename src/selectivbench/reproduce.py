@@ -53,6 +53,7 @@ PAPER_WIDTHS = (256, 384, 512, 648, 768, 960, 1024, 1152, 1296)
 # retnet, the other rotary mixer here, has the same constraint, so it follows the same map.
 ROTARY_MIXERS = ("transformer", "retnet")
 ROTARY_WIDTH_MAP = {648: 768, 1296: 1280, 960: None}
+PAPER_HOUSEHOLDER = 4  # gated_deltaproduct's num_householder in the paper's models/ssm_models.py
 
 
 def paper_heads(d_model: int, max_head_size: int = 128) -> int:
@@ -66,6 +67,13 @@ def paper_heads(d_model: int, max_head_size: int = 128) -> int:
 def paper_d_state(mixer: str, task: str) -> int:
     """128, but 64 for mamba and for every mixer on task 3 (distractor)."""
     return 64 if mixer == "mamba" or task == "distractor" else 128
+
+
+def paper_model(mixer: str, task: str, d_model: int) -> dict:
+    """The model fields the paper's rules set for a run: heads, d_state, and gated_deltaproduct's
+    4 Householder reflections per token (its fla layer is built with num_householder=4)."""
+    model = {"n_heads": paper_heads(d_model), "d_state": paper_d_state(mixer, task)}
+    return {**model, "num_householder": PAPER_HOUSEHOLDER} if mixer == "gated_deltaproduct" else model
 
 
 def paper_width(mixer: str, d_model: int) -> int | None:
@@ -187,8 +195,7 @@ def plan(task: str, scale: str | Scale, mixers=None) -> list[Run]:
                 d_model = paper_width(mixer, width) if s.paper_rules else width
                 if d_model is None:
                     continue
-                model = {"n_heads": paper_heads(d_model), "d_state": paper_d_state(mixer, task)} \
-                    if s.paper_rules else {}
+                model = paper_model(mixer, task, d_model) if s.paper_rules else {}
                 for seed in s.seeds:
                     task_seed = {"seed": seed} if s.seed_is_task_seed else {}
                     for lr in s.lrs:
@@ -278,17 +285,20 @@ def mean_steps_per_sequence(p: TaskParams) -> float:
 _PARAMETERS: dict = {}
 
 
-def parameter_count(mixer: str, p: TaskParams, d_model: int, n_layers: int, n_heads: int, d_state: int) -> int:
-    """Exact parameter count of the model a run trains, built on the meta device (no memory, no time)."""
+def parameter_count(mixer: str, p: TaskParams, d_model: int, n_layers: int, n_heads: int, d_state: int,
+                    num_householder: int = 2) -> int:
+    """Exact parameter count of the model a run trains (the config's other fields at their
+    defaults, as training leaves them), built on the meta device (no memory, no time)."""
     import torch
 
     from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 
     labels = (p.vocab_size - 1 - p.ambiguities) + p.ambiguities * p.ambiguity_depth + 1  # states, '#' included
-    key = (mixer, p.vocab_size, labels, d_model, n_layers, n_heads, d_state)
+    key = (mixer, p.vocab_size, labels, d_model, n_layers, n_heads, d_state, num_householder)
     if key not in _PARAMETERS:
         config = SelectivBenchConfig(mixer=mixer, vocab_size=p.vocab_size, num_labels=labels, d_model=d_model,
-                                     n_layers=n_layers, n_heads=n_heads, d_state=d_state)
+                                     n_layers=n_layers, n_heads=n_heads, d_state=d_state,
+                                     num_householder=num_householder)
         with torch.device("meta"):
             _PARAMETERS[key] = sum(x.numel() for x in SelectivBenchForTokenClassification(config).parameters())
     return _PARAMETERS[key]

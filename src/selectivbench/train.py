@@ -38,7 +38,7 @@ NO_DECAY = ("A_log", "dt_bias", "D")
 def model_config(args: TrainArgs, task: Task) -> SelectivBenchConfig:
     return SelectivBenchConfig.for_task(
         task, mixer=args.mixer, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-        d_state=args.d_state, dropout=args.dropout, norm=args.norm)
+        d_state=args.d_state, num_householder=args.num_householder, dropout=args.dropout, norm=args.norm)
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:

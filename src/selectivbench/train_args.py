@@ -27,6 +27,8 @@ class TrainArgs:
     n_layers: int = 2
     n_heads: int = 4
     d_state: int = 16
+    num_householder: int = 2
+    """Householder reflections per token of gated_deltaproduct (the paper's runs: 4)."""
     dropout: float = 0.0
     """The paper uses 0.2 with 8 layers; 0.0 trains the small 2-layer CPU models faster."""
     norm: str = "layernorm"
@@ -69,8 +71,9 @@ def check_train_args(a: TrainArgs) -> None:
     from .builders.config import TASKS
     from .models.configuration_selectivbench import MIXERS, NORMS
 
-    ints = {"d_model": 1, "n_layers": 1, "n_heads": 1, "d_state": 1, "batch_size": 1, "warmup_steps": 0,
-            "max_steps": 1, "grad_accum": 1, "eval_every": 1, "save_every": 1, "patience": 0, "train_seed": 0}
+    ints = {"d_model": 1, "n_layers": 1, "n_heads": 1, "d_state": 1, "num_householder": 1, "batch_size": 1,
+            "warmup_steps": 0, "max_steps": 1, "grad_accum": 1, "eval_every": 1, "save_every": 1, "patience": 0,
+            "train_seed": 0}
     for name, low in ints.items():
         v = getattr(a, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:

@@ -37,7 +37,7 @@ def recurrent_selective_scan_step(x_t, dt_t, A, B_t, C_t, h):
         return (h @ C_t[..., None])[..., 0].to(dtype), h
 
 
-def chunk_selective_scan(x, dt, A, B, C, chunk_size: int = 64, initial_state=None, fast: bool = False):
+def chunk_selective_scan(x, dt, A, B, C, chunk_size: int = 32, initial_state=None, fast: bool = False):
     """x, dt: (B, T, Di); A: (Di, N); B, C: (B, T, N). Returns y (B, T, Di) and the final state
     (B, Di, N), computed in float32 at least. With fast=True on CUDA, runs mamba-ssm's
     selective_scan_fn kernel instead (same math), when installed."""

@@ -45,7 +45,7 @@ class SelectivBenchConfig(PretrainedConfig):
             rule in the paper.)
         dropout: dropout after each mixer.
         norm: 'layernorm' or 'rmsnorm' after each residual.
-        chunk_size: time chunk of the chunked (training) forms; mamba's selective scan (blocks of 64
+        chunk_size: time chunk of the chunked (training) forms; mamba's selective scan (blocks of 32
             steps) and the minGRU scan (sqrt(T) steps) are memory-bound and size their own.
         num_householder: Householder reflections per token of gated_deltaproduct (fla's default
             2; the paper's runs, and `reproduce --scale paper`, use 4).

@@ -11,7 +11,9 @@
 4. against the peers a CPU user would pick, transformers' own torch paths of the same layers at
    equal size (B=8, T=256, d_model=128, 2 layers, forward+backward of the base models):
    MambaModel, Mamba2Model, and a stack of Qwen3-Next's GatedDeltaNet layers (embedding, then
-   layer -> residual -> LayerNorm, as our blocks).
+   layer -> residual -> LayerNorm, as our blocks), each configured as our block (and the paper's):
+   Mamba2 with 2 x n_heads heads of d_model / n_heads, GatedDeltaNet with values of 2 x d_head and
+   its short conv; the parameter counts per layer are equal.
 
 Timings are the fastest of a few repetitions; with --runs N every timing is repeated N times
 (the machine may be shared: the spread says how far to trust one run) and the summary takes
@@ -36,6 +38,7 @@ from selectivbench.models import MIXERS, SelectivBenchConfig, SelectivBenchForTo
 
 ATTENTION = ("transformer", "fox")
 SIZE = dict(vocab_size=41, num_labels=1601, d_model=128, n_layers=2, n_heads=4, d_state=16)
+EXPAND_V = 2  # our delta-rule blocks' value width (the config default, the paper's fla setting)
 
 
 def model_for(mixer):
@@ -130,7 +133,7 @@ class QwenGatedDeltaNetStack(torch.nn.Module):
         D, H, L = SIZE["d_model"], SIZE["n_heads"], SIZE["n_layers"]
         cfg = Qwen3NextConfig(vocab_size=42, hidden_size=D, num_hidden_layers=L, layer_types=["linear_attention"] * L,
                               linear_num_key_heads=H, linear_num_value_heads=H, linear_key_head_dim=D // H,
-                              linear_value_head_dim=D // H, linear_conv_kernel_dim=4, num_attention_heads=H,
+                              linear_value_head_dim=EXPAND_V * D // H, linear_conv_kernel_dim=4, num_attention_heads=H,
                               num_key_value_heads=H)
         self.embed = torch.nn.Embedding(42, D)
         self.layers = torch.nn.ModuleList(Qwen3NextGatedDeltaNet(cfg, i) for i in range(L))
@@ -153,7 +156,7 @@ def transformers_peer(mixer):
         return MambaModel(MambaConfig(vocab_size=42, hidden_size=D, state_size=N, expand=2, conv_kernel=4,
                                       num_hidden_layers=L, use_cache=False))
     if mixer == "mamba2":
-        return Mamba2Model(Mamba2Config(vocab_size=42, hidden_size=D, num_heads=H, head_dim=2 * D // H, expand=2,
+        return Mamba2Model(Mamba2Config(vocab_size=42, hidden_size=D, num_heads=2 * H, head_dim=D // H, expand=2,
                                         state_size=N, n_groups=1, conv_kernel=4, num_hidden_layers=L,
                                         use_cache=False))
     return QwenGatedDeltaNetStack()

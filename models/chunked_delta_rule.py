@@ -62,7 +62,9 @@ def chunk_delta_rule(q, k, v, beta, g=None, chunk_size: int = 16, initial_state=
     state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(q.dtype)
     with torch.autocast(q.device.type, enabled=False):
         o, state = _ChunkDeltaRule.apply(q, k, v, beta, g, state)
-    return o.permute(1, 2, 0, 3, 4).reshape(B, H, N * C, V)[:, :, :T].to(dtype), state
+    # (B, T, H, V) in memory, returned as a (B, H, T, V) view: merging the heads after is then free
+    o = o.permute(1, 0, 3, 2, 4).reshape(B, N * C, H, V)[:, :T].transpose(1, 2)
+    return o.to(dtype), state
 
 
 def _t(x):
@@ -96,12 +98,10 @@ class _ChunkDeltaRule(torch.autograd.Function):
         k_end = to_end[..., None] * k
         M = decay_end[..., None] * torch.eye(K, dtype=q.dtype, device=q.device) - _mm(_t(k_end), W)
         X = _mm(_t(k_end), U)
-        S = q.new_empty(N + 1, B * H, K, V)  # S[n]: the state entering chunk n; S[N] the final one
-        S[0] = state0.reshape(B * H, K, V)
-        M_, X_ = M.view(N, B * H, K, K), X.view(N, B * H, K, V)
+        S = torch.cat([state0[None], X])  # S[n]: the state entering chunk n; S[N] the final one
+        S_, M_ = S.view(N + 1, B * H, K, V), M.view(N, B * H, K, K)
         for n in range(N):
-            torch.baddbmm(X_[n], M_[n], S[n], out=S[n + 1])
-        S = S.view(N + 1, B, H, K, V)
+            S_[n + 1].baddbmm_(M_[n], S_[n])  # S[n + 1] = X[n] + M[n] S[n], in place
         u = U - _mm(W, S[:-1])
         P = D * qk
         q_decayed = eb[..., None] * q
@@ -124,11 +124,10 @@ class _ChunkDeltaRule(torch.autograd.Function):
         Pt_go = _mm(_t(P), g_o)
         # adjoint of the chunk states, backwards: g_S[n] = R[n] + M[n]^T g_S[n + 1]
         R = _mm(_t(q_decayed), g_o) - _mm(_t(W), Pt_go)
-        G = torch.empty_like(S)
-        G[N] = 0 if g_last is None else g_last
-        G_, R_, Mt_ = G.view(N + 1, B * H, K, V), R.view(N, B * H, K, V), _t(M).reshape(N, B * H, K, K)
+        G = torch.cat([R, torch.zeros_like(S[:1]) if g_last is None else g_last[None]])
+        G_, Mt_ = G.view(N + 1, B * H, K, V), _t(M).reshape(N, B * H, K, K)
         for n in range(N - 1, -1, -1):
-            torch.baddbmm(R_[n], Mt_[n], G_[n + 1], out=G_[n])
+            G_[n].baddbmm_(Mt_[n], G_[n + 1])
         G_out = G[1:]  # the adjoint of the state each chunk hands on
         g_u = Pt_go + _mm(k_end, G_out)
         g_W = -_mm(g_u, _t(S_in))

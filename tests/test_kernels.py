@@ -164,3 +164,30 @@ def test_chunk_delta_rule_passes_gradcheck():
     q, k, v, beta, g, s0 = (t[:1, :2, :11] if t.dim() >= 3 and t.shape[2] == T else t[:1, :2] for t in _delta_inputs(True))
     inputs = [t.detach().clone().requires_grad_() for t in (q, k, v, beta, g, s0)]
     assert torch.autograd.gradcheck(lambda *a: chunk_delta_rule(*a[:5], 4, initial_state=a[5]), inputs)
+
+
+@pytest.mark.parametrize("T_steps", [1, 3, 9])
+@pytest.mark.parametrize("with_window", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_short_conv_equals_padded_convolution(T_steps, with_window, bias):
+    """The short conv's in-place shifted products and written-out backward against the padded
+    convolution through autograd: output, carried window and every gradient, T below the kernel too."""
+    from selectivbench.models.layers import ShortConv
+
+    conv = ShortConv(5, 4, bias=bias).double()
+    for i, p in enumerate(conv.parameters()):
+        p.data = rand(*p.shape, seed=40 + i)
+    x = rand(2, T_steps, 5, seed=50).requires_grad_()
+    window = rand(2, 5, 3, seed=51).requires_grad_() if with_window else None
+    past = torch.cat([window.transpose(1, 2) if with_window else torch.zeros(2, 3, 5, dtype=torch.float64), x], 1)
+    w = conv.weight[:, 0]
+    reference = sum(past[:, k:k + T_steps] * w[:, k] for k in range(4)) + (conv.bias if bias else 0)
+    y, last = conv(x, window)
+    assert torch.allclose(y, reference, atol=1e-12)
+    assert torch.equal(last, past[:, -3:].transpose(1, 2))
+    inputs = [x, conv.weight] + ([conv.bias] if bias else []) + ([window] if with_window else [])
+    g_y, g_last = rand(*y.shape, seed=52), rand(*last.shape, seed=53)
+    ours = torch.autograd.grad((y * g_y).sum() + (last * g_last).sum(), inputs)
+    expected = torch.autograd.grad((reference * g_y).sum() + (past[:, -3:].transpose(1, 2) * g_last).sum(), inputs)
+    for g, g_ref in zip(ours, expected):
+        assert torch.allclose(g, g_ref, atol=1e-12)

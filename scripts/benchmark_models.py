@@ -34,6 +34,7 @@ import time
 
 import torch
 
+from selectivbench.allocator import keep_freed_memory
 from selectivbench.models import MIXERS, SelectivBenchConfig, SelectivBenchForTokenClassification, SelectivBenchModel
 
 ATTENTION = ("transformer", "fox")
@@ -185,6 +186,9 @@ def main():
     ap.add_argument("--runs", type=int, default=1, help="repeat every timing this many times; report medians")
     ap.add_argument("--clock", choices=tuple(CLOCK), default="wall", help="cpu: process CPU time (shared machines)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                    help="keep: glibc keeps freed memory for reuse (selectivbench.allocator; the train and "
+                         "evaluate commands do the same); default: glibc's own thresholds")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -193,6 +197,8 @@ def main():
         return
     global clock
     clock = CLOCK[args.clock]
+    if args.malloc == "keep":  # ours and the peers alike; the memory child measures with the default
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     mixers = args.mixers.split(",")

@@ -5,9 +5,9 @@ as they are freed, up to 32 MiB) with fresh mmaps and trims the heap top back to
 model that allocates the same tensors every step pays a page fault per 4 KiB page, every step,
 in the kernel. Measured here (mamba's forward, B=8, T=1024, 2 layers, 8 forwards, two runs):
 11,300-13,000 page faults and 19-29 ms of system time per forward, median 107-109 ms; with freed
-memory kept, 4,700-5,300 faults, 7-9 ms, median 96 ms (the spread shrinks with it). The same effect is what jemalloc / tcmalloc preloading buys; this needs neither.
-Process-wide, so it is called by the commands that train and evaluate and by the benchmark,
-never on import of the models (they load as remote code into other people's processes).
+memory kept, 4,700-5,300 faults, 7-9 ms, median 96 ms (the spread shrinks with it). Preloading
+jemalloc or tcmalloc buys the same; this needs neither. Process-wide, so it is called by the
+commands that train, evaluate and reproduce and by the model benchmark, never on import of the models (they load as remote code into other people's processes).
 """
 from __future__ import annotations
 

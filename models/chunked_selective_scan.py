@@ -13,8 +13,9 @@ recomputes a block's states from the state that entered it (as mamba-ssm's kerne
 the adjoint recurrence g_t = C_t gy_t + a_{t+1} g_{t+1} backwards through it.
 
 Measured here (B=8, T=1024, Di=256, N=16, forward): 26-33 ms, against 77 ms for a plain loop of
-the recurrence (and 51-61 ms before the decays were taken with exp2 from a contiguous A); a two-level scan was 5x slower (memory-bound). A log-space cumulative-sum form is
-not used: a block's cumulative decay passes e^-88 quickly with learned step sizes (float32 overflow).
+the recurrence and 51-61 ms before the decays were taken with exp2 from a contiguous A; a two-level
+scan was 5x slower (memory-bound). A log-space cumulative-sum form is not used: a block's
+cumulative decay passes e^-88 quickly with learned step sizes (float32 overflow).
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ import math
 import torch
 
 from .layers import at_least_fp32, use_mamba_ssm
-
 
 LOG2_E = math.log2(math.e)
 

@@ -566,10 +566,13 @@ def plot(task: str, folder: Path, rows: list[dict]) -> None:
         if not part:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for m, points in sorted(pivot(part, x_of).items()):
+        # 11 mixers outnumber the 10 default colours: cycle colours and markers apart
+        markers = "osD^v<>ph*X"
+        for i, (m, points) in enumerate(sorted(pivot(part, x_of).items())):
             xs = sorted(points)
             means, stds = zip(*(mean_std(points[x]) for x in xs))
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=m)
+            ax.errorbar(xs, means, yerr=stds, marker=markers[i % len(markers)], capsize=3, label=m,
+                        color=plt.get_cmap("tab20")(i % 20))
         ceiling = pivot([{**r, "mixer": ""} for r in part], x_of, "bayes_element_accuracy")[""]
         xs = sorted(ceiling)
         ax.plot(xs, [statistics.fmean(ceiling[x]) for x in xs], "k--", label="Bayes ceiling")

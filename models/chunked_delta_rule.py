@@ -122,7 +122,6 @@ class _ChunkDeltaRule(torch.autograd.Function):
     def _backward(ctx, g_o, g_last):
         q, k, v, beta, eb, to_end, decay_end, D, kk, qk, T_inv, W, k_end, S, u, P, q_decayed = ctx.saved_tensors
         N, B, H, C, K = q.shape
-        V = v.shape[-1]
         g_o, S_in = g_o.contiguous(), S[:-1]
         Pt_go = _mm(_t(P), g_o)
         R = _mm(_t(q_decayed), g_o)

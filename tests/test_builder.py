@@ -1,8 +1,6 @@
 """The datasets builder, the Hub-layout folder, its card and the CLI."""
 import re
-import shutil
 
-import numpy as np
 import pytest
 from datasets import load_dataset
 from huggingface_hub import DatasetCard

@@ -6,7 +6,6 @@ from huggingface_hub import ModelCard
 
 from selectivbench.builders import ParameterError
 from selectivbench.cli import main
-from selectivbench.data import load_task
 from selectivbench.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
 from selectivbench.data import RUN_FILE

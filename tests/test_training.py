@@ -11,7 +11,7 @@ import torch
 
 from selectivbench.builders import ParameterError, bayes_ceiling
 from selectivbench.builders.sampler import Sampler
-from selectivbench.data import SelectivBenchCollator, load_task, model_view
+from selectivbench.data import SelectivBenchCollator, load_task
 from selectivbench.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
 from selectivbench.train import TrainArgs, model_config, train, write_run_record

@@ -59,64 +59,33 @@ class ShortConv(nn.Module):
     def forward(self, x, window=None):
         """x (B, T, C); window (B, C, kernel - 1) the inputs before x (None: zeros). Returns y
         (B, T, C) and the window after x."""
-        K = self.kernel
-        y = _CausalConv.apply(x, self.weight[:, 0], self.bias, None if window is None else window.to(x.dtype))
-        if x.shape[1] >= K - 1:
-            last = x[:, x.shape[1] - (K - 1):]
-        else:
-            before = x.new_zeros(x.shape[0], K - 1, x.shape[2]) if window is None else window.transpose(1, 2).to(x.dtype)
-            last = torch.cat([before, x], 1)[:, -(K - 1):]
-        return y, last.transpose(1, 2)
+        return causal_conv(x, self.weight, self.bias, window)
 
     def step(self, x_t, window):  # x_t (B, C); window (B, C, kernel - 1) of past inputs
-        if window is None:
-            window = x_t.new_zeros(*x_t.shape, self.kernel - 1)
-        full = torch.cat([window.to(x_t.dtype), x_t[..., None]], -1)
-        y = (full * self.weight[:, 0]).sum(-1)
-        return (y if self.bias is None else y + self.bias), full[..., 1:]
+        return causal_conv_step(x_t, self.weight, self.bias, window)
 
 
-class _CausalConv(torch.autograd.Function):
-    """y_t = bias + sum_s w[:, K-1-s] x_{t-s} (s = 0 .. K-1; x_{t-s} from the window when t < s),
-    as K shifted multiply-adds in place on a (B, T, C) output (conv1d's (B, C, T) layout measured 3x
-    slower for the element-wise gates after it), with the backward written out: autograd through
-    a padded copy spent most of the time filling and copying the zero-padded gradients."""
+def causal_conv(x, weight, bias=None, window=None):
+    """y_t = bias + sum_s weight[:, 0, K-1-s] x_{t-s} over x (B, T, C) preceded by `window` (B, C, K-1)
+    (None: zeros); returns y (B, T, C) and the window after x. Through torch's depthwise conv2d on a
+    channels-last (B, C, 1, K-1+T) view: it reads and writes the (B, T, C) layout the projections
+    and gates use, so on CPU oneDNN runs it without a transpose (6x faster forward than
+    shifted multiply-adds; the first form written here), and cuDNN on CUDA."""
+    K = weight.shape[-1]
+    x_ct = x.transpose(1, 2)
+    past = F.pad(x_ct, (K - 1, 0)) if window is None else torch.cat([window.to(x.dtype), x_ct], -1)
+    y = F.conv2d(past.unsqueeze(2).contiguous(memory_format=torch.channels_last), weight.unsqueeze(2).to(x.dtype),
+                 None if bias is None else bias.to(x.dtype), groups=x.shape[-1])
+    return y.squeeze(2).transpose(1, 2), past[..., past.shape[-1] - (K - 1):].contiguous()
 
-    @staticmethod
-    def forward(ctx, x, w, bias, window):
-        T, K = x.shape[1], w.shape[1]
-        y = x * w[:, K - 1] if bias is None else torch.addcmul(bias, x, w[:, K - 1])
-        for s in range(1, K):
-            if s < T:
-                y[:, s:].addcmul_(x[:, :T - s], w[:, K - 1 - s])
-            if window is not None:  # steps t < s read the window's entry K-1+t-s
-                m = min(s, T)
-                y[:, :m].addcmul_(window[:, :, K - 1 - s:K - 1 - s + m].transpose(1, 2), w[:, K - 1 - s])
-        ctx.save_for_backward(x, w, window)
-        ctx.has_bias = bias is not None
-        return y
 
-    @staticmethod
-    def backward(ctx, g):
-        x, w, window = ctx.saved_tensors
-        T, K = x.shape[1], w.shape[1]
-        g_x = g * w[:, K - 1]
-        g_w = torch.empty_like(w)
-        g_w[:, K - 1] = (g * x).sum((0, 1))
-        g_window = None if window is None else torch.zeros_like(window)
-        for s in range(1, K):
-            tap = torch.zeros_like(w[:, 0])
-            if s < T:
-                g_x[:, :T - s].addcmul_(g[:, s:], w[:, K - 1 - s])
-                tap += (g[:, s:] * x[:, :T - s]).sum((0, 1))
-            if window is not None:
-                m = min(s, T)
-                seen = window[:, :, K - 1 - s:K - 1 - s + m].transpose(1, 2)
-                tap += (g[:, :m] * seen).sum((0, 1))
-                g_window[:, :, K - 1 - s:K - 1 - s + m] += (g[:, :m] * w[:, K - 1 - s]).transpose(1, 2)
-            g_w[:, K - 1 - s] = tap
-        g_bias = g.sum((0, 1)) if ctx.has_bias else None
-        return g_x.to(x.dtype), g_w, g_bias, g_window
+def causal_conv_step(x_t, weight, bias, window):
+    """One step of `causal_conv`: x_t (B, C), window (B, C, K-1) or None; returns y_t and the new window."""
+    if window is None:
+        window = x_t.new_zeros(*x_t.shape, weight.shape[-1] - 1)
+    full = torch.cat([window.to(x_t.dtype), x_t[..., None]], -1)
+    y = (full * weight[:, 0]).sum(-1)
+    return (y if bias is None else y + bias), full[..., 1:]
 
 
 def qkv_short_convs(channels: tuple, kernel: int) -> tuple:
@@ -124,21 +93,27 @@ def qkv_short_convs(channels: tuple, kernel: int) -> tuple:
     return tuple(ShortConv(c, kernel, bias=False) for c in channels)
 
 
-def conv_qkv(convs, tensors, window, step: bool):
-    """fla's short-conv front end: each of q, k, v (B, T, C_i) through its own causal conv, then silu.
-    `window` holds the three windows concatenated over channels, (B, C_q + C_k + C_v, kernel - 1)
-    (None: nothing seen). step=True runs the step form on T = 1. Returns (q, k, v) and the new window."""
-    windows = (None,) * 3 if window is None else window.split([c.weight.shape[0] for c in convs], 1)
-    outs, new_windows = [], []
-    for conv, x, w in zip(convs, tensors, windows):
-        if step:
-            y, w = conv.step(x[:, 0], w)
-            y = y[:, None]
-        else:
-            y, w = conv(x, w)
-        outs.append(F.silu(y))
-        new_windows.append(w)
-    return outs, torch.cat(new_windows, 1)
+def conv_qkv(convs, qkv, window, step: bool):
+    """fla's short-conv front end: q, k and v, given side by side in qkv (B, T, C_q + C_k + C_v),
+    each through its own causal conv (run as one conv over all channels), then silu. `window` holds
+    the three windows concatenated over channels, (B, C_q + C_k + C_v, kernel - 1) (None: nothing
+    seen). step=True runs the step form on T = 1. Returns (q, k, v) and the new window."""
+    weight = torch.cat([c.weight for c in convs])
+    if step:
+        y, window = causal_conv_step(qkv[:, 0], weight, None, window)
+        y = y[:, None]
+    else:
+        y, window = causal_conv(qkv, weight, None, window)
+    return F.silu(y).split([c.weight.shape[0] for c in convs], -1), window
+
+
+def fused_linear(x, *groups):
+    """The outputs of several bias-free projections of x from one matrix product, each keeping its
+    own fla name and weight (11% faster forward+backward than one product each). A group given as
+    a tuple of projections comes back as one tensor, their outputs side by side."""
+    groups = [g if isinstance(g, tuple) else (g,) for g in groups]
+    y = F.linear(x, torch.cat([p.weight for g in groups for p in g]))
+    return y.split([sum(p.out_features for p in g) for g in groups], -1)
 
 
 def use_fla(x, fast: bool) -> bool:

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .chunked_linear_attention import chunk_gla, recurrent_gla_step
-from .layers import RMSNorm, conv_qkv, merge_heads, qkv_short_convs, split_heads, state_zeros
+from .layers import RMSNorm, conv_qkv, fused_linear, merge_heads, qkv_short_convs, split_heads, state_zeros
 from .mixer_state import MatrixState, Mixer
 
 TAXONOMY = dict(transition="data-dependent diagonal (per key channel)", input_gating="no (output gate only)",
@@ -32,7 +32,8 @@ class GLAMixer(Mixer):
         Dv = config.expand_v * D
         self.n_heads, self.chunk_size = H, config.chunk_size
         self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
-        self.qk_proj = nn.Linear(D, 2 * D, bias=False)
+        self.q_proj = nn.Linear(D, D, bias=False)
+        self.k_proj = nn.Linear(D, D, bias=False)
         self.v_proj = nn.Linear(D, Dv, bias=False)
         self.g_proj = nn.Linear(D, Dv, bias=False)  # output gate
         self.gk_proj = nn.Sequential(nn.Linear(D, GATE_RANK, bias=False), nn.Linear(GATE_RANK, D))  # decay
@@ -43,26 +44,29 @@ class GLAMixer(Mixer):
         self.o_proj = nn.Linear(Dv, D, bias=False)
 
     def _project(self, x, window, step: bool = False):
-        q, k = self.qk_proj(x).chunk(2, -1)
-        v = self.v_proj(x)
+        qkv, gate, gk = fused_linear(x, (self.q_proj, self.k_proj, self.v_proj), self.g_proj, self.gk_proj[0])
+        D = self.q_proj.out_features
         if self.use_short_conv:
-            (q, k, v), window = conv_qkv((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v), window, step)
+            (q, k, v), window = conv_qkv((self.q_conv1d, self.k_conv1d, self.v_conv1d), qkv, window, step)
+        else:
+            q, k, v = qkv.split([D, D, qkv.shape[-1] - 2 * D], -1)
         q, k, v = (split_heads(t, self.n_heads) for t in (q, k, v))
-        log_alpha = split_heads(F.logsigmoid(self.gk_proj(x)) / GATE_TEMPERATURE, self.n_heads)
-        return q / math.sqrt(q.shape[-1]), k, v, log_alpha, window
+        log_alpha = split_heads(F.logsigmoid(self.gk_proj[1](gk)) / GATE_TEMPERATURE, self.n_heads)
+        return q / math.sqrt(q.shape[-1]), k, v, log_alpha, gate, window
 
-    def _output(self, o, x):
-        return self.o_proj(F.silu(self.g_proj(x)) * merge_heads(self.norm(o.to(x.dtype))))
+    def _output(self, o, gate):
+        return self.o_proj(F.silu(gate) * merge_heads(self.norm(o)))
 
     def forward(self, x, state=None):
-        q, k, v, g, window = self._project(x, None if state is None else state.conv)
+        q, k, v, g, gate, window = self._project(x, None if state is None else state.conv)
         o, memory = chunk_gla(q, k, v, g, self.chunk_size, initial_state=None if state is None else state.memory,
                               fast=self.fast)
-        return self._output(o, x), MatrixState(memory, window, (0 if state is None else state.seen) + x.shape[1])
+        seen = (0 if state is None else state.seen) + x.shape[1]
+        return self._output(o.to(x.dtype), gate), MatrixState(memory, window, seen)
 
     def step(self, x_t, state):
-        q, k, v, g, window = self._project(x_t[:, None], None if state is None else state.conv, step=True)
+        q, k, v, g, gate, window = self._project(x_t[:, None], None if state is None else state.conv, step=True)
         S = state_zeros(q, q.shape[0], self.n_heads, q.shape[-1], v.shape[-1]) if state is None else state.memory
         o, S = recurrent_gla_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g[:, :, 0], S)
         seen = (0 if state is None else state.seen) + 1
-        return self._output(o[:, :, None], x_t[:, None])[:, 0], MatrixState(S, window, seen)
+        return self._output(o[:, :, None].to(x_t.dtype), gate)[:, 0], MatrixState(S, window, seen)

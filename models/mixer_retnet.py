@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .chunked_linear_attention import chunk_gla, recurrent_gla_step
-from .layers import RMSNorm, conv_qkv, merge_heads, qkv_short_convs, rotary, split_heads, state_zeros
+from .layers import RMSNorm, conv_qkv, fused_linear, merge_heads, qkv_short_convs, rotary, split_heads, state_zeros
 from .mixer_state import MatrixState, Mixer
 
 TAXONOMY = dict(transition="fixed scalar decay per head", input_gating="no (output gate only)",
@@ -34,7 +34,9 @@ class RetNetMixer(Mixer):
         D = config.d_model
         Dv = config.expand_v * D
         self.sizes = (D, Dv)
-        self.qkv_proj = nn.Linear(D, 2 * D + Dv, bias=False)
+        self.q_proj = nn.Linear(D, D, bias=False)
+        self.k_proj = nn.Linear(D, D, bias=False)
+        self.v_proj = nn.Linear(D, Dv, bias=False)
         self.g_proj = nn.Linear(D, Dv, bias=False)  # output gate
         self.use_short_conv = config.use_short_conv
         if self.use_short_conv:
@@ -50,30 +52,32 @@ class RetNetMixer(Mixer):
 
     def _project(self, x, start: int, window, step: bool = False):
         D, Dv = self.sizes
-        q, k, v = self.qkv_proj(x).split([D, D, Dv], -1)
+        qkv, gate = fused_linear(x, (self.q_proj, self.k_proj, self.v_proj), self.g_proj)
         if self.use_short_conv:
-            (q, k, v), window = conv_qkv((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v), window, step)
+            (q, k, v), window = conv_qkv((self.q_conv1d, self.k_conv1d, self.v_conv1d), qkv, window, step)
+        else:
+            q, k, v = qkv.split([D, D, Dv], -1)
         q, k, v = (split_heads(t, self.n_heads) for t in (q, k, v))
         positions = torch.arange(start, start + x.shape[1], device=x.device)
         q = rotary(q, positions, self.theta) / math.sqrt(q.shape[-1])
-        return q, rotary(k, positions, self.theta), v, window
+        return q, rotary(k, positions, self.theta), v, gate, window
 
-    def _output(self, o, x):
-        return self.o_proj(F.silu(self.g_proj(x)) * merge_heads(self.norm(o)))
+    def _output(self, o, gate):
+        return self.o_proj(F.silu(gate) * merge_heads(self.norm(o)))
 
     def forward(self, x, state=None):
         B, T, _ = x.shape
         seen = 0 if state is None else state.seen
-        q, k, v, window = self._project(x, seen, None if state is None else state.conv)
+        q, k, v, gate, window = self._project(x, seen, None if state is None else state.conv)
         g = self.log_gamma(q).view(1, -1, 1, 1).expand(B, -1, T, 1)
         o, memory = chunk_gla(q, k, v, g, self.chunk_size, initial_state=None if state is None else state.memory,
                               fast=self.fast)
-        return self._output(o.to(x.dtype), x), MatrixState(memory, window, seen + T)
+        return self._output(o.to(x.dtype), gate), MatrixState(memory, window, seen + T)
 
     def step(self, x_t, state):
         seen = 0 if state is None else state.seen
-        q, k, v, window = self._project(x_t[:, None], seen, None if state is None else state.conv, step=True)
+        q, k, v, gate, window = self._project(x_t[:, None], seen, None if state is None else state.conv, step=True)
         S = state_zeros(q, q.shape[0], self.n_heads, q.shape[-1], v.shape[-1]) if state is None else state.memory
         g = self.log_gamma(q).view(1, -1, 1).expand(q.shape[0], -1, 1)
         o, S = recurrent_gla_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g, S)
-        return self._output(o[:, :, None].to(x_t.dtype), x_t[:, None])[:, 0], MatrixState(S, window, seen + 1)
+        return self._output(o[:, :, None].to(x_t.dtype), gate)[:, 0], MatrixState(S, window, seen + 1)

@@ -170,8 +170,9 @@ def test_chunk_delta_rule_passes_gradcheck():
 @pytest.mark.parametrize("with_window", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
 def test_short_conv_equals_padded_convolution(T_steps, with_window, bias):
-    """The short conv's in-place shifted products and written-out backward against the padded
-    convolution through autograd: output, carried window and every gradient, T below the kernel too."""
+    """The short conv (torch's depthwise conv2d on a channels-last view) against the padded
+    convolution written as shifted products, through autograd: output, carried window and every
+    gradient, T below the kernel too."""
     from selectivbench.models.layers import ShortConv
 
     conv = ShortConv(5, 4, bias=bias).double()

@@ -348,18 +348,18 @@ def _mixer_parameters(mixer, **kw):
 
 
 # The square blocks without short convolutions these mixers had before the paper's fla configuration
-# (recorded from that code at d_model=16, n_heads=2): use_short_conv=False, expand_v=1 rebuilds them.
+# (recorded from that code at d_model=16, n_heads=2; its fused kvb_proj (34, 16) / qkv_proj (48, 16) are
+# now fla's separate projections, of the same sizes): use_short_conv=False, expand_v=1 rebuilds them.
+_DELTA = {"q_proj.weight": (16, 16), "k_proj.weight": (16, 16), "v_proj.weight": (16, 16), "b_proj.weight": (2, 16),
+          "norm.weight": (8,), "o_proj.weight": (16, 16)}
+_GATES = {"A_log": (2,), "dt_bias": (2,), "a_proj.weight": (2, 16), "g_proj.weight": (16, 16)}
 SQUARE_BLOCKS = {
-    "deltanet": {"q_proj.weight": (16, 16), "kvb_proj.weight": (34, 16), "norm.weight": (8,),
-                 "o_proj.weight": (16, 16)},
-    "gated_deltanet": {"A_log": (2,), "dt_bias": (2,), "q_proj.weight": (16, 16), "kvb_proj.weight": (34, 16),
-                       "a_proj.weight": (2, 16), "g_proj.weight": (16, 16), "norm.weight": (8,),
-                       "o_proj.weight": (16, 16)},
-    "gated_deltaproduct": {"A_log": (2,), "dt_bias": (2,), "q_proj.weight": (16, 16), "kvb_proj.weight": (68, 16),
-                           "a_proj.weight": (2, 16), "g_proj.weight": (16, 16), "norm.weight": (8,),
-                           "o_proj.weight": (16, 16)},
-    "retnet": {"qkv_proj.weight": (48, 16), "g_proj.weight": (16, 16), "norm.weight": (8,),
-               "o_proj.weight": (16, 16)},
+    "deltanet": _DELTA,
+    "gated_deltanet": {**_DELTA, **_GATES},
+    "gated_deltaproduct": {**_DELTA, **_GATES, "k_proj.weight": (32, 16), "v_proj.weight": (32, 16),
+                           "b_proj.weight": (4, 16)},
+    "retnet": {"q_proj.weight": (16, 16), "k_proj.weight": (16, 16), "v_proj.weight": (16, 16),
+               "g_proj.weight": (16, 16), "norm.weight": (8,), "o_proj.weight": (16, 16)},
 }
 
 
@@ -371,7 +371,7 @@ def test_no_short_conv_and_expand_v_1_rebuild_the_square_blocks(mixer):
 def test_gla_without_conv_is_the_square_block_with_the_papers_key_width():
     # the old gla had fla's default expand_k = 0.5 (keys d_model / 2 wide); the paper's is 1
     assert _mixer_parameters("gla", use_short_conv=False, expand_v=1) == {
-        "qk_proj.weight": (32, 16), "v_proj.weight": (16, 16), "g_proj.weight": (16, 16),
+        "q_proj.weight": (16, 16), "k_proj.weight": (16, 16), "v_proj.weight": (16, 16), "g_proj.weight": (16, 16),
         "gk_proj.0.weight": (16, 16), "gk_proj.1.weight": (16, 16), "gk_proj.1.bias": (16,),
         "norm.weight": (8,), "o_proj.weight": (16, 16)}
 

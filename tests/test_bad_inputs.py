@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from selectivbench.builders import ParameterError, SelectivBench, TaskParams, task_params
 from selectivbench.cli import main
@@ -29,11 +30,15 @@ def place(tmp_path_factory):
     (root / "empty").mkdir()
     (root / "busy").mkdir()
     (root / "busy" / "notes.txt").write_text("mine")
-    broken = root / "broken_ckpt"
-    broken.mkdir()
-    for f in (root / "run" / "model").iterdir():
-        (broken / f.name).write_bytes(f.read_bytes())
+    broken = copy_folder(root / "run" / "model", root / "broken_ckpt")
     (broken / "selectivbench_run.json").write_text('{"task": "gapped", "task_par')
+    old = copy_folder(root / "run" / "model", root / "old_ckpt")  # weights of another block layout
+    weights = load_file(old / "model.safetensors")
+    weights["model.layers.0.mixer.old_proj.weight"] = weights.pop("model.layers.0.mixer.zh_proj.weight")
+    weights["model.layers.1.mixer.o_proj.weight"] = weights["model.layers.1.mixer.o_proj.weight"][:, :3].contiguous()
+    save_file(weights, old / "model.safetensors", metadata={"format": "pt"})
+    pickled = copy_folder(root / "run" / "model", root / "bin_ckpt")
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
     truncated = root / "truncated"
     (truncated / "gapped").mkdir(parents=True)
     for f in (root / "data" / "gapped").iterdir():
@@ -42,6 +47,13 @@ def place(tmp_path_factory):
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     (root / "other.jsonl").write_text(json.dumps({"model": "elsewhere", "config": "gapped", "split": "test"}) + "\n")
     return root
+
+
+def copy_folder(source, target):
+    target.mkdir()
+    for f in source.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    return target
 
 
 def fill(args, place):
@@ -118,6 +130,10 @@ CLI_CASES = [
     (["evaluate", "{root}/missing"], r"checkpoint=.*missing.* is invalid: allowed a save_pretrained folder"),
     (["evaluate", "{root}/empty"], r"checkpoint=.*empty.* is invalid: allowed a save_pretrained folder"),
     (["evaluate", "{root}/broken_ckpt"], r"file .*selectivbench_run.json is invalid: allowed JSON"),
+    (["evaluate", "{root}/old_ckpt"], r"checkpoint=.*old_ckpt.* is invalid: allowed the weights of this version's gru "
+     r"block \(missing: model.layers.0.mixer.zh_proj.weight; unexpected: model.layers.0.mixer.old_proj.weight; "
+     r"shape saved vs model: model.layers.1.mixer.o_proj.weight \(8, 3\) vs \(8, 16\);"),
+    (["evaluate", "{ckpt}", "{root}/bin_ckpt"], r"checkpoint=.*bin_ckpt.* is invalid: allowed a folder with .safetensors"),
     (["evaluate", "{ckpt}", "--num-samples", "-1"], r"num_samples=-1 is invalid"),
     (["evaluate", "{ckpt}", "--num-samples", "0"], r"num_samples=0 is invalid"),
     (["evaluate", "{ckpt}", "--batch-size", "0"], r"batch_size=0 is invalid"),

@@ -25,7 +25,7 @@ from .builders.ceiling import ceiling_counts
 from .builders.sampler import Sampler
 from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
 from .metrics import IGNORE, accuracies, window_predictions
-from .models import SelectivBenchForTokenClassification
+from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 
 FIELDS = ["model", "mixer", "config", "split", "seed", "noise_seed", "samples", "element_accuracy", "step_accuracy",
           "loss", "bayes_element_accuracy", "bayes_step_accuracy", "parameters", "elements", "steps"]
@@ -66,12 +66,46 @@ def ceiling_of(task: Task, split: str, dataset) -> dict:
     return {"bayes_" + k: v for k, v in accuracies(c).items()}
 
 
+def check_weights(checkpoint: str | Path) -> None:
+    """The checkpoint's saved tensors are exactly this model's parameters, by name and shape.
+    from_pretrained only warns on a mismatch and starts the missing ones from random values: a
+    checkpoint of an older block layout would then be scored as a partly untrained model."""
+    from safetensors import safe_open
+
+    folder = Path(checkpoint)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder with .safetensors weights "
+                             "(other formats are pickles, never loaded here)")
+    saved = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            saved.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
+    config = SelectivBenchConfig.from_pretrained(folder)
+    with torch.device("meta"):  # names and shapes only: no memory, no init
+        model = SelectivBenchForTokenClassification(config)
+    wanted = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    missing, unexpected = sorted(wanted.keys() - saved.keys()), sorted(saved.keys() - wanted.keys())
+    reshaped = [f"{n} {saved[n]} vs {wanted[n]}" for n in sorted(wanted.keys() & saved.keys()) if saved[n] != wanted[n]]
+    if missing or unexpected or reshaped:
+        found = "; ".join(f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}" for what, names in
+                          (("missing", missing), ("unexpected", unexpected), ("shape saved vs model", reshaped))
+                          if names)
+        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed the weights of this version's "
+                             f"{config.mixer} block ({found}; saved by another selectivbench version? its own "
+                             "code beside the weights loads it with trust_remote_code=True)")
+
+
 def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_dir, overrides) -> list[tuple]:
     """(task, checkpoints) pairs; every checkpoint is checked against its task's grammar before any
     split is read or built, and only the asked splits (default: all but train) are."""
     if configs is None and (data_dir is not None or overrides):
         raise ParameterError("configs is invalid: allowed a list of configs whenever --data-dir or task "
                              "parameters are given (without them each checkpoint is scored on its own task)")
+
+    for c in checkpoints:  # every record readable and every set of weights loadable before a task is built
+        checkpoint_record(c)
+        check_weights(c)
 
     def check(ckpts):
         def every_checkpoint_fits(task):
@@ -80,8 +114,6 @@ def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_di
         return every_checkpoint_fits
 
     if configs is None:  # each checkpoint on the task it recorded
-        for c in checkpoints:
-            checkpoint_record(c)  # every record readable before the first task is built
         return [(checkpoint_task(c, splits=splits, with_train=False, check=check([c])), [c]) for c in checkpoints]
     return [(load_task(c, data_dir, splits=splits, with_train=False, check=check(checkpoints), **overrides),
              checkpoints) for c in configs]

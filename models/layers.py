@@ -69,8 +69,8 @@ def causal_conv(x, weight, bias=None, window=None):
     """y_t = bias + sum_s weight[:, 0, K-1-s] x_{t-s} over x (B, T, C) preceded by `window` (B, C, K-1)
     (None: zeros); returns y (B, T, C) and the window after x. Through torch's depthwise conv2d on a
     channels-last (B, C, 1, K-1+T) view: it reads and writes the (B, T, C) layout the projections
-    and gates use, so on CPU oneDNN runs it without a transpose (6x faster forward than
-    shifted multiply-adds; the first form written here), and cuDNN on CUDA."""
+    and gates use, so oneDNN runs it on CPU without a transpose (its forward 6x faster than the K
+    shifted multiply-adds it replaced, B=8, T=256, 512 channels), cuDNN on CUDA."""
     K = weight.shape[-1]
     x_ct = x.transpose(1, 2)
     past = F.pad(x_ct, (K - 1, 0)) if window is None else torch.cat([window.to(x.dtype), x_ct], -1)

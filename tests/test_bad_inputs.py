@@ -214,6 +214,26 @@ def test_a_bad_api_call_raises_one_clear_error(place, call, exc, pattern):
     assert not (place / "never").exists()
 
 
+def test_resuming_with_arguments_that_build_another_model_is_one_clear_error(tmp_path):
+    """--resume with model arguments whose weights differ from the saved state's: one error naming
+    the state and what differs, before any step, and the run folder is left as it was (load_state_dict
+    would raise a many-line RuntimeError)."""
+    task = load_task("gapped", **TINY)
+    run = dict(config="gapped", output_dir=str(tmp_path / "r"), mixer="gru", max_steps=4, warmup_steps=0,
+               batch_size=8, eval_every=4, save_every=2, cpu=True, quiet=True)
+    train(TrainArgs(d_model=8, **run), task=task, stop_after=3)  # leaves state/step-2
+
+    def files():
+        return {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+
+    before = files()
+    with pytest.raises(ParameterError, match=r"state .*step-2 is invalid for this run: allowed the weights of the "
+                                             r"model these arguments build \(shape saved vs model: classifier.weight "
+                                             r"\(\d+, 8\) vs \(\d+, 16\)"):
+        train(TrainArgs(d_model=16, resume=True, **run), task=task)
+    assert files() == before
+
+
 def test_a_save_killed_midway_leaves_no_state_and_resume_falls_back(monkeypatch, tmp_path):
     """A crash while state step-6 is written: step-6.tmp stays unread, the run resumes from step-3
     and ends with the weights of a run that never crashed."""

@@ -25,6 +25,7 @@ from .builders.ceiling import ceiling_counts
 from .builders.sampler import Sampler
 from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
 from .metrics import IGNORE, accuracies, window_predictions
+from .run_state import shapes, weights_mismatch
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 
 FIELDS = ["model", "mixer", "config", "split", "seed", "noise_seed", "samples", "element_accuracy", "step_accuracy",
@@ -84,15 +85,10 @@ def check_weights(checkpoint: str | Path) -> None:
     config = SelectivBenchConfig.from_pretrained(folder)
     with torch.device("meta"):  # names and shapes only: no memory, no init
         model = SelectivBenchForTokenClassification(config)
-    wanted = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    missing, unexpected = sorted(wanted.keys() - saved.keys()), sorted(saved.keys() - wanted.keys())
-    reshaped = [f"{n} {saved[n]} vs {wanted[n]}" for n in sorted(wanted.keys() & saved.keys()) if saved[n] != wanted[n]]
-    if missing or unexpected or reshaped:
-        found = "; ".join(f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}" for what, names in
-                          (("missing", missing), ("unexpected", unexpected), ("shape saved vs model", reshaped))
-                          if names)
+    differs = weights_mismatch(saved, shapes(model.state_dict()))
+    if differs:
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed the weights of this version's "
-                             f"{config.mixer} block ({found}; saved by another selectivbench version? its own "
+                             f"{config.mixer} block ({differs}; saved by another selectivbench version? its own "
                              "code beside the weights loads it with trust_remote_code=True)")
 
 

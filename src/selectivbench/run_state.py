@@ -115,6 +115,19 @@ def read_state(folder: Path, process_index: int) -> dict:
         raise ParameterError(f"state {folder} is incomplete or damaged: {type(err).__name__}: {err}") from None
 
 
+def weights_mismatch(saved: dict, wanted: dict) -> str:
+    """What differs between two {name: shape} maps of weights, in a few words ('' when nothing does)."""
+    missing, unexpected = sorted(wanted.keys() - saved.keys()), sorted(saved.keys() - wanted.keys())
+    reshaped = [f"{n} {saved[n]} vs {wanted[n]}" for n in sorted(wanted.keys() & saved.keys()) if saved[n] != wanted[n]]
+    found = [(what, names) for what, names in (("missing", missing), ("unexpected", unexpected),
+                                               ("shape saved vs model", reshaped)) if names]
+    return "; ".join(f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}" for what, names in found)
+
+
+def shapes(state_dict: dict) -> dict:
+    return {name: tuple(t.shape) for name, t in state_dict.items()}
+
+
 def load_newest_state(accelerator, state_dir: Path, model, optimizer, scheduler) -> dict | None:
     """Restore the newest state that reads whole; say which ones were passed over. Returns its progress."""
     for folder in complete_states(state_dir):
@@ -126,8 +139,17 @@ def load_newest_state(accelerator, state_dir: Path, model, optimizer, scheduler)
         if state["progress"].get("num_processes", accelerator.num_processes) != accelerator.num_processes:
             raise ParameterError(f"state {folder} was saved by {state['progress']['num_processes']} processes: "
                                  f"allowed to resume with the same number (got {accelerator.num_processes})")
+        differs = weights_mismatch(shapes(state["model"]), shapes(accelerator.unwrap_model(model).state_dict()))
+        if differs:
+            raise ParameterError(f"state {folder} is invalid for this run: allowed the weights of the model these "
+                                 f"arguments build ({differs}; resume with the arguments and the selectivbench "
+                                 "version that saved it)")
         accelerator.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as err:  # parameter groups of another version's weight-decay rule
+            raise ParameterError(f"state {folder} is invalid for this run: allowed an optimizer state of the same "
+                                 f"parameter groups ({err})") from None
         scheduler.load_state_dict(state["schedule"]["scheduler"])
         if accelerator.scaler is not None and state["schedule"]["scaler"] is not None:
             accelerator.scaler.load_state_dict(state["schedule"]["scaler"])

@@ -267,3 +267,20 @@ def test_a_save_killed_midway_leaves_no_state_and_resume_falls_back(monkeypatch,
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not any(p.name.endswith(".tmp") for p in states.iterdir())
     assert os.listdir(tmp_path / "b" / "model")  # the model folder was swapped in whole
+
+
+@pytest.mark.parametrize("mixer", sorted(__import__("selectivbench.models", fromlist=["MIXERS"]).MIXERS))
+def test_the_weights_check_accepts_every_mixers_checkpoint_and_names_a_missing_tensor(mixer, tmp_path):
+    from selectivbench.evaluate import check_weights
+    from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
+
+    config = SelectivBenchConfig(mixer=mixer, vocab_size=6, num_labels=5, d_model=8, n_layers=1, n_heads=2, d_state=4)
+    SelectivBenchForTokenClassification(config).save_pretrained(tmp_path / "m")
+    check_weights(tmp_path / "m")  # the model built on the meta device has exactly the saved tensors
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    dropped = sorted(weights)[-1]
+    save_file({k: v for k, v in weights.items() if k != dropped}, tmp_path / "m" / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ParameterError, match=rf"allowed the weights of this version's {mixer} block \(missing: "
+                                             rf"{re.escape(dropped)};"):
+        check_weights(tmp_path / "m")

@@ -37,8 +37,12 @@ def place(tmp_path_factory):
     weights["model.layers.0.mixer.old_proj.weight"] = weights.pop("model.layers.0.mixer.zh_proj.weight")
     weights["model.layers.1.mixer.o_proj.weight"] = weights["model.layers.1.mixer.o_proj.weight"][:, :3].contiguous()
     save_file(weights, old / "model.safetensors", metadata={"format": "pt"})
-    pickled = copy_folder(root / "run" / "model", root / "bin_ckpt")
-    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    pickled = copy_folder(root / "run" / "model", root / "bin_ckpt")  # from_pretrained would unpickle the .bin
+    (pickled / "model.safetensors").rename(pickled / "weights.safetensors")
+    (pickled / "pytorch_model.bin").write_bytes(b"a pickle, never read")
+    truncated_weights = copy_folder(root / "run" / "model", root / "cut_ckpt")
+    (truncated_weights / "model.safetensors").write_bytes((truncated_weights / "model.safetensors").read_bytes()[:20])
+    (copy_folder(root / "run" / "model", root / "badcfg_ckpt") / "config.json").write_text('{"mixer": "gru", ')
     truncated = root / "truncated"
     (truncated / "gapped").mkdir(parents=True)
     for f in (root / "data" / "gapped").iterdir():
@@ -133,7 +137,12 @@ CLI_CASES = [
     (["evaluate", "{root}/old_ckpt"], r"checkpoint=.*old_ckpt.* is invalid: allowed the weights of this version's gru "
      r"block \(missing: model.layers.0.mixer.zh_proj.weight; unexpected: model.layers.0.mixer.old_proj.weight; "
      r"shape saved vs model: model.layers.1.mixer.o_proj.weight \(8, 3\) vs \(8, 16\);"),
-    (["evaluate", "{ckpt}", "{root}/bin_ckpt"], r"checkpoint=.*bin_ckpt.* is invalid: allowed a folder with .safetensors"),
+    (["evaluate", "{ckpt}", "{root}/bin_ckpt"],
+     r"checkpoint=.*bin_ckpt.* is invalid: allowed a folder with model.safetensors or model.safetensors.index.json"),
+    (["evaluate", "{root}/cut_ckpt"], r"checkpoint=.*cut_ckpt.* is invalid: allowed a folder whose weights and "
+     r"config.json load \(SafetensorError"),
+    (["evaluate", "{root}/badcfg_ckpt"], r"checkpoint=.*badcfg_ckpt.* is invalid: allowed a folder whose weights and "
+     r"config.json load \("),
     (["evaluate", "{ckpt}", "--num-samples", "-1"], r"num_samples=-1 is invalid"),
     (["evaluate", "{ckpt}", "--num-samples", "0"], r"num_samples=0 is invalid"),
     (["evaluate", "{ckpt}", "--batch-size", "0"], r"batch_size=0 is invalid"),

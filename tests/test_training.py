@@ -1,6 +1,7 @@
 """Collator, training (end to end, resume), evaluation (1 vs 2 processes) and the Trainer glue."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,17 @@ from selectivbench.train import TrainArgs, model_config, train, write_run_record
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=30, num_train=2000, num_validation=100,
              num_test=64)
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def launch() -> list[str]:
+    """`accelerate launch` on two CPU processes, its rendezvous on a port free now (not the fixed
+    29500, which a run just before may still hold)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port)]
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +140,7 @@ def test_evaluation_is_the_same_on_one_and_two_processes(checkpoint, tmp_path):
                    cpu=True, **over)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in over.items()]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
-    run = subprocess.run(LAUNCH + ["-m", "selectivbench", "evaluate", str(checkpoint), "--configs", "gapped",
+    run = subprocess.run(launch() + ["-m", "selectivbench", "evaluate", str(checkpoint), "--configs", "gapped",
                                    "--splits", "validation", "--batch-size", "4", "--out", str(tmp_path / "two"),
                                    "--cpu", *flags], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -175,7 +185,7 @@ def test_trainer_metrics_match_ours_and_its_loss_is_right_on_two_processes(tmp_p
         return json.loads(next(line for line in run.stdout.splitlines() if line.startswith("METRICS "))[8:])
 
     one = metrics([sys.executable], "one", 16)
-    two = metrics(LAUNCH, "two", 8, {"ACCELERATE_USE_CPU": "true"})  # the same 16 samples, 8 per process
+    two = metrics(launch(), "two", 8, {"ACCELERATE_USE_CPU": "true"})  # the same 16 samples, 8 per process
     # equal-length sequences: the mean of the two half-batch losses is the full-batch loss (no x2 per process)
     assert two["first_train_loss"] == pytest.approx(one["first_train_loss"], rel=1e-5)
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-3)
@@ -217,7 +227,7 @@ def test_two_processes_follow_the_same_schedule_and_steps_as_one(tmp_path):
                   eval_every=4, save_every=4, cpu=True, quiet=True, min_lr_ratio=0.1)
     train(TrainArgs(output_dir=str(tmp_path / "one"), task_overrides=over, **common))
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**over, **common}.items() if k not in ("cpu", "quiet")]
-    run = subprocess.run(LAUNCH + ["-m", "selectivbench", "train", "--output-dir", str(tmp_path / "two"), "--cpu",
+    run = subprocess.run(launch() + ["-m", "selectivbench", "train", "--output-dir", str(tmp_path / "two"), "--cpu",
                                    "--quiet", *flags], capture_output=True, text=True, cwd=tmp_path,
                          env={**os.environ, "ACCELERATE_USE_CPU": "true"})
     assert run.returncode == 0, run.stderr[-3000:]

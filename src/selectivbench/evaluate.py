@@ -70,21 +70,34 @@ def ceiling_of(task: Task, split: str, dataset) -> dict:
 def check_weights(checkpoint: str | Path) -> None:
     """The checkpoint's saved tensors are exactly this model's parameters, by name and shape.
     from_pretrained only warns on a mismatch and starts the missing ones from random values: a
-    checkpoint of an older block layout would then be scored as a partly untrained model."""
+    checkpoint of an older block layout would then be scored as a partly untrained model. Reads
+    what from_pretrained(use_safetensors=True) reads: model.safetensors, else the shards its index
+    names (never a pickle)."""
     from safetensors import safe_open
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
     folder = Path(checkpoint)
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder with .safetensors weights "
-                             "(other formats are pickles, never loaded here)")
-    saved = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            saved.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
-    config = SelectivBenchConfig.from_pretrained(folder)
-    with torch.device("meta"):  # names and shapes only: no memory, no init
-        model = SelectivBenchForTokenClassification(config)
+    if (folder / SAFE_WEIGHTS_NAME).is_file():
+        files = [folder / SAFE_WEIGHTS_NAME]
+    elif (folder / SAFE_WEIGHTS_INDEX_NAME).is_file():
+        files = None
+    else:
+        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder with {SAFE_WEIGHTS_NAME} "
+                             f"or {SAFE_WEIGHTS_INDEX_NAME} (other formats are pickles, never loaded here)")
+    try:
+        if files is None:
+            index = json.loads((folder / SAFE_WEIGHTS_INDEX_NAME).read_text())
+            files = [folder / name for name in sorted(set(index["weight_map"].values()))]
+        saved = {}
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                saved.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
+        config = SelectivBenchConfig.from_pretrained(folder)
+        with torch.device("meta"):  # names and shapes only: no memory, no init
+            model = SelectivBenchForTokenClassification(config)
+    except Exception as err:  # unreadable weights or config: one line naming the checkpoint
+        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder whose weights and "
+                             f"config.json load ({type(err).__name__}: {' '.join(str(err).split())})") from None
     differs = weights_mismatch(saved, shapes(model.state_dict()))
     if differs:
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed the weights of this version's "
@@ -136,7 +149,8 @@ def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str 
             collator = SelectivBenchCollator(task.params.vocab_size, task.params.noise, noise_seed, split)
             loader = accelerator.prepare(DataLoader(model_view(data), batch_size=batch_size, collate_fn=collator))
             for ckpt in ckpts:
-                model = SelectivBenchForTokenClassification.from_pretrained(ckpt).to(accelerator.device)
+                model = SelectivBenchForTokenClassification.from_pretrained(
+                    ckpt, use_safetensors=True).to(accelerator.device)
                 m = evaluate_loader(model, loader, accelerator, desc=f"{Path(ckpt).name} {task.name}/{split}")
                 rows.append({"model": ckpt, "mixer": model.config.mixer, "config": task.name, "split": split,
                              "seed": task.params.seed, "noise_seed": noise_seed, "samples": len(data), **m,

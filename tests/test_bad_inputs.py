@@ -293,3 +293,17 @@ def test_the_weights_check_accepts_every_mixers_checkpoint_and_names_a_missing_t
     with pytest.raises(ParameterError, match=rf"allowed the weights of this version's {mixer} block \(missing: "
                                              rf"{re.escape(dropped)};"):
         check_weights(tmp_path / "m")
+
+
+def test_the_weights_check_reads_a_sharded_checkpoint_through_its_index(tmp_path):
+    from selectivbench.evaluate import check_weights
+    from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
+
+    config = SelectivBenchConfig(mixer="gla", vocab_size=6, num_labels=5, d_model=16, n_layers=2, n_heads=2)
+    SelectivBenchForTokenClassification(config).save_pretrained(tmp_path / "m", max_shard_size="4KB")
+    shards = sorted((tmp_path / "m").glob("model-*.safetensors"))
+    assert len(shards) > 1 and not (tmp_path / "m" / "model.safetensors").exists()
+    check_weights(tmp_path / "m")
+    shards[0].unlink()
+    with pytest.raises(ParameterError, match=r"allowed a folder whose weights and config.json load"):
+        check_weights(tmp_path / "m")

@@ -25,8 +25,8 @@ from .builders.ceiling import ceiling_counts
 from .builders.sampler import Sampler
 from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
 from .metrics import IGNORE, accuracies, window_predictions
-from .run_state import shapes, weights_mismatch
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
+from .run_state import shapes, weights_mismatch
 
 FIELDS = ["model", "mixer", "config", "split", "seed", "noise_seed", "samples", "element_accuracy", "step_accuracy",
           "loss", "bayes_element_accuracy", "bayes_step_accuracy", "parameters", "elements", "steps"]
@@ -77,17 +77,13 @@ def check_weights(checkpoint: str | Path) -> None:
     from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
     folder = Path(checkpoint)
-    if (folder / SAFE_WEIGHTS_NAME).is_file():
-        files = [folder / SAFE_WEIGHTS_NAME]
-    elif (folder / SAFE_WEIGHTS_INDEX_NAME).is_file():
-        files = None
-    else:
+    single, index = folder / SAFE_WEIGHTS_NAME, folder / SAFE_WEIGHTS_INDEX_NAME
+    if not (single.is_file() or index.is_file()):
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder with {SAFE_WEIGHTS_NAME} "
                              f"or {SAFE_WEIGHTS_INDEX_NAME} (other formats are pickles, never loaded here)")
     try:
-        if files is None:
-            index = json.loads((folder / SAFE_WEIGHTS_INDEX_NAME).read_text())
-            files = [folder / name for name in sorted(set(index["weight_map"].values()))]
+        files = [single] if single.is_file() else sorted(
+            {folder / name for name in json.loads(index.read_text())["weight_map"].values()})
         saved = {}
         for file in files:
             with safe_open(str(file), framework="pt") as f:

@@ -122,6 +122,13 @@ def fused_linear(x, *groups):
     return y.split([sum(p.out_features for p in g) for g in groups], -1)
 
 
+def gated_output(norm, o_proj, o, gate=None):
+    """fla's output stage: o (B, H, T, dv) normed per head, heads merged, times silu(gate) when
+    there is an output gate (B, T, H dv), then o_proj."""
+    o = merge_heads(norm(o))
+    return o_proj(o if gate is None else o * F.silu(gate))
+
+
 def use_fla(x, fast: bool) -> bool:
     """flash-linear-attention's Triton kernels: on CUDA half-precision tensors (mixed precision), when
     installed and asked. float32 runs the reference (fla's delta rule refuses float32). fla-core

@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .chunked_delta_rule import chunk_delta_rule, recurrent_delta_step
-from .layers import (RMSNorm, conv_qkv, fused_linear, inverse_softplus, log_uniform, merge_heads, qkv_short_convs,
-                     split_heads, state_zeros)
+from .layers import (RMSNorm, conv_qkv, fused_linear, gated_output, inverse_softplus, log_uniform,
+                     qkv_short_convs, split_heads, state_zeros)
 from .mixer_state import MatrixState, Mixer
 
 TAXONOMY = dict(transition="identity plus low rank (delta rule)", input_gating="yes (beta writes the input)",
@@ -96,13 +96,6 @@ class DeltaNetMixer(Mixer):
             g, gate = x.new_zeros(B, H, T), None
         return q, k, v, beta, g, gate, window
 
-    def _output(self, o, gate, dtype):
-        """o (B, H, T, dv) -> per-head RMSNorm, heads merged, times silu(gate) when gated, o_proj."""
-        o = merge_heads(self.norm(o.to(dtype)))
-        if gate is not None:
-            o = o * F.silu(gate)
-        return self.o_proj(o)
-
     def forward(self, x, state=None):
         q, k, v, beta, g, gate, window = self._project(x, None if state is None else state.conv)
         B, H, T, nh, d = k.shape
@@ -115,7 +108,8 @@ class DeltaNetMixer(Mixer):
                                      g_sub if self.gated else None, self.chunk_size,
                                      initial_state=None if state is None else state.memory, fast=self.fast)
         seen = (0 if state is None else state.seen) + T
-        return self._output(o[:, :, nh - 1::nh], gate, x.dtype), MatrixState(memory, window, seen)
+        y = gated_output(self.norm, self.o_proj, o[:, :, nh - 1::nh].to(x.dtype), gate)
+        return y, MatrixState(memory, window, seen)
 
     def step(self, x_t, state):
         q, k, v, beta, g, gate, window = self._project(x_t[:, None], None if state is None else state.conv, step=True)
@@ -124,4 +118,5 @@ class DeltaNetMixer(Mixer):
             g_j = g[:, :, 0] if j == 0 else torch.zeros_like(g[:, :, 0])
             o, S = recurrent_delta_step(q[:, :, 0], k[:, :, 0, j], v[:, :, 0, j], beta[:, :, 0, j], g_j, S)
         seen = (0 if state is None else state.seen) + 1
-        return self._output(o[:, :, None], gate, x_t.dtype)[:, 0], MatrixState(S, window, seen)
+        y = gated_output(self.norm, self.o_proj, o[:, :, None].to(x_t.dtype), gate)
+        return y[:, 0], MatrixState(S, window, seen)

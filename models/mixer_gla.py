@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .chunked_linear_attention import chunk_gla, recurrent_gla_step
-from .layers import RMSNorm, conv_qkv, fused_linear, merge_heads, qkv_short_convs, split_heads, state_zeros
+from .layers import RMSNorm, conv_qkv, fused_linear, gated_output, qkv_short_convs, split_heads, state_zeros
 from .mixer_state import MatrixState, Mixer
 
 TAXONOMY = dict(transition="data-dependent diagonal (per key channel)", input_gating="no (output gate only)",
@@ -54,19 +54,17 @@ class GLAMixer(Mixer):
         log_alpha = split_heads(F.logsigmoid(self.gk_proj[1](gk)) / GATE_TEMPERATURE, self.n_heads)
         return q / math.sqrt(q.shape[-1]), k, v, log_alpha, gate, window
 
-    def _output(self, o, gate):
-        return self.o_proj(F.silu(gate) * merge_heads(self.norm(o)))
-
     def forward(self, x, state=None):
         q, k, v, g, gate, window = self._project(x, None if state is None else state.conv)
         o, memory = chunk_gla(q, k, v, g, self.chunk_size, initial_state=None if state is None else state.memory,
                               fast=self.fast)
         seen = (0 if state is None else state.seen) + x.shape[1]
-        return self._output(o.to(x.dtype), gate), MatrixState(memory, window, seen)
+        return gated_output(self.norm, self.o_proj, o.to(x.dtype), gate), MatrixState(memory, window, seen)
 
     def step(self, x_t, state):
         q, k, v, g, gate, window = self._project(x_t[:, None], None if state is None else state.conv, step=True)
         S = state_zeros(q, q.shape[0], self.n_heads, q.shape[-1], v.shape[-1]) if state is None else state.memory
         o, S = recurrent_gla_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g[:, :, 0], S)
         seen = (0 if state is None else state.seen) + 1
-        return self._output(o[:, :, None].to(x_t.dtype), gate)[:, 0], MatrixState(S, window, seen)
+        y = gated_output(self.norm, self.o_proj, o[:, :, None].to(x_t.dtype), gate)
+        return y[:, 0], MatrixState(S, window, seen)

@@ -16,10 +16,9 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .chunked_linear_attention import chunk_gla, recurrent_gla_step
-from .layers import RMSNorm, conv_qkv, fused_linear, merge_heads, qkv_short_convs, rotary, split_heads, state_zeros
+from .layers import RMSNorm, conv_qkv, fused_linear, gated_output, qkv_short_convs, rotary, split_heads, state_zeros
 from .mixer_state import MatrixState, Mixer
 
 TAXONOMY = dict(transition="fixed scalar decay per head", input_gating="no (output gate only)",
@@ -62,9 +61,6 @@ class RetNetMixer(Mixer):
         q = rotary(q, positions, self.theta) / math.sqrt(q.shape[-1])
         return q, rotary(k, positions, self.theta), v, gate, window
 
-    def _output(self, o, gate):
-        return self.o_proj(F.silu(gate) * merge_heads(self.norm(o)))
-
     def forward(self, x, state=None):
         B, T, _ = x.shape
         seen = 0 if state is None else state.seen
@@ -72,7 +68,7 @@ class RetNetMixer(Mixer):
         g = self.log_gamma(q).view(1, -1, 1, 1).expand(B, -1, T, 1)
         o, memory = chunk_gla(q, k, v, g, self.chunk_size, initial_state=None if state is None else state.memory,
                               fast=self.fast)
-        return self._output(o.to(x.dtype), gate), MatrixState(memory, window, seen + T)
+        return gated_output(self.norm, self.o_proj, o.to(x.dtype), gate), MatrixState(memory, window, seen + T)
 
     def step(self, x_t, state):
         seen = 0 if state is None else state.seen
@@ -80,4 +76,5 @@ class RetNetMixer(Mixer):
         S = state_zeros(q, q.shape[0], self.n_heads, q.shape[-1], v.shape[-1]) if state is None else state.memory
         g = self.log_gamma(q).view(1, -1, 1).expand(q.shape[0], -1, 1)
         o, S = recurrent_gla_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g, S)
-        return self._output(o[:, :, None].to(x_t.dtype), gate)[:, 0], MatrixState(S, window, seen + 1)
+        y = gated_output(self.norm, self.o_proj, o[:, :, None].to(x_t.dtype), gate)
+        return y[:, 0], MatrixState(S, window, seen + 1)

@@ -143,7 +143,6 @@ def cmd_taxonomy(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .allocator import keep_freed_memory
     from .train_args import TrainArgs, check_train_args
 
     fields = {f.name for f in dataclasses.fields(TrainArgs)} - {"task_overrides"}
@@ -151,17 +150,14 @@ def cmd_train(args) -> None:
     check_train_args(targs)
     from .train import train
 
-    keep_freed_memory()  # the same tensors every step: reuse their pages rather than fault them in again
     metrics = train(targs)
     if _main_process():
         print(json.dumps(metrics))
 
 
 def cmd_evaluate(args) -> None:
-    from .allocator import keep_freed_memory
     from .evaluate import evaluate
 
-    keep_freed_memory()
     evaluate(args.checkpoints, args.configs, args.out, splits=args.splits, data_dir=args.data_dir,
              batch_size=args.batch_size, num_samples=args.num_samples, noise_seed=args.noise_seed, cpu=args.cpu,
              **_sizes(args), **_task_overrides(args))
@@ -189,9 +185,6 @@ def cmd_reproduce(args) -> None:
               f"about {e['gpu_hours']:,.1f} GPU-hours for those to run")
         print(f"assumption: {e['assumption']}")
         return
-    from .allocator import keep_freed_memory
-
-    keep_freed_memory()  # the local launcher trains run after run in this process
     outcome = reproduce(args.task, args.scale, out=args.out, mixers=args.mixers, launcher=args.launcher,
                         address=args.address, gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run)
     print((outcome.folder / "summary.md").read_text())
@@ -304,6 +297,10 @@ def _close_distributed() -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.func in (cmd_train, cmd_evaluate, cmd_reproduce):
+            from .allocator import keep_freed_memory
+
+            keep_freed_memory()  # the same tensors step after step: reuse their pages rather than fault them in again
         args.func(args)
         _close_distributed()
     except KeyboardInterrupt:

@@ -74,7 +74,8 @@ class AttentionState:
         """A state holding the old steps then `tensors` (each (B, H, n, .), in the buffers' order)."""
         n = tensors[0].shape[2]
         if torch.is_grad_enabled() and any(t.requires_grad for t in (*tensors, *self.buffers)):
-            return AttentionState(*(torch.cat([old, new.to(old.dtype)], 2) for old, new in zip(self.tensors(), tensors)))
+            grown = (torch.cat([old, new.to(old.dtype)], 2) for old, new in zip(self.tensors(), tensors))
+            return AttentionState(*grown)
         buffers = self.buffers
         if self.length + n > buffers[0].shape[2]:
             cap = max(2 * buffers[0].shape[2], self.length + n)

@@ -7,7 +7,8 @@ in the kernel. Measured here (mamba's forward, B=8, T=1024, 2 layers, 8 forwards
 11,300-13,000 page faults and 19-29 ms of system time per forward, median 107-109 ms; with freed
 memory kept, 4,700-5,300 faults, 7-9 ms, median 96 ms (the spread shrinks with it). Preloading
 jemalloc or tcmalloc buys the same; this needs neither. Process-wide, so it is called by the
-commands that train, evaluate and reproduce and by the model benchmark, never on import of the models (they load as remote code into other people's processes).
+commands that train, evaluate and reproduce and by the model benchmark, never on import of the models
+(they load as remote code into other people's processes).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .config import TaskParams, duration_to_steps
+from .config import LOGNORMAL_CUT_SIGMAS, TaskParams, duration_to_steps
 from .grammar import END
 from .sampler import Sampler, split_gap_steps
 
@@ -36,7 +36,7 @@ def duration_step_pmf(params: TaskParams) -> dict[int, float]:
         def cdf(x):
             return 0.0 if x <= 0 else _normal_cdf((math.log(x) - p.gap_mean) / p.gap_sigma)
         lo = 0.0
-        hi = round(math.exp(p.gap_mean + 9 * p.gap_sigma), 1)
+        hi = round(math.exp(p.gap_mean + LOGNORMAL_CUT_SIGMAS * p.gap_sigma), 1)
     pmf = defaultdict(float)
     for tenth in range(int(round(lo * 10)), int(round(hi * 10)) + 1):
         v = tenth / 10

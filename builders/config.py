@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MAX_VOCAB = len(LETTERS) + 1  # the letters plus the end-of-string marker '#'
+# A gap step is the low 20 bits of the sampler's draw counters: no gap is longer than this
+MAX_GAP_STEPS = (1 << 20) - 1
+# The lognormal gap law is cut at exp(gap_mean + LOGNORMAL_CUT_SIGMAS * gap_sigma), by the sampler
+# and the Bayes ceiling alike (the mass beyond is below 1e-18)
+LOGNORMAL_CUT_SIGMAS = 9
 GAP_LAWS = ("fixed", "uniform", "lognormal")
 GAP_CONTENTS = ("silence", "distractor")
 GRAMMAR_RNGS = ("symseq", "selectivbench")
@@ -117,6 +122,13 @@ class TaskParams:
         return self.seq_len
 
     @property
+    def longest_gap_steps(self) -> int:
+        """The longest gap the training law can draw, in steps (lognormal: at its cut)."""
+        if self.gap_law == "lognormal":
+            return duration_to_steps(math.exp(self.gap_mean + LOGNORMAL_CUT_SIGMAS * self.gap_sigma), self.timestep)
+        return self.train_max_gap_steps
+
+    @property
     def train_max_gap_steps(self) -> int:
         """The largest gap the training law can draw, in steps (the test splits' fixed gap)."""
         if self.gap_law == "fixed":
@@ -194,7 +206,11 @@ def validate(p: TaskParams) -> None:
         _check_float("gap_high", p.gap_high, p.gap_low, 1e4)
     else:
         _check_float("gap_mean", p.gap_mean, -20.0, 9.0)
-        _check_float("gap_sigma", p.gap_sigma, 0.0, 3.0)
+        _check_float("gap_sigma", p.gap_sigma, 0.0, 3.0, low_open=True)
+    if p.longest_gap_steps > MAX_GAP_STEPS:
+        field_ = {"fixed": "gap_duration", "uniform": "gap_high", "lognormal": "gap_mean"}[p.gap_law]
+        _fail(field_, getattr(p, field_), f"a longest gap of at most {MAX_GAP_STEPS:,} steps of timestep="
+              f"{p.timestep} (this law draws gaps of up to {p.longest_gap_steps:,} steps)")
     if p.gap_content not in GAP_CONTENTS:
         _fail("gap_content", p.gap_content, f"one of {GAP_CONTENTS}")
     _check_float("noise", p.noise, 0.0, 1.0)

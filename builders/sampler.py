@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ParameterError, TaskParams, gap_of_split
+from .config import LOGNORMAL_CUT_SIGMAS, ParameterError, TaskParams, gap_of_split
 from .grammar import END, Grammar
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -24,7 +24,6 @@ _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 SAMPLE_STREAM = 0x73616D70
 # What a draw is for: its counter is (element << 24) | (purpose << 20) | gap step.
 WALK, GAP_OCCURS, GAP_U1, GAP_U2, DISTRACTOR, LENGTH = range(6)
-MAX_GAP_STEPS = (1 << 20) - 1
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -203,10 +202,9 @@ class Sampler:
                 u1 = uniform(keys, counter(e[None, :], GAP_U1))
                 u2 = uniform(keys, counter(e[None, :], GAP_U2))
                 z = np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)
-                duration = np.exp(p.gap_mean + p.gap_sigma * z)
+                duration = np.exp(p.gap_mean + p.gap_sigma * np.minimum(z, LOGNORMAL_CUT_SIGMAS))
             # config.duration_to_steps on arrays; numpy rounding kept as it is: it fixes the stored bytes
-            steps = np.ceil(np.round(duration, 1) / p.timestep - 1e-9)
-            steps = np.clip(steps, 0, MAX_GAP_STEPS).astype(np.int64)
+            steps = np.ceil(np.round(duration, 1) / p.timestep - 1e-9).astype(np.int64)
         return np.where(occurs, steps, 0)
 
     def generate(self, split: str, indices) -> SampleBatch:

@@ -40,6 +40,30 @@ def test_depth_zero_with_ambiguities_and_low_above_high():
         TaskParams(gap_law="uniform", gap_low=0.5, gap_high=0.2)
 
 
+def test_gaps_longer_than_the_draw_counters_hold_are_refused():
+    """A gap step is 20 bits of the sampler's counters: a law that can draw longer gaps is refused up
+    front (before, the training split was silently cut at 2**20 - 1 steps while the test split and
+    the ceiling kept the full length)."""
+    from selectivbench.builders.config import MAX_GAP_STEPS
+
+    assert TaskParams(gap_law="fixed", gap_duration=8388.6, timestep=0.008).train_max_gap_steps == MAX_GAP_STEPS
+    with pytest.raises(ParameterError, match=r"gap_duration=8388.7 is invalid: allowed a longest gap of at most"):
+        TaskParams(gap_law="fixed", gap_duration=8388.7, timestep=0.008)
+    with pytest.raises(ParameterError, match=r"gap_duration=1000.0 is invalid: allowed a longest gap of at most "
+                                             r"1,048,575 steps of timestep=0.0005 \(this law draws gaps of up to "
+                                             r"2,000,000 steps\)"):
+        TaskParams(gap_law="fixed", gap_duration=1000.0, timestep=0.0005)
+    with pytest.raises(ParameterError, match=r"gap_high=1000.0 is invalid: allowed a longest gap of at most"):
+        TaskParams(gap_law="uniform", gap_low=0.1, gap_high=1000.0, timestep=0.0005)
+    # lognormal: its cut at 9 sigmas, where the sampler and the ceiling stop, must fit
+    with pytest.raises(ParameterError, match=r"gap_mean=0.0 is invalid: allowed a longest gap of at most"):
+        TaskParams(gap_law="lognormal", gap_mean=0.0, gap_sigma=1.5)
+    assert TaskParams(gap_law="lognormal", gap_mean=0.0, gap_sigma=1.2).longest_gap_steps == 490208
+    # sigma 0 is not a lognormal law (the ceiling divides by it)
+    with pytest.raises(ParameterError, match=r"gap_sigma=0.0 is invalid: allowed \(0.0, 3.0\]"):
+        TaskParams(gap_law="lognormal", gap_sigma=0.0)
+
+
 def test_unknown_task_and_unknown_parameter():
     with pytest.raises(ParameterError, match="task='copying' is invalid"):
         task_params("copying")

@@ -25,17 +25,22 @@ TAXONOMY = dict(transition="data-dependent scalar (forget gate on attention logi
                 channel_mixing="no (no recurrent state)", softmax="yes", state="KV cache, grows with t")
 
 
+class ForgetGateProjection(nn.Linear):
+    """w_f x + b_f, one forget-gate logit per head. Its own class so that the bias init below runs:
+    transformers skips init for a remote-code module without parameters of its own (FoxMixer)."""
+
+    def init_own_weights(self, init):
+        # forget gates start near 1 (long memory), spread across heads as in FoX
+        init.copy_(self.bias, torch.linspace(1.0, 6.0, self.out_features))
+
+
 class FoxMixer(Mixer):
     def __init__(self, config):
         super().__init__()
         self.n_heads = config.n_heads
         self.qkv_proj = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
-        self.f_proj = nn.Linear(config.d_model, config.n_heads)
+        self.f_proj = ForgetGateProjection(config.d_model, config.n_heads)
         self.o_proj = nn.Linear(config.d_model, config.d_model, bias=False)
-
-    def init_own_weights(self, init):
-        # forget gates start near 1 (long memory), spread across heads as in FoX
-        init.copy_(self.f_proj.bias, torch.linspace(1.0, 6.0, self.n_heads))
 
     def _qkvc(self, x, state):
         """q, k, v (B, H, T, d) and c (B, H, T, 1), the cumulative log forget gate since the start."""

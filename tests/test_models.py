@@ -160,6 +160,33 @@ def test_taxonomy_has_a_row_per_mixer():
 
 
 @pytest.mark.parametrize("mixer", MIXERS)
+def test_every_own_init_runs(mixer):
+    """transformers (remote code) skips the init of a module that holds no parameter directly, so a
+    module's `init_own_weights` must sit on a module that does: FoX's forget-gate bias once stayed
+    at 0 this way, instead of its linspace(1, 6)."""
+    from transformers import AutoModelForTokenClassification
+
+    class Calls:  # an `init` module that records what it is asked to set
+        def __init__(self):
+            self.made = []
+
+        def __getattr__(self, fn):
+            return lambda tensor, *args, **kw: self.made.append(fn)
+
+    model = make(mixer)
+    for name, module in model.named_modules():
+        if hasattr(module, "init_own_weights") and not list(module.parameters(recurse=False)):
+            calls = Calls()
+            module.init_own_weights(calls)
+            assert calls.made == [], f"{name}: init_own_weights would be skipped"
+    if mixer == "fox":
+        built = AutoModelForTokenClassification.from_config(model.config)
+        for m in (model, built):
+            for layer in m.model.layers:
+                assert torch.allclose(layer.mixer.f_proj.bias, torch.tensor([1.0, 8 / 3, 13 / 3, 6.0]))
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
 def test_save_and_load_round_trip(mixer, tmp_path):
     from transformers import AutoModel, AutoModelForTokenClassification
 

@@ -1,4 +1,5 @@
 """Collator, training (end to end, resume), evaluation (1 vs 2 processes) and the Trainer glue."""
+import dataclasses
 import json
 import os
 import socket
@@ -219,14 +220,32 @@ def _log(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-def test_two_processes_follow_the_same_schedule_and_steps_as_one(tmp_path):
+def _weights(run):
+    return SelectivBenchForTokenClassification.from_pretrained(run / "model").state_dict()
+
+
+def _max_weight_difference(run_a, run_b) -> float:
+    wa, wb = _weights(run_a), _weights(run_b)
+    assert wa.keys() == wb.keys()
+    return max((wa[k] - wb[k]).abs().max().item() for k in wa)
+
+
+# gapped: sequences of different lengths; 90 samples: each epoch ends with a short batch of 10
+VARIABLE = {**SMALL, "num_train": 90, "num_validation": 8}
+COMMON = dict(config="gapped", mixer="gru", d_model=16, max_steps=8, warmup_steps=2, eval_every=4, save_every=4,
+              cpu=True, quiet=True, min_lr_ratio=0.1)
+
+
+def test_two_processes_with_accumulation_take_the_same_steps_as_one(tmp_path):
     """The global batch is split over the processes and the schedule steps once per optimizer step
-    (a prepared scheduler used to step once per process: the rate hit 0 halfway, then climbed back)."""
-    over = {**SMALL, "num_train": 96, "num_validation": 8}
-    common = dict(config="complexity", mixer="gru", d_model=16, max_steps=8, warmup_steps=2, batch_size=16,
-                  eval_every=4, save_every=4, cpu=True, quiet=True, min_lr_ratio=0.1)
-    train(TrainArgs(output_dir=str(tmp_path / "one"), task_overrides=over, **common))
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**over, **common}.items() if k not in ("cpu", "quiet")]
+    (a prepared scheduler used to step once per process: the rate hit 0 halfway, then climbed back).
+    Every step weighs all its labelled steps alike: two processes accumulating two micro-batches of 4
+    sequences each (variable lengths, the epoch's short last batch completed by accelerate with
+    repeated samples) reach the weights of one process on batches of 16 (a mean of per-process
+    means gave 5e-4 apart here, and the repeated samples counted)."""
+    train(TrainArgs(output_dir=str(tmp_path / "one"), task_overrides=VARIABLE, batch_size=16, **COMMON))
+    settings = {**VARIABLE, **COMMON, "batch_size": 8, "grad_accum": 2}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if k not in ("cpu", "quiet")]
     run = subprocess.run(launch() + ["-m", "selectivbench", "train", "--output-dir", str(tmp_path / "two"), "--cpu",
                                    "--quiet", *flags], capture_output=True, text=True, cwd=tmp_path,
                          env={**os.environ, "ACCELERATE_USE_CPU": "true"})
@@ -237,7 +256,30 @@ def test_two_processes_follow_the_same_schedule_and_steps_as_one(tmp_path):
     lrs = [r["lr"] for r in one]  # warm-up 0, 5e-4, then cosine down to 0.1 * lr at the last step
     assert lrs[:3] == [0.0, 5e-4, 1e-3] and lrs[-1] == pytest.approx(1e-4 + 0.9e-3 * (1 + np.cos(np.pi * 5 / 6)) / 2)
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
-    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4)
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-6)
+    assert _max_weight_difference(tmp_path / "one", tmp_path / "two") < 1e-6
+
+
+def test_accumulated_micro_batches_equal_one_batch_and_log_the_whole_steps_loss(tmp_path):
+    train(TrainArgs(output_dir=str(tmp_path / "one"), task_overrides=VARIABLE, batch_size=16, **COMMON))
+    train(TrainArgs(output_dir=str(tmp_path / "acc"), task_overrides=VARIABLE, batch_size=8, grad_accum=2, **COMMON))
+    one, acc = _log(tmp_path / "one" / "metrics.jsonl"), _log(tmp_path / "acc" / "metrics.jsonl")
+    # the logged loss is the step's, not its last micro-batch's
+    assert [r["loss"] for r in acc] == pytest.approx([r["loss"] for r in one], rel=1e-6)
+    assert _max_weight_difference(tmp_path / "one", tmp_path / "acc") < 1e-6
+
+
+def test_a_run_that_stopped_early_stays_finished_on_resume(noisy_task, tmp_path):
+    args = TrainArgs(config="gapped", output_dir=str(tmp_path / "run"), mixer="gru", d_model=8, max_steps=40,
+                     warmup_steps=1, batch_size=16, lr=1e-9, eval_every=1, save_every=40, patience=1, cpu=True,
+                     quiet=True)
+    train(args, task=noisy_task)
+    log = (tmp_path / "run" / "metrics.jsonl").read_text()
+    weights = (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
+    assert len(log.splitlines()) < 40  # it stopped early
+    train(dataclasses.replace(args, resume=True), task=noisy_task)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == log
+    assert (tmp_path / "run" / "model" / "model.safetensors").read_bytes() == weights
 
 
 def _args(tmp_path, name, **kw):

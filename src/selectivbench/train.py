@@ -3,7 +3,10 @@
 Defaults are sized for a CPU; `--optimizer adam --min-lr-ratio 0.1 --epochs 1 --dropout 0.2` with
 the paper's widths is the paper's recipe (PAPER_SETUP.md). `--batch-size` is the global batch, split
 over the processes, and the schedule steps once per optimizer step: 1 and N processes follow the same
-learning-rate curve over the same steps. States (`state/step-N`: safetensors + JSON, never pickle)
+learning-rate curve over the same steps. Every optimizer step minimises the mean loss over all the
+labelled steps of its samples, whatever the number of processes and `--grad-accum` (each micro-batch
+weighted by its share of the steps), so 1 and N processes, or one batch and two accumulated halves,
+take the same steps on variable-length tasks too. States (`state/step-N`: safetensors + JSON, never pickle)
 let `--resume` continue to the same final weights as an uninterrupted run; a `save_pretrained` folder
 `model/` with `selectivbench_run.json` records how it was made. Metrics go to `metrics.jsonl`;
 trackers only with `--report-to`.
@@ -14,6 +17,7 @@ import json
 import math
 import os
 import shutil
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from .builders.config import ParameterError
 from .data import RUN_FILE, SelectivBenchCollator, Task, grammar_sha256, load_task, model_view
+from .metrics import IGNORE
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from .atomic import atomic_write_text
 from .run_state import load_newest_state, save_state
@@ -65,8 +70,9 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     check_train_args(args)
     out = Path(args.output_dir)
     check_output_dir(out, args.resume)
-    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision,
-                              cpu=args.cpu, log_with=args.report_to, project_dir=str(out),
+    # no gradient_accumulation_steps: accumulate_step weighs the micro-batches itself
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu, log_with=args.report_to,
+                              project_dir=str(out),
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, split_batches=True))
     if args.batch_size % accelerator.num_processes:
         raise ParameterError(f"batch_size={args.batch_size} is invalid: allowed a multiple of the "
@@ -93,8 +99,10 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     eval_loader = DataLoader(model_view(val), batch_size=args.batch_size, collate_fn=eval_collator)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     progress = {"step": 0, "best": -1.0, "bad_evals": 0}
+    metrics, stop = {}, False
     if args.resume and (restored := load_newest_state(accelerator, out / "state", model, optimizer, scheduler)):
         progress = {k: restored[k] for k in progress}
+        stop = 0 < args.patience <= progress["bad_evals"]  # the run had stopped early: it stays finished
         if accelerator.is_main_process:  # forget what was logged after that state
             drop_log_after(out / "metrics.jsonl", progress["step"])
     if accelerator.is_main_process:
@@ -106,32 +114,27 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     steps_per_epoch = math.ceil(len(train_loader) / args.grad_accum)
     bar = tqdm(total=steps, initial=progress["step"], disable=args.quiet or not accelerator.is_local_main_process,
                desc=f"train {args.mixer}")
-    metrics, stop = {}, False
     model.train()
     while progress["step"] < steps and not stop:
         epoch, done_in_epoch = divmod(progress["step"], steps_per_epoch)
         train_collator.epoch = epoch
         train_loader.set_epoch(epoch)
-        loader = accelerator.skip_first_batches(train_loader, done_in_epoch * args.grad_accum) \
-            if done_in_epoch else train_loader
-        for batch in loader:
-            with accelerator.accumulate(model):
-                loss = model(input_ids=batch["input_ids"], labels=batch["labels"],
-                             input_noise=batch.get("input_noise")).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.clip:
-                    accelerator.clip_grad_norm_(model.parameters(), args.clip)
-                optimizer.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
+        first = done_in_epoch * args.grad_accum
+        loader = accelerator.skip_first_batches(train_loader, first) if first else train_loader
+        repeats = RepeatedRows(accelerator, len(task.data["train"]), args.batch_size, len(train_loader))
+        for window in windows(enumerate(loader, start=first), args.grad_accum):
+            loss = accumulate_step(accelerator, model, [repeats.ignored(i, batch) for i, batch in window])
+            if args.clip:
+                accelerator.clip_grad_norm_(model.parameters(), args.clip)
+            optimizer.step()
+            optimizer.zero_grad()
             lr = scheduler.get_last_lr()[0]  # the rate this step used
             if not accelerator.optimizer_step_was_skipped:
                 scheduler.step()
             progress["step"] += 1
             step = progress["step"]
             bar.update(1)
-            record = {"step": step, "loss": accelerator.gather(loss.detach()).mean().item(), "lr": lr}
+            record = {"step": step, "loss": loss.item(), "lr": lr}
             if step % args.eval_every == 0 or step == steps:
                 metrics = evaluate_loader(model, eval_loader, accelerator)
                 record.update({f"eval_{k}": v for k, v in metrics.items()})
@@ -148,6 +151,57 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     bar.close()
     accelerator.end_training()
     return metrics
+
+
+def windows(items, n: int):
+    """Consecutive lists of n items (the last one may be shorter): an optimizer step's micro-batches."""
+    window = []
+    for item in items:
+        window.append(item)
+        if len(window) == n:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def accumulate_step(accelerator, model, batches: list[dict]) -> torch.Tensor:
+    """Gradients of the mean loss over every labelled step of `batches` on every process; returns that
+    mean. Each micro-batch's summed loss is divided by the global count of labelled steps, and times
+    the number of processes because DDP averages the processes' gradients: a mean of per-batch or
+    per-process means would weigh a short sequence's steps more than a long one's."""
+    counts = torch.stack([(b["labels"] != IGNORE).sum() for b in batches])
+    # each micro-batch's share of the labelled steps: exactly 1.0 for one batch on one process, whose
+    # gradients are then the plain mean's, bit for bit
+    shares = counts / accelerator.reduce(counts.sum(), "sum").clamp_min(1)
+    step_loss = torch.zeros((), device=accelerator.device)
+    for i, (batch, share) in enumerate(zip(batches, shares)):
+        # gradients are averaged over the processes once, after the last micro-batch
+        with accelerator.no_sync(model) if i < len(batches) - 1 else nullcontext():
+            mean = model(input_ids=batch["input_ids"], labels=batch["labels"],
+                         input_noise=batch.get("input_noise")).loss
+            accelerator.backward(mean * (share * accelerator.num_processes))
+        step_loss += mean.detach() * share
+    return accelerator.reduce(step_loss, "sum")
+
+
+class RepeatedRows:
+    """With several processes, accelerate completes an epoch's last, short global batch with samples
+    from the epoch's start, so that every process gets its equal share (`even_batches`). Those rows
+    get IGNORE labels here: they weigh nothing, and 1 and N processes take the same steps."""
+
+    def __init__(self, accelerator, num_samples: int, batch_size: int, num_batches: int):
+        short = num_samples % batch_size
+        per_process = batch_size // accelerator.num_processes
+        self.last = num_batches - 1 if accelerator.num_processes > 1 and short else None
+        self.real_rows = min(max(short - accelerator.process_index * per_process, 0), per_process)
+
+    def ignored(self, index: int, batch: dict) -> dict:
+        if index != self.last:
+            return batch
+        labels = batch["labels"].clone()
+        labels[self.real_rows:] = IGNORE
+        return {**batch, "labels": labels}
 
 
 def check_output_dir(out: Path, resume: bool) -> None:

@@ -112,8 +112,11 @@ class SelectivBenchConfig(PretrainedConfig):
         return self.n_layers
 
     @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+    def head_dim(self) -> int | None:
+        """None until n_heads is a positive integer: transformers reads this before validate_fields
+        runs, which then names the bad field."""
+        ok = isinstance(self.n_heads, int) and not isinstance(self.n_heads, bool) and self.n_heads > 0
+        return self.d_model // self.n_heads if ok and isinstance(self.d_model, int) else None
 
     def validate_fields(self) -> None:
         def bad(name, allowed):

@@ -28,7 +28,7 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_selectivbench import IGNORE_INDEX, SelectivBenchConfig
-from .layers import RMSNorm
+from .layers import RMSNorm, at_least_fp32
 from .mixer_deltanet import DeltaNetMixer
 from .mixer_fox import FoxMixer
 from .mixer_gated_deltanet import GatedDeltaNetMixer
@@ -261,6 +261,6 @@ class SelectivBenchForTokenClassification(SelectivBenchPreTrainedModel):
 def token_loss(logits, labels):
     """Mean cross-entropy over the steps whose label is not IGNORE_INDEX; 0.0 (with zero gradients)
     when there are none, where a plain mean would give 0 / 0 = nan."""
-    total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+    total = F.cross_entropy(at_least_fp32(logits)[0].flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
                             reduction="sum")
     return total / (labels != IGNORE_INDEX).sum().clamp_min(1)

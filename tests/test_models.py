@@ -147,6 +147,10 @@ def test_model_draws_its_own_noise_in_training_mode_only():
     ("initializer_range", 0, r"initializer_range=0 is invalid: allowed a real number in \(0.0, inf\)"),
     ("norm", "batchnorm", "norm='batchnorm' is invalid"),
     ("num_labels", 1, "num_labels=1 is invalid"),
+    # transformers reads head_dim before the fields are checked: it once divided by n_heads first
+    ("n_heads", 0, "n_heads=0 is invalid: allowed an integer >= 1"),
+    ("n_heads", None, "n_heads=None is invalid: allowed an integer >= 1"),
+    ("n_heads", "4", "n_heads='4' is invalid: allowed an integer >= 1"),
 ])
 def test_bad_config_values_raise_one_clear_error(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -283,6 +287,16 @@ def test_empty_batches_give_empty_logits(mixer, shape):
     assert out.logits.shape == (*shape, LABELS) and out.loss.item() == 0.0
     assert len(out.hidden_states) == 3 and all(h.shape == (*shape, 32) for h in out.hidden_states)
     assert isinstance(out.state, SelectivBenchCache) and out.state.seen == 0
+
+
+def test_a_float64_model_computes_its_loss_in_float64():
+    model = make("gru").double()
+    ids, noise = batch()
+    labels = torch.randint(0, LABELS, ids.shape, generator=torch.Generator().manual_seed(3))
+    labels[0, :5] = IGNORE_INDEX
+    out = model(ids, labels=labels, input_noise=noise.double())
+    expected = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+    assert out.loss.dtype == torch.float64 and out.loss.item() == pytest.approx(expected.item(), rel=1e-14)
 
 
 @pytest.mark.parametrize("bad", [-1, V + 1])

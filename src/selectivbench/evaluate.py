@@ -55,7 +55,8 @@ def per_sample_counts(logits, labels, element_index) -> torch.Tensor:
     valid = labels != IGNORE
     first = valid.clone()
     first[:, 1:] &= element_index[:, 1:] != element_index[:, :-1]
-    loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE,
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision up, float64 kept
+    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
                                              reduction="none").sum(1)
     rows = [((element_pred == labels) & first).sum(1), first.sum(1), ((step_pred == labels) & valid).sum(1),
             valid.sum(1), loss]
@@ -98,7 +99,8 @@ def check_weights(checkpoint: str | Path) -> None:
     if differs:
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed the weights of this version's "
                              f"{config.mixer} block ({differs}; saved by another selectivbench version? its own "
-                             "code beside the weights loads it with trust_remote_code=True)")
+                             "code beside the weights loads it with trust_remote_code=True in a process that has "
+                             "not imported selectivbench)")
 
 
 def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_dir, overrides) -> list[tuple]:

@@ -16,9 +16,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from selectivbench.data import SelectivBenchCollator, load_task, model_view
+from selectivbench.hf_trainer import SelectivBenchTrainer
 from selectivbench.metrics import compute_metrics, preprocess_logits_for_metrics
 from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from selectivbench.train import write_run_record
@@ -62,10 +63,12 @@ def main():
     model = SelectivBenchForTokenClassification(SelectivBenchConfig.for_task(
         task, mixer=margs.mixer, d_model=margs.d_model, n_layers=margs.n_layers, n_heads=margs.n_heads,
         d_state=margs.d_state, dropout=margs.dropout))
-    trainer = Trainer(
+    # noise as `selectivbench train` draws it: new every epoch, the validation split's in evaluation
+    trainer = SelectivBenchTrainer(
         model=model, args=training, train_dataset=model_view(task.data["train"]),
         eval_dataset=model_view(task.data["validation"]),
-        data_collator=SelectivBenchCollator(task.params.vocab_size, task.params.noise, training.seed),
+        train_collator=SelectivBenchCollator(task.params.vocab_size, task.params.noise, training.seed, "train"),
+        eval_collator=SelectivBenchCollator(task.params.vocab_size, task.params.noise, training.seed, "validation"),
         compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits_for_metrics)
     trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
     metrics = trainer.evaluate()

@@ -13,7 +13,7 @@ import torch
 
 from selectivbench.builders import ParameterError, bayes_ceiling
 from selectivbench.builders.sampler import Sampler
-from selectivbench.data import SelectivBenchCollator, load_task
+from selectivbench.data import SelectivBenchCollator, load_task, model_view
 from selectivbench.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
 from selectivbench.train import TrainArgs, model_config, train, write_run_record
@@ -195,6 +195,33 @@ def test_trainer_metrics_match_ours_and_its_loss_is_right_on_two_processes(tmp_p
     ours = evaluate([str(tmp_path / "one" / "model")], splits=["validation"], cpu=True)[0]
     assert ours["element_accuracy"] == pytest.approx(one["eval_element_accuracy"], abs=1e-12)
     assert ours["loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+
+
+def test_trainer_draws_the_validation_splits_noise_and_new_noise_every_epoch(noisy_task, tmp_path):
+    from transformers import TrainingArguments
+
+    from selectivbench.hf_trainer import SelectivBenchTrainer
+
+    p = noisy_task.params
+    train_col, eval_col = (SelectivBenchCollator(p.vocab_size, p.noise, 0, split) for split in ("train", "validation"))
+    torch.manual_seed(0)
+    model = SelectivBenchForTokenClassification(model_config(TrainArgs(mixer="gru", d_model=8), noisy_task))
+    seen_epochs = []
+    record = lambda rows: (seen_epochs.append(train_col.epoch), train_col(rows))[1]  # noqa: E731
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=100, per_device_eval_batch_size=4,
+                             num_train_epochs=2, use_cpu=True, report_to="none", save_strategy="no",
+                             label_names=["labels", "element_index"], remove_unused_columns=False, disable_tqdm=True)
+    trainer = SelectivBenchTrainer(model=model, args=args, train_dataset=model_view(noisy_task.data["train"]),
+                                   eval_dataset=model_view(noisy_task.data["validation"]), train_collator=train_col,
+                                   eval_collator=eval_col)
+    trainer.data_collator = record
+    batch = next(iter(trainer.get_eval_dataloader()))
+    rows = [noisy_task.data["validation"][i] for i in range(4)]
+    assert torch.equal(batch["input_noise"], eval_col(rows)["input_noise"])
+    assert not torch.equal(batch["input_noise"], train_col(rows)["input_noise"])
+    assert trainer.data_collator is record  # evaluation gave the training collator back
+    trainer.train()
+    assert seen_epochs == [0, 0, 1, 1]  # 200 samples, batches of 100, two epochs
 
 
 def test_trainer_compute_metrics_equals_the_streaming_metric(task):

@@ -133,6 +133,12 @@ CLI_CASES = [
     (["train", "--output-dir", "{root}/t", "--config", "gapped", "--data-dir", "{root}/data", "--seed", "3"],
      r"data_dir=.* is invalid with task parameters \['seed'\]"),
     (["train", "--output-dir", "{root}/t", "--vocab-size", "1"], r"vocab_size=1 is invalid"),
+    (["train", "--output-dir", "{root}/t", "--train-seed", str(2**32)], r"train_seed=4294967296 is invalid: allowed "
+                                                                          r"an integer in \[0, 4294967295\]"),
+    (["train", "--output-dir", "{root}/t", *TINY_FLAGS, "--num-train", "0"], r"num_train=0 is invalid: allowed at "
+                                                                               r"least 1 sample to train"),
+    (["train", "--output-dir", "{root}/busy", "--resume", *TINY_FLAGS], r"output_dir=.*busy.* allowed with --resume "
+                                                                         r"an empty folder or a run folder"),
     (["train", "--bogus"], r"unrecognized arguments: --bogus"),
     # evaluate
     (["evaluate", "{root}/missing"], r"checkpoint=.*missing.* is invalid: allowed a save_pretrained folder"),
@@ -235,6 +241,9 @@ def test_resuming_with_arguments_that_build_another_model_is_one_clear_error(tmp
     run = dict(config="gapped", output_dir=str(tmp_path / "r"), mixer="gru", max_steps=4, warmup_steps=0,
                batch_size=8, eval_every=4, save_every=2, cpu=True, quiet=True)
     train(TrainArgs(d_model=8, **run), task=task, stop_after=3)  # leaves state/step-2
+    # as if this version's block were another: the arguments match the run's, its weights do not
+    saved_args = tmp_path / "r" / "train_args.json"
+    saved_args.write_text(saved_args.read_text().replace('"d_model": 8,', '"d_model": 16,'))
 
     def files():
         return {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
@@ -245,6 +254,73 @@ def test_resuming_with_arguments_that_build_another_model_is_one_clear_error(tmp
                                              r"\(\d+, 8\) vs \(\d+, 16\)"):
         train(TrainArgs(d_model=16, resume=True, **run), task=task)
     assert files() == before
+
+
+def _files(folder):
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_resume_continues_only_the_run_that_is_there(tmp_path):
+    """--resume never writes into a folder that is not a run's, nor continues a run with other
+    arguments or on another grammar: one error naming what differs, every file left as it was."""
+    task = load_task("gapped", **TINY)
+    run = dict(config="gapped", mixer="gru", d_model=8, max_steps=4, warmup_steps=0, batch_size=8, eval_every=4,
+               save_every=2, cpu=True, quiet=True, resume=True)
+    user = tmp_path / "mine"
+    (user / "model").mkdir(parents=True)
+    (user / "model" / "notes.txt").write_text("precious")
+    (user / "metrics.jsonl").write_text("my log\n")
+    with pytest.raises(ParameterError, match=r"output_dir=.*mine.* is invalid: allowed with --resume an empty folder "
+                                             r"or a run folder \(its train_args.json is missing or unreadable\)"):
+        train(TrainArgs(output_dir=str(user), **run), task=task)
+    assert _files(user) == {user / "model" / "notes.txt": b"precious", user / "metrics.jsonl": b"my log\n"}
+
+    folder = tmp_path / "r"
+    train(TrainArgs(output_dir=str(folder), **run), task=task, stop_after=3)  # a new run: --resume starts it
+    before = _files(folder)
+    with pytest.raises(ParameterError, match=r"allowed with --resume only the arguments of the run there "
+                                             r"\(config='complexity' \(the run's: 'gapped'\); max_steps=8 \(the "
+                                             r"run's: 4\)\)"):
+        train(TrainArgs(output_dir=str(folder), **{**run, "config": "complexity", "max_steps": 8}), task=task)
+    other_grammar = load_task("gapped", **{**TINY, "seed": 5})
+    with pytest.raises(ParameterError, match=r"allowed with --resume the grammar the run was trained on"):
+        train(TrainArgs(output_dir=str(folder), **run), task=other_grammar)
+    assert _files(folder) == before
+    # what only reports may change: quiet, report_to, cpu
+    train(TrainArgs(output_dir=str(folder), **{**run, "quiet": False}), task=task)
+    assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_resume_reconciles_a_log_written_past_the_state_or_cut_short(tmp_path):
+    task = load_task("gapped", **TINY)
+    run = dict(config="gapped", mixer="gru", d_model=8, max_steps=6, warmup_steps=0, batch_size=8, eval_every=3,
+               save_every=4, cpu=True, quiet=True)
+    train(TrainArgs(output_dir=str(tmp_path / "straight"), **run), task=task)
+    expected = (tmp_path / "straight" / "metrics.jsonl").read_text()
+    # killed at step 3, before any state: resume starts over and logs steps 1.. once
+    train(TrainArgs(output_dir=str(tmp_path / "a"), **run), task=task, stop_after=3)
+    train(TrainArgs(output_dir=str(tmp_path / "a"), resume=True, **run), task=task)
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == expected
+    # killed at step 5 in the middle of writing a line: resume from the step-4 state drops it
+    train(TrainArgs(output_dir=str(tmp_path / "b"), **run), task=task, stop_after=5)
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "loss": 4.5')
+    train(TrainArgs(output_dir=str(tmp_path / "b"), resume=True, **run), task=task)
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == expected
+    # a damaged line before the last is not guessed at
+    log = tmp_path / "b" / "metrics.jsonl"
+    log.write_text(log.read_text().replace('{"step": 2,', '{"step": "two",'))
+    with pytest.raises(ParameterError, match=r"file=.*metrics.jsonl.* is invalid: allowed one JSON record with an "
+                                             r"integer 'step' per line \(line 2 is not\)"):
+        train(TrainArgs(output_dir=str(tmp_path / "b"), resume=True, **run), task=task)
+
+
+def test_a_relative_data_folder_is_recorded_as_an_absolute_path(place, tmp_path, monkeypatch):
+    monkeypatch.chdir(place)
+    train(TrainArgs(config="gapped", data_dir="data", output_dir=str(tmp_path / "r"), mixer="gru", d_model=8,
+                    max_steps=1, warmup_steps=0, batch_size=8, eval_every=1, save_every=1, cpu=True, quiet=True))
+    record = json.loads((tmp_path / "r" / "model" / "selectivbench_run.json").read_text())
+    assert record["data_dir"] == str(place / "data") == record["train_args"]["data_dir"]
 
 
 def test_a_save_killed_midway_leaves_no_state_and_resume_falls_back(monkeypatch, tmp_path):

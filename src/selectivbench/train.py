@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from .builders.config import ParameterError
-from .data import RUN_FILE, SelectivBenchCollator, Task, grammar_sha256, load_task, model_view
+from .data import RUN_FILE, SelectivBenchCollator, Task, grammar_sha256, load_task, model_view, resolve_hub_id
 from .metrics import IGNORE
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from .atomic import atomic_write_text
@@ -68,8 +68,13 @@ def total_steps(args: TrainArgs, num_train: int) -> int:
 def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = None) -> dict:
     """Train and return the final validation metrics. `stop_after` simulates a crash (tests)."""
     check_train_args(args)
+    args = with_absolute_data_dir(args)
     out = Path(args.output_dir)
-    check_output_dir(out, args.resume)
+    check_output_dir(out, args)
+    for split, size in (("train", args.task_overrides.get("num_train")),
+                        ("validation", args.task_overrides.get("num_validation"))):
+        if size == 0:
+            raise ParameterError(f"num_{split}=0 is invalid: allowed at least 1 sample to train")
     # no gradient_accumulation_steps: accumulate_step weighs the micro-batches itself
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu, log_with=args.report_to,
                               project_dir=str(out),
@@ -79,8 +84,11 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
                              f"{accelerator.num_processes} processes (it is the global batch)")
     set_seed(args.train_seed)
     task = task or load_task(args.config, args.data_dir, **args.task_overrides)
-    if len(task.data["train"]) == 0 or len(task.data["validation"]) == 0:
-        raise ParameterError("num_train and num_validation are invalid: allowed at least 1 sample each for training")
+    for split in ("train", "validation"):
+        if len(task.data.get(split, ())) == 0:
+            raise ParameterError(f"{split}={args.data_dir or args.config!r} is invalid: allowed a task with at least "
+                                 f"1 {split} sample to train")
+    check_same_grammar(out, task)
     from .evaluate import evaluate_loader
 
     model = SelectivBenchForTokenClassification(model_config(args, task))
@@ -103,8 +111,8 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     if args.resume and (restored := load_newest_state(accelerator, out / "state", model, optimizer, scheduler)):
         progress = {k: restored[k] for k in progress}
         stop = 0 < args.patience <= progress["bad_evals"]  # the run had stopped early: it stays finished
-        if accelerator.is_main_process:  # forget what was logged after that state
-            drop_log_after(out / "metrics.jsonl", progress["step"])
+    if accelerator.is_main_process:  # forget what was logged after the state it starts from (0: all)
+        drop_log_after(out / "metrics.jsonl", progress["step"])
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "train_args.json", json.dumps(asdict(args), indent=1))
@@ -204,16 +212,54 @@ class RepeatedRows:
         return {**batch, "labels": labels}
 
 
-def check_output_dir(out: Path, resume: bool) -> None:
-    """A run folder is new, or the same run resumed: never mixes two runs' files."""
+# what may change when a run is resumed: where and how it reports, not what it trains
+RESUME_MAY_CHANGE = ("output_dir", "resume", "quiet", "report_to", "cpu")
+
+
+def with_absolute_data_dir(args: TrainArgs) -> TrainArgs:
+    """A local data folder is recorded as an absolute path: the run and its checkpoint are read
+    later from other directories (a relative 'o/sb' would then read as a Hub id)."""
+    if args.data_dir is not None and resolve_hub_id(args.data_dir) is None and Path(args.data_dir).exists():
+        return replace(args, data_dir=str(Path(args.data_dir).resolve()))
+    return args
+
+
+def check_output_dir(out: Path, args: TrainArgs) -> None:
+    """A run folder is new, or the same run resumed: never mixes two runs' files, never touches a
+    folder that is not a run's (a run folder holds the train_args.json of the same arguments)."""
     if out.exists() and not out.is_dir():
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a folder (it is a file)")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     if not os.access(probe, os.W_OK):
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a writable folder ({probe} is not writable)")
-    if not resume and out.exists() and any(out.iterdir()):
+    if not (out.exists() and any(out.iterdir())):
+        return
+    if not args.resume:
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed an empty or new folder "
                              "(pass --resume to continue the run that is there)")
+    saved_path = out / "train_args.json"
+    try:
+        saved = json.loads(saved_path.read_text())
+        assert isinstance(saved, dict)
+    except (OSError, ValueError, AssertionError):
+        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume an empty folder or a run "
+                             f"folder (its {saved_path.name} is missing or unreadable)") from None
+    given = json.loads(json.dumps(asdict(args)))  # as the file holds them (tuples as lists)
+    differs = [f"{k}={v!r} (the run's: {saved.get(k)!r})" for k, v in given.items()
+               if k not in RESUME_MAY_CHANGE and saved.get(k) != v]
+    if differs:
+        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume only the arguments of the "
+                             f"run there ({'; '.join(differs)})")
+
+
+def check_same_grammar(out: Path, task: Task) -> None:
+    """A resumed run trains on the grammar it started on (a data folder may have been regenerated)."""
+    record = out / "model" / RUN_FILE
+    if record.exists():
+        saved = json.loads(record.read_text()).get("grammar_sha256")
+        if saved != grammar_sha256(task.grammar):
+            raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the grammar the run was "
+                                 f"trained on (sha256 {saved}; the task's data now has {grammar_sha256(task.grammar)})")
 
 
 def early_stop(progress: dict, score: float, patience: int) -> bool:
@@ -233,9 +279,25 @@ def log(accelerator, out: Path, record: dict, report_to) -> None:
 
 
 def drop_log_after(path: Path, step: int) -> None:
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    """Keep the log lines up to `step`. A last line cut short by a kill is dropped; a damaged line
+    before it is an error naming the file."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            logged = record["step"]
+            assert isinstance(logged, int)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            if number == len(lines):
+                break
+            raise ParameterError(f"file={str(path)!r} is invalid: allowed one JSON record with an integer 'step' "
+                                 f"per line (line {number} is not)") from None
+        if logged <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def run_card(args: TrainArgs | dict, task: Task, step: int, metrics: dict) -> dict:

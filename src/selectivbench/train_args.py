@@ -78,6 +78,8 @@ def check_train_args(a: TrainArgs) -> None:
         v = getattr(a, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             _bad(name, v, f"an integer >= {low}")
+    if a.train_seed > 2**32 - 1:  # numpy's and torch's seeds
+        _bad("train_seed", a.train_seed, f"an integer in [0, {2**32 - 1}]")
     for name in ("epochs", "eval_samples"):
         v = getattr(a, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):

@@ -50,6 +50,8 @@ def place(tmp_path_factory):
     for f in (truncated / "gapped").glob("test-*.parquet"):
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     (root / "other.jsonl").write_text(json.dumps({"model": "elsewhere", "config": "gapped", "split": "test"}) + "\n")
+    (root / "mine.csv").write_text("a,b\n1,2\n")  # a user's tables, never appended to
+    (root / "notes.jsonl").write_text("my notes\n")
     return root
 
 
@@ -158,6 +160,12 @@ CLI_CASES = [
      r"file=.*test-.*\.parquet.* is invalid: allowed a complete parquet file"),
     (["evaluate", "{ckpt}", "--out", "{root}/file.txt/table"], r"out=.* is invalid: allowed a path in a folder"),
     (["evaluate", "{ckpt}", "--noise-seed", "abc"], r"--noise-seed: invalid int value"),
+    (["evaluate", "{ckpt}", "--noise-seed", "-1"], r"noise_seed=-1 is invalid: allowed an integer in \[0, 9223372036854775807\]"),
+    (["evaluate", "{ckpt}", "--noise-seed", str(2**63)], r"noise_seed=9223372036854775808 is invalid"),
+    (["evaluate", "{ckpt}", "--out", "{root}/mine"], r"out=.*mine.* is invalid: allowed a new table or one written "
+     r"by `selectivbench evaluate` \(.*mine.csv has other content"),
+    (["evaluate", "{ckpt}", "--out", "{root}/notes"], r"out=.*notes.* is invalid: .*notes.jsonl has other content"),
+    (["evaluate", "{ckpt}", "--out", "{root}/other"], r"out=.*other.* is invalid: .*other.jsonl has other content"),
     (["evaluate", "{ckpt}", "--configs", "nosuch"], r"invalid choice: 'nosuch'"),
     # publish-model / publish-dataset
     (["publish-model", "{ckpt}", "--repo-id", "noslash", "--dry-run"], r"repo_id='noslash' is invalid: allowed ORG/NAME"),
@@ -194,6 +202,30 @@ def test_a_bad_cli_call_is_one_line_exit_2(place, capsys, argv, pattern):
     assert len(lines) == 1 and lines[0].startswith("selectivbench: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert sorted(str(p) for p in place.rglob("*")) == before  # nothing written, nothing removed
+
+
+def test_evaluate_appends_only_to_its_own_tables(place, tmp_path):
+    """A table evaluate wrote takes more rows (one header); a user's csv or jsonl of the same name is
+    left byte for byte as it was, and nothing is written beside it."""
+    from selectivbench.evaluate import FIELDS, evaluate
+
+    out = tmp_path / "t" / "eval"
+    first = evaluate([str(place / "run" / "model")], out=str(out), splits=["test"], num_samples=4, cpu=True)
+    second = evaluate([str(place / "run" / "model")], out=str(out), splits=["test"], num_samples=4, cpu=True,
+                      noise_seed=2**63 - 1)
+    lines = out.with_suffix(".csv").read_text().splitlines()
+    assert lines[0] == ",".join(FIELDS) and len(lines) == 3
+    rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert rows == first + second and rows[1]["noise_seed"] == 2**63 - 1
+    assert sorted(p.name for p in out.parent.iterdir()) == ["eval.csv", "eval.jsonl"]  # no temporary left
+    for users, content in (("eval.csv", "a,b\n1,2\n"), ("eval.jsonl", json.dumps({"a": 1}) + "\n")):
+        user = tmp_path / "u" / users
+        user.parent.mkdir(exist_ok=True)
+        user.write_text(content)
+        with pytest.raises(ParameterError, match=rf"{users} has other content"):
+            evaluate([str(place / "run" / "model")], out=str(tmp_path / "u" / "eval"), cpu=True)
+        assert user.read_text() == content and [p.name for p in user.parent.iterdir()] == [users]
+        user.unlink()
 
 
 def test_debug_shows_the_traceback(place):

@@ -52,6 +52,12 @@ def place(tmp_path_factory):
     (root / "other.jsonl").write_text(json.dumps({"model": "elsewhere", "config": "gapped", "split": "test"}) + "\n")
     (root / "mine.csv").write_text("a,b\n1,2\n")  # a user's tables, never appended to
     (root / "notes.jsonl").write_text("my notes\n")
+    for name, file, content in (("res_csv", "results.csv", "my,own,table\n"), ("res_md", "summary.md", "# my notes\n"),
+                                ("res_png", "accuracy_vs_parameters.png", "my plot"), ("res_rec", "outputs.json", "{}"),
+                                ("res_bad", "results.jsonl", '{"run": "a"}\n{"run": \n{"run": "b"}\n'),
+                                ("res_odd", "results.jsonl", '{"run": "a"}\n[1, 2]\n')):
+        (root / name / "complexity_smoke").mkdir(parents=True)
+        (root / name / "complexity_smoke" / file).write_text(content)
     return root
 
 
@@ -182,6 +188,37 @@ CLI_CASES = [
     (["reproduce", "--task", "nosuch"], r"invalid choice: 'nosuch'"),
     (["reproduce", "--task", "complexity", "--scale", "huge", "--out", "{root}/r"], r"scale='huge' is invalid"),
     (["reproduce", "--task", "complexity", "--mixers", "lstm", "--out", "{root}/r"], r"mixers=.*lstm.* is invalid"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/file.txt"], r"out=.*file.txt.* is invalid: allowed a folder"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/file.txt", "--dry-run"], r"out=.*file.txt.* is invalid"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/file.txt/r"],
+     r"out=.*file.txt/r.* is invalid: allowed a folder that can be made and written \(.*file.txt is not a folder\)"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/r", "--gpus-per-run", "-1", "--dry-run"],
+     r"gpus_per_run=-1.0 is invalid: allowed only with --launcher ray"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/r", "--gpus-per-run", "-1", "--launcher", "ray"],
+     r"gpus_per_run=-1.0 is invalid: allowed a number >= 0"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/r", "--cpus-per-run", "0", "--launcher", "ray", "--dry-run"],
+     r"cpus_per_run=0.0 is invalid: allowed a number > 0"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/r", "--address", "auto"],
+     r"address='auto' is invalid: allowed only with --launcher ray"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/r", "--cpus-per-run", "2", "--dry-run"],
+     r"cpus_per_run=2.0 is invalid: allowed only with --launcher ray"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_csv"],
+     r"out=.*res_csv.* is invalid: allowed a sweep folder whose tables, summary and plots this command wrote "
+     r"\(.*results.csv was not written by it"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_md"], r"summary.md was not written"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_md", "--dry-run"],
+     r"summary.md was not written"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_png"],
+     r"accuracy_vs_parameters.png was not written"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_rec"],
+     r"out=.*res_rec.* is invalid: allowed a sweep folder whose outputs.json is this command's record"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_bad"],
+     r"file=.*res_bad/complexity_smoke/results.jsonl.* is invalid: allowed one JSON object with a 'run' key per "
+     r"line \(line 2: Expecting value"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_bad", "--dry-run"],
+     r"file=.*results.jsonl.* is invalid: .*line 2"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_odd"],
+     r"file=.*results.jsonl.* is invalid: .*\(line 2: not an object with a 'run' key"),
     # the command itself
     ([], r"the following arguments are required: command"),
     (["nosuch"], r"invalid choice: 'nosuch'"),

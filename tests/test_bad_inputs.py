@@ -103,11 +103,16 @@ CLI_CASES = [
     (["generate", "complexity", "--out", "{root}/g", "--gap-duration", "1000", "--timestep", "0.0005"],
      r"gap_duration=1000.0 is invalid: allowed a longest gap of at most 1,048,575 steps"),
     (["generate", "complexity", "--out", "{root}/g", "--num-train", "-5"], r"num_train=-5 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--num-train", "99999999999999999999"],
+     r"num_train=99999999999999999999 is invalid: allowed an integer in \[0, 2147483647\] \(at most 2\*\*31 - 1 samples"),
+    (["generate", "complexity", "--out", "{root}/g", "--num-test", str(2**31)], r"num_test=2147483648 is invalid"),
     (["generate", "complexity", "--out", "{root}/g", "--num-proc", "0"], r"num_proc=0 is invalid"),
     (["generate", "complexity", "--out", "{root}/file.txt", *TINY_FLAGS], r"out=.*file.txt.* is invalid"),
     # inspect
-    (["inspect", "complexity", "--samples", "0"], r"samples=0 is invalid: allowed an integer >= 1"),
+    (["inspect", "complexity", "--samples", "0"], r"samples=0 is invalid: allowed an integer in \[1, 10000\]"),
     (["inspect", "complexity", "--samples", "-3"], r"samples=-3 is invalid"),
+    (["inspect", "complexity", "--samples", "100000000000"], r"samples=100000000000 is invalid: allowed an integer "
+     r"in \[1, 10000\]"),
     (["inspect", "nosuch"], r"invalid choice: 'nosuch'"),
     (["inspect", "complexity", "--samples", "2", "--grammar-json", "{root}/file.txt", *TINY_FLAGS[:3]],
      r"grammar_json=.*file.txt.* is invalid: allowed a path that does not exist yet"),
@@ -141,6 +146,7 @@ CLI_CASES = [
     (["train", "--output-dir", "{root}/t", "--config", "gapped", "--data-dir", "{root}/data", "--seed", "3"],
      r"data_dir=.* is invalid with task parameters \['seed'\]"),
     (["train", "--output-dir", "{root}/t", "--vocab-size", "1"], r"vocab_size=1 is invalid"),
+    (["train", "--output-dir", "{root}/t", "--num-test", "99999999999999999999"], r"num_test=99999999999999999999 is invalid"),
     (["train", "--bogus"], r"unrecognized arguments: --bogus"),
     # evaluate
     (["evaluate", "{root}/missing"], r"checkpoint=.*missing.* is invalid: allowed a save_pretrained folder"),
@@ -166,6 +172,8 @@ CLI_CASES = [
      r"file=.*test-.*\.parquet.* is invalid: allowed a complete parquet file"),
     (["evaluate", "{ckpt}", "--out", "{root}/file.txt/table"], r"out=.* is invalid: allowed a path in a folder"),
     (["evaluate", "{ckpt}", "--noise-seed", "abc"], r"--noise-seed: invalid int value"),
+    (["evaluate", "{ckpt}", "--configs", "gapped", "--num-test", "99999999999999999999", *TINY_FLAGS[:-1]],
+     r"num_test=99999999999999999999 is invalid: allowed an integer in \[0, 2147483647\]"),
     (["evaluate", "{ckpt}", "--noise-seed", "-1"], r"noise_seed=-1 is invalid: allowed an integer in \[0, 9223372036854775807\]"),
     (["evaluate", "{ckpt}", "--noise-seed", str(2**63)], r"noise_seed=9223372036854775808 is invalid"),
     (["evaluate", "{ckpt}", "--out", "{root}/mine"], r"out=.*mine.* is invalid: allowed a new table or one written "
@@ -286,6 +294,8 @@ API_CASES = [
     (lambda p: load_task("gapped", str(p / "data"), splits=["test_gap99"]), ParameterError,
      r"splits=\['test_gap99'\] is invalid for config 'gapped'"),
     (lambda p: load_task("gapped", splits=["nosuch"], **TINY), ParameterError, r"splits=\['nosuch'\] is invalid"),
+    (lambda p: load_task("gapped", **{**TINY, "num_test": 2**31}), ParameterError,
+     r"num_test=2147483648 is invalid: allowed an integer in \[0, 2147483647\]"),
 ]
 
 

@@ -37,6 +37,9 @@ from .sampler import Sampler, split_code, split_gap_steps
 SHARD_SAMPLES = 1000  # at most this many samples per shard (one parquet row group); num_proc splits shards
 SHARD_STEPS = 1 << 22  # ... and at most about this many steps, so long gaps make smaller shards
 MAX_STEPS = (1 << 31) - 1  # list offsets are int32 (datasets' List)
+# Samples per split: beyond this the shard list alone outgrows memory before a sample is drawn, and
+# even 2-step samples make a split of over 4e9 steps (the paper's largest split has 200,000).
+MAX_SPLIT_SAMPLES = (1 << 31) - 1
 PAPER_SIZES = {"num_train": 200_000, "num_validation": 1_000, "num_test": 1_000}
 _PARAM_FIELDS = [f.name for f in dataclasses.fields(TaskParams)]
 
@@ -130,8 +133,9 @@ class SelectivBench(datasets.ArrowBasedBuilder):
 
 
 def check_size(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ParameterError(f"{name}={value!r} is invalid: allowed an integer in [0, inf]")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SPLIT_SAMPLES:
+        raise ParameterError(f"{name}={value!r} is invalid: allowed an integer in [0, {MAX_SPLIT_SAMPLES}] "
+                             "(at most 2**31 - 1 samples per split)")
 
 
 def check_storage(p: TaskParams) -> None:

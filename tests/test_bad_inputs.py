@@ -50,6 +50,14 @@ def place(tmp_path_factory):
     for f in (truncated / "gapped").glob("test-*.parquet"):
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     (root / "other.jsonl").write_text(json.dumps({"model": "elsewhere", "config": "gapped", "split": "test"}) + "\n")
+    (root / "mine.csv").write_text("a,b\n1,2\n")  # a user's tables, never appended to
+    (root / "notes.jsonl").write_text("my notes\n")
+    for name, file, content in (("res_csv", "results.csv", "my,own,table\n"), ("res_md", "summary.md", "# my notes\n"),
+                                ("res_png", "accuracy_vs_parameters.png", "my plot"), ("res_rec", "outputs.json", "{}"),
+                                ("res_bad", "results.jsonl", '{"run": "a"}\n{"run": \n{"run": "b"}\n'),
+                                ("res_odd", "results.jsonl", '{"run": "a"}\n[1, 2]\n')):
+        (root / name / "complexity_smoke").mkdir(parents=True)
+        (root / name / "complexity_smoke" / file).write_text(content)
     return root
 
 
@@ -95,11 +103,16 @@ CLI_CASES = [
     (["generate", "complexity", "--out", "{root}/g", "--gap-duration", "1000", "--timestep", "0.0005"],
      r"gap_duration=1000.0 is invalid: allowed a longest gap of at most 1,048,575 steps"),
     (["generate", "complexity", "--out", "{root}/g", "--num-train", "-5"], r"num_train=-5 is invalid"),
+    (["generate", "complexity", "--out", "{root}/g", "--num-train", "99999999999999999999"],
+     r"num_train=99999999999999999999 is invalid: allowed an integer in \[0, 2147483647\] \(at most 2\*\*31 - 1 samples"),
+    (["generate", "complexity", "--out", "{root}/g", "--num-test", str(2**31)], r"num_test=2147483648 is invalid"),
     (["generate", "complexity", "--out", "{root}/g", "--num-proc", "0"], r"num_proc=0 is invalid"),
     (["generate", "complexity", "--out", "{root}/file.txt", *TINY_FLAGS], r"out=.*file.txt.* is invalid"),
     # inspect
-    (["inspect", "complexity", "--samples", "0"], r"samples=0 is invalid: allowed an integer >= 1"),
+    (["inspect", "complexity", "--samples", "0"], r"samples=0 is invalid: allowed an integer in \[1, 10000\]"),
     (["inspect", "complexity", "--samples", "-3"], r"samples=-3 is invalid"),
+    (["inspect", "complexity", "--samples", "100000000000"], r"samples=100000000000 is invalid: allowed an integer "
+     r"in \[1, 10000\]"),
     (["inspect", "nosuch"], r"invalid choice: 'nosuch'"),
     (["inspect", "complexity", "--samples", "2", "--grammar-json", "{root}/file.txt", *TINY_FLAGS[:3]],
      r"grammar_json=.*file.txt.* is invalid: allowed a path that does not exist yet"),
@@ -139,6 +152,7 @@ CLI_CASES = [
                                                                                r"least 1 sample to train"),
     (["train", "--output-dir", "{root}/busy", "--resume", *TINY_FLAGS], r"output_dir=.*busy.* allowed with --resume "
                                                                          r"an empty folder or a run folder"),
+    (["train", "--output-dir", "{root}/t", "--num-test", "99999999999999999999"], r"num_test=99999999999999999999 is invalid"),
     (["train", "--bogus"], r"unrecognized arguments: --bogus"),
     # evaluate
     (["evaluate", "{root}/missing"], r"checkpoint=.*missing.* is invalid: allowed a save_pretrained folder"),
@@ -164,6 +178,14 @@ CLI_CASES = [
      r"file=.*test-.*\.parquet.* is invalid: allowed a complete parquet file"),
     (["evaluate", "{ckpt}", "--out", "{root}/file.txt/table"], r"out=.* is invalid: allowed a path in a folder"),
     (["evaluate", "{ckpt}", "--noise-seed", "abc"], r"--noise-seed: invalid int value"),
+    (["evaluate", "{ckpt}", "--configs", "gapped", "--num-test", "99999999999999999999", *TINY_FLAGS[:-1]],
+     r"num_test=99999999999999999999 is invalid: allowed an integer in \[0, 2147483647\]"),
+    (["evaluate", "{ckpt}", "--noise-seed", "-1"], r"noise_seed=-1 is invalid: allowed an integer in \[0, 9223372036854775807\]"),
+    (["evaluate", "{ckpt}", "--noise-seed", str(2**63)], r"noise_seed=9223372036854775808 is invalid"),
+    (["evaluate", "{ckpt}", "--out", "{root}/mine"], r"out=.*mine.* is invalid: allowed a new table or one written "
+     r"by `selectivbench evaluate` \(.*mine.csv has other content"),
+    (["evaluate", "{ckpt}", "--out", "{root}/notes"], r"out=.*notes.* is invalid: .*notes.jsonl has other content"),
+    (["evaluate", "{ckpt}", "--out", "{root}/other"], r"out=.*other.* is invalid: .*other.jsonl has other content"),
     (["evaluate", "{ckpt}", "--configs", "nosuch"], r"invalid choice: 'nosuch'"),
     # publish-model / publish-dataset
     (["publish-model", "{ckpt}", "--repo-id", "noslash", "--dry-run"], r"repo_id='noslash' is invalid: allowed ORG/NAME"),
@@ -180,6 +202,37 @@ CLI_CASES = [
     (["reproduce", "--task", "nosuch"], r"invalid choice: 'nosuch'"),
     (["reproduce", "--task", "complexity", "--scale", "huge", "--out", "{root}/r"], r"scale='huge' is invalid"),
     (["reproduce", "--task", "complexity", "--mixers", "lstm", "--out", "{root}/r"], r"mixers=.*lstm.* is invalid"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/file.txt"], r"out=.*file.txt.* is invalid: allowed a folder"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/file.txt", "--dry-run"], r"out=.*file.txt.* is invalid"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/file.txt/r"],
+     r"out=.*file.txt/r.* is invalid: allowed a folder that can be made and written \(.*file.txt is not a folder\)"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/r", "--gpus-per-run", "-1", "--dry-run"],
+     r"gpus_per_run=-1.0 is invalid: allowed only with --launcher ray"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/r", "--gpus-per-run", "-1", "--launcher", "ray"],
+     r"gpus_per_run=-1.0 is invalid: allowed a number >= 0"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/r", "--cpus-per-run", "0", "--launcher", "ray", "--dry-run"],
+     r"cpus_per_run=0.0 is invalid: allowed a number > 0"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/r", "--address", "auto"],
+     r"address='auto' is invalid: allowed only with --launcher ray"),
+    (["reproduce", "--task", "complexity", "--out", "{root}/r", "--cpus-per-run", "2", "--dry-run"],
+     r"cpus_per_run=2.0 is invalid: allowed only with --launcher ray"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_csv"],
+     r"out=.*res_csv.* is invalid: allowed a sweep folder whose tables, summary and plots this command wrote "
+     r"\(.*results.csv was not written by it"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_md"], r"summary.md was not written"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_md", "--dry-run"],
+     r"summary.md was not written"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_png"],
+     r"accuracy_vs_parameters.png was not written"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_rec"],
+     r"out=.*res_rec.* is invalid: allowed a sweep folder whose outputs.json is this command's record"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_bad"],
+     r"file=.*res_bad/complexity_smoke/results.jsonl.* is invalid: allowed one JSON object with a 'run' key per "
+     r"line \(line 2: Expecting value"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_bad", "--dry-run"],
+     r"file=.*results.jsonl.* is invalid: .*line 2"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_odd"],
+     r"file=.*results.jsonl.* is invalid: .*\(line 2: not an object with a 'run' key"),
     # the command itself
     ([], r"the following arguments are required: command"),
     (["nosuch"], r"invalid choice: 'nosuch'"),
@@ -200,6 +253,30 @@ def test_a_bad_cli_call_is_one_line_exit_2(place, capsys, argv, pattern):
     assert len(lines) == 1 and lines[0].startswith("selectivbench: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert sorted(str(p) for p in place.rglob("*")) == before  # nothing written, nothing removed
+
+
+def test_evaluate_appends_only_to_its_own_tables(place, tmp_path):
+    """A table evaluate wrote takes more rows (one header); a user's csv or jsonl of the same name is
+    left byte for byte as it was, and nothing is written beside it."""
+    from selectivbench.evaluate import FIELDS, evaluate
+
+    out = tmp_path / "t" / "eval"
+    first = evaluate([str(place / "run" / "model")], out=str(out), splits=["test"], num_samples=4, cpu=True)
+    second = evaluate([str(place / "run" / "model")], out=str(out), splits=["test"], num_samples=4, cpu=True,
+                      noise_seed=2**63 - 1)
+    lines = out.with_suffix(".csv").read_text().splitlines()
+    assert lines[0] == ",".join(FIELDS) and len(lines) == 3
+    rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert rows == first + second and rows[1]["noise_seed"] == 2**63 - 1
+    assert sorted(p.name for p in out.parent.iterdir()) == ["eval.csv", "eval.jsonl"]  # no temporary left
+    for users, content in (("eval.csv", "a,b\n1,2\n"), ("eval.jsonl", json.dumps({"a": 1}) + "\n")):
+        user = tmp_path / "u" / users
+        user.parent.mkdir(exist_ok=True)
+        user.write_text(content)
+        with pytest.raises(ParameterError, match=rf"{users} has other content"):
+            evaluate([str(place / "run" / "model")], out=str(tmp_path / "u" / "eval"), cpu=True)
+        assert user.read_text() == content and [p.name for p in user.parent.iterdir()] == [users]
+        user.unlink()
 
 
 def test_debug_shows_the_traceback(place):
@@ -223,6 +300,8 @@ API_CASES = [
     (lambda p: load_task("gapped", str(p / "data"), splits=["test_gap99"]), ParameterError,
      r"splits=\['test_gap99'\] is invalid for config 'gapped'"),
     (lambda p: load_task("gapped", splits=["nosuch"], **TINY), ParameterError, r"splits=\['nosuch'\] is invalid"),
+    (lambda p: load_task("gapped", **{**TINY, "num_test": 2**31}), ParameterError,
+     r"num_test=2147483648 is invalid: allowed an integer in \[0, 2147483647\]"),
 ]
 
 

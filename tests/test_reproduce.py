@@ -87,6 +87,7 @@ def test_small_scale_plans_the_runs_of_the_committed_results(task):
     """`--scale small` kept its semantics: the committed results are exactly its plan (nothing to rerun)."""
     done = {r["run"] for r in rows_of(RESULTS / f"{task}_small")}
     assert done == {r.key for r in rep.plan(task, "small")}
+    rep.check_outputs(RESULTS / f"{task}_small", str(RESULTS))  # its tables and plots are on record: a rerun may replace them
 
 
 def test_dry_run_prints_runs_and_gpu_hours_and_trains_nothing(tmp_path, capsys):
@@ -171,6 +172,37 @@ def test_interrupted_local_sweep_redoes_only_the_lost_run(local_sweep, tmp_path)
     before = {(r["run"], r["split"]): r["element_accuracy"] for r in rows_of(local_sweep.folder)}
     after = {(r["run"], r["split"]): r["element_accuracy"] for r in rows_of(folder)}
     assert after == pytest.approx(before)
+
+
+def test_a_sweep_replaces_only_the_outputs_it_wrote(local_sweep, tmp_path, capsys):
+    """outputs.json holds the sha256 of every table, summary and plot the sweep wrote; a rerun
+    replaces those, and refuses, before any work and changing nothing, a folder with a user's
+    results.csv / summary.md or an output edited since."""
+    import hashlib
+
+    folder = tmp_path / "ours" / local_sweep.folder.name
+    shutil.copytree(local_sweep.folder, folder)
+    record = json.loads((folder / "outputs.json").read_text())
+    outputs = sorted(p.name for p in folder.iterdir() if rep.is_output(p.name))
+    assert record["written_by"] == "selectivbench reproduce" and sorted(record["files"]) == outputs
+    assert all(record["files"][n] == [hashlib.sha256((folder / n).read_bytes()).hexdigest()] for n in outputs)
+    assert rep.reproduce("complexity", "smoke", out=str(folder.parent)).ran == []  # its own files: replaced
+
+    def snapshot(root):
+        return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    (folder / "summary.md").write_text((folder / "summary.md").read_text() + "my note\n")
+    users = tmp_path / "users" / "complexity_smoke"
+    users.mkdir(parents=True)
+    (users / "results.csv").write_text("my,own,table\n")
+    (users / "summary.md").write_text("# my notes\n")
+    for out, name in ((folder.parent, "summary.md"), (users.parent, "results.csv")):
+        before = snapshot(out)
+        capsys.readouterr()  # not the progress bar of the rerun above
+        assert main(["reproduce", "--task", "complexity", "--scale", "smoke", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{out / 'complexity_smoke' / name} was not written by it" in err and err.count("\n") == 1
+        assert snapshot(out) == before
 
 
 def test_a_failed_run_is_recorded_and_retried_on_the_next_call(tmp_path, monkeypatch, capsys):

@@ -99,9 +99,12 @@ def cmd_publish_dataset(args) -> None:
         print("  " + f)
 
 
+MAX_INSPECT_SAMPLES = 10_000  # the ceiling's standard error is then at most 0.005 (and it takes about a minute)
+
+
 def cmd_inspect(args) -> None:
-    if args.samples < 1:
-        raise ParameterError(f"samples={args.samples} is invalid: allowed an integer >= 1")
+    if not 1 <= args.samples <= MAX_INSPECT_SAMPLES:
+        raise ParameterError(f"samples={args.samples} is invalid: allowed an integer in [1, {MAX_INSPECT_SAMPLES}]")
     from .builders import Sampler, bayes_ceiling, make_grammar, task_params
     from .hub_dataset import render_sample
 
@@ -180,7 +183,8 @@ def cmd_reproduce(args) -> None:
     from .reproduce import SweepIncomplete, estimate, reproduce
 
     if args.dry_run:
-        e = estimate(args.task, args.scale, mixers=args.mixers, out=args.out)
+        e = estimate(args.task, args.scale, mixers=args.mixers, out=args.out, launcher=args.launcher,
+                     address=args.address, gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run)
         print(f"{args.task} at scale {args.scale}: {e['runs']} runs ({e['done']} done, {e['todo']} to run), "
               f"about {e['gpu_hours']:,.1f} GPU-hours for those to run")
         print(f"assumption: {e['assumption']}")
@@ -279,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local: one run after the other here; ray: every run a Ray task (the cluster extra)")
     rp.add_argument("--address", default=None,
                     help="Ray cluster to join ('auto', HOST:PORT or ray://HOST:PORT); default: start Ray here")
-    rp.add_argument("--gpus-per-run", type=float, default=0, help="GPUs of each Ray task (0: train on CPU)")
-    rp.add_argument("--cpus-per-run", type=float, default=1, help="CPUs of each Ray task")
+    # None when not given, so that a Ray-only flag given with --launcher local is an error, not ignored
+    rp.add_argument("--gpus-per-run", type=float, default=None, help="GPUs of each Ray task (default 0: train on CPU)")
+    rp.add_argument("--cpus-per-run", type=float, default=None, help="CPUs of each Ray task (default 1)")
     rp.set_defaults(func=cmd_reproduce)
     return parser
 

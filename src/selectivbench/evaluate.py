@@ -7,11 +7,13 @@ task of the very same grammar is accepted. Only the asked splits are read or bui
 
 One row per (model, config, split) appended to `<out>.jsonl` and `<out>.csv`: element and per-step
 accuracy, token-mean loss, and the Bayes ceiling of the same samples beside them. `seed` is the
-task seed; `noise_seed` seeds the evaluation input noise.
+task seed; `noise_seed` seeds the evaluation input noise. An existing `<out>.csv` / `<out>.jsonl` is
+appended to only when this command wrote it (`check_table_path`); any other file is left alone.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .atomic import replaced
 from .builders import ParameterError
 from .builders.ceiling import ceiling_counts
 from .builders.sampler import Sampler
@@ -30,6 +33,7 @@ from .run_state import shapes, weights_mismatch
 
 FIELDS = ["model", "mixer", "config", "split", "seed", "noise_seed", "samples", "element_accuracy", "step_accuracy",
           "loss", "bayes_element_accuracy", "bayes_step_accuracy", "parameters", "elements", "steps"]
+MAX_NOISE_SEED = 2**63 - 1  # the task seed's range; data.noise_for's SeedSequence takes no negative entropy
 
 
 @torch.no_grad()
@@ -134,6 +138,8 @@ def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str 
     if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
                                     or num_samples < 1):
         raise ParameterError(f"num_samples={num_samples!r} is invalid: allowed an integer >= 1 (or unset: all)")
+    if isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or not 0 <= noise_seed <= MAX_NOISE_SEED:
+        raise ParameterError(f"noise_seed={noise_seed!r} is invalid: allowed an integer in [0, {MAX_NOISE_SEED}]")
     if out is not None:
         check_table_path(out)
     accelerator = Accelerator(cpu=cpu)
@@ -162,24 +168,53 @@ def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str 
 
 
 def check_table_path(out: str) -> None:
+    """`out` names a table this command may write: `<out>.jsonl` and `<out>.csv` each new, or a
+    table this command wrote (csv: its header is exactly FIELDS; jsonl: one or more lines, each a
+    JSON object with exactly the FIELDS keys). Any other file is a user's and is never appended to."""
     base = Path(out)
-    for path in (base.with_suffix(".jsonl"), base.with_suffix(".csv")):
-        if path.exists() and not path.is_file():
-            raise ParameterError(f"out={out!r} is invalid: allowed a table path ({path} is not a file)")
     parent = base.parent
     if parent.exists() and not parent.is_dir():
         raise ParameterError(f"out={out!r} is invalid: allowed a path in a folder ({parent} is a file)")
+    for path, ours in ((base.with_suffix(".jsonl"), _our_jsonl), (base.with_suffix(".csv"), _our_csv)):
+        if path.exists() and not path.is_file():
+            raise ParameterError(f"out={out!r} is invalid: allowed a table path ({path} is not a file)")
+        if path.exists() and not ours(path):
+            raise ParameterError(f"out={out!r} is invalid: allowed a new table or one written by `selectivbench "
+                                 f"evaluate` ({path} has other content: a file of yours is never appended to)")
+
+
+def _our_csv(path: Path) -> bool:
+    with open(path, newline="", errors="replace") as f:
+        return next(csv.reader(f), None) == FIELDS
+
+
+def _our_jsonl(path: Path) -> bool:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in lines]
+    except ValueError:
+        return False
+    return bool(rows) and all(isinstance(r, dict) and sorted(r) == sorted(FIELDS) for r in rows)
 
 
 def append_rows(out: str, rows: list[dict]) -> None:
+    """Rows added to both tables, each file replaced whole (old content + new rows) by a rename, so
+    that it is the old table or the new one, never half; checked again first, since a file may have
+    appeared while the models were scored."""
+    check_table_path(out)
     base = Path(out)
     base.parent.mkdir(parents=True, exist_ok=True)
-    with open(base.with_suffix(".jsonl"), "a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
-    csv_path = base.with_suffix(".csv")
-    new = not csv_path.exists()
-    with open(csv_path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerows(rows)
+    jsonl, csv_path = base.with_suffix(".jsonl"), base.with_suffix(".csv")
+    _append_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+    lines = io.StringIO()
+    w = csv.DictWriter(lines, fieldnames=FIELDS, extrasaction="ignore")
+    if not csv_path.exists():
+        w.writeheader()
+    w.writerows(rows)
+    _append_text(csv_path, lines.getvalue())
+
+
+def _append_text(path: Path, text: str) -> None:
+    old = path.read_bytes() if path.exists() else b""
+    with replaced(path) as tmp:
+        tmp.write_bytes(old + text.encode())

@@ -16,12 +16,15 @@ Runs go through a launcher: `local` (one after the other, in this process) or `r
 Ray task with its own resources). Either way only this driver writes: a finished run's rows are
 appended to `<out>/<task>_<scale>/results.jsonl` in one write, a failed run gets a line in
 `failures.jsonl` and is tried again on the next call, and a run whose rows are there is skipped,
-so an interrupted sweep continues where it stopped.
+so an interrupted sweep continues where it stopped. The tables, summary and plots made from them
+replace only files this command wrote (`check_outputs`).
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import io
 import json
 import math
 import os
@@ -238,16 +241,20 @@ ASSUMED_TFLOPS = 50.0  # sustained model FLOP/s of one GPU (bf16/tf32 on an A100
 ATTENTION_MIXERS = ("transformer", "fox")  # cost grows with the sequence length
 
 
-def estimate(task: str, scale: str, mixers=None, out: str = "results") -> dict:
+def estimate(task: str, scale: str, mixers=None, out: str = "results", launcher: str = "local",
+             address: str | None = None, gpus_per_run: float | None = None, cpus_per_run: float | None = None) -> dict:
     """Runs, runs already done, and GPU-hours of the missing ones: 6 x parameters FLOPs per training
     token (forward + backward), + 6 x layers x steps x d_model per token for attention mixers,
     + 2 x parameters per evaluated token, at ASSUMED_TFLOPS. Parameters are counted exactly (meta
     device); a sequence's steps are its elements plus their expected gap steps. Recurrent scans run
-    below that throughput, so read it as an order of magnitude."""
-    check_arguments(task, scale, mixers, "local", 0, 1)
+    below that throughput, so read it as an order of magnitude. The arguments are checked as
+    `reproduce` checks them, so a dry run fails where the real one would."""
+    check_arguments(task, scale, mixers, launcher, gpus_per_run, cpus_per_run, address, out)
     s = SCALES[scale].for_task(task)
     runs = plan(task, scale, mixers)
-    done = {r["run"] for r in read_rows(Path(out) / f"{task}_{scale}" / "results.jsonl")}
+    folder = Path(out) / f"{task}_{scale}"
+    done = {r["run"] for r in read_rows(folder / "results.jsonl")}
+    check_outputs(folder, out)
     todo = [r for r in runs if r.key not in done]
     flops = sum(run_flops(task, s, r) for r in todo)
     return {"runs": len(runs), "done": len(runs) - len(todo), "todo": len(todo),
@@ -304,6 +311,10 @@ def parameter_count(mixer: str, p: TaskParams, d_model: int, n_layers: int, n_he
     return _PARAMETERS[key]
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class SweepIncomplete(Exception):
     """Some runs of a sweep failed (their errors are in failures.jsonl); the next call retries them."""
 
@@ -317,8 +328,10 @@ class Outcome:
     failed: list = field(default_factory=list)  # keys that failed in this call
 
 
-def check_arguments(task, scale, mixers, launcher, gpus_per_run, cpus_per_run) -> None:
-    """Every bad argument is one ParameterError, before any work."""
+def check_arguments(task, scale, mixers, launcher, gpus_per_run=None, cpus_per_run=None, address=None,
+                    out: str | None = None) -> None:
+    """Every bad argument is one ParameterError, before any work. `address`, `gpus_per_run` and
+    `cpus_per_run` are Ray's: None (not given) unless launcher='ray'."""
     if task not in TASKS:
         raise ParameterError(f"task={task!r} is invalid: allowed one of {TASKS}")
     if scale not in SCALES:
@@ -328,10 +341,15 @@ def check_arguments(task, scale, mixers, launcher, gpus_per_run, cpus_per_run) -
         raise ParameterError(f"mixers={list(mixers)!r} is invalid: allowed one or more of {MIXERS}")
     if launcher not in LAUNCHERS:
         raise ParameterError(f"launcher={launcher!r} is invalid: allowed one of {LAUNCHERS}")
-    if not (isinstance(gpus_per_run, (int, float)) and gpus_per_run >= 0):
+    for name, value in (("address", address), ("gpus_per_run", gpus_per_run), ("cpus_per_run", cpus_per_run)):
+        if value is not None and launcher != "ray":  # it would be ignored: say so rather than run without it
+            raise ParameterError(f"{name}={value!r} is invalid: allowed only with --launcher ray (launcher='ray')")
+    if gpus_per_run is not None and not (_is_number(gpus_per_run) and gpus_per_run >= 0):
         raise ParameterError(f"gpus_per_run={gpus_per_run!r} is invalid: allowed a number >= 0")
-    if not (isinstance(cpus_per_run, (int, float)) and cpus_per_run > 0):
+    if cpus_per_run is not None and not (_is_number(cpus_per_run) and cpus_per_run > 0):
         raise ParameterError(f"cpus_per_run={cpus_per_run!r} is invalid: allowed a number > 0")
+    if out is not None:
+        check_out_folder(out, Path(out) / f"{task}_{scale}")
     if launcher == "ray":
         try:
             import ray  # noqa: F401
@@ -341,16 +359,22 @@ def check_arguments(task, scale, mixers, launcher, gpus_per_run, cpus_per_run) -
 
 
 def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | None = None,
-              launcher: str = "local", address: str | None = None, gpus_per_run: float = 0,
-              cpus_per_run: float = 1, ray_init: dict | None = None) -> Outcome:
-    """Run the sweep's missing runs, then write its table, summary and plots. `ray_init`: extra
-    `ray.init` arguments when Ray starts here (tests pass num_cpus)."""
-    check_arguments(task, scale, mixers, launcher, gpus_per_run, cpus_per_run)
+              launcher: str = "local", address: str | None = None, gpus_per_run: float | None = None,
+              cpus_per_run: float | None = None, ray_init: dict | None = None) -> Outcome:
+    """Run the sweep's missing runs, then write its table, summary and plots. Ray's arguments:
+    `address` (default: start Ray here), `gpus_per_run` (default 0: train on CPU), `cpus_per_run`
+    (default 1); `ray_init`: extra `ray.init` arguments when Ray starts here (tests pass num_cpus)."""
+    check_arguments(task, scale, mixers, launcher, gpus_per_run, cpus_per_run, address, out)
+    gpus_per_run = gpus_per_run or 0
+    cpus_per_run = 1 if cpus_per_run is None else cpus_per_run
     s = SCALES[scale].for_task(task)
     folder = Path(out) / f"{task}_{scale}"
-    folder.mkdir(parents=True, exist_ok=True)
     table = folder / "results.jsonl"
     runs = plan(task, scale, mixers)
+    read_rows(folder / "failures.jsonl")  # both records readable before anything is written
+    read_rows(table)
+    check_outputs(folder, out)
+    folder.mkdir(parents=True, exist_ok=True)
     done = {r["run"] for r in read_rows(table, repair=True)}
     read_rows(folder / "failures.jsonl", repair=True)
     # local runs use a GPU when there is one; a Ray run only when it was given one
@@ -379,7 +403,7 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
     else:
         launch_local(specs, finished, failed)
     bar.close()
-    write_outputs(task, folder, read_rows(table))
+    write_outputs(task, folder, read_rows(table), out)
     return outcome
 
 
@@ -442,7 +466,20 @@ def read_rows(path: Path, repair: bool = False) -> list[dict]:
         text = text[: text.rfind("\n") + 1]
     if repair and path.stat().st_size != len(text.encode()):
         atomic_write_text(path, text)
-    return [json.loads(line) for line in text.splitlines() if line]
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            row = err
+        if not (isinstance(row, dict) and "run" in row):  # a corrupt line, or a file of another kind
+            why = f"{row.msg}" if isinstance(row, json.JSONDecodeError) else "not an object with a 'run' key"
+            raise ParameterError(f"file={str(path)!r} is invalid: allowed one JSON object with a 'run' key per "
+                                 f"line (line {number}: {why}; fix or remove that line)")
+        rows.append(row)
+    return rows
 
 
 def append_lines(path: Path, records: list[dict]) -> None:
@@ -453,23 +490,89 @@ def append_lines(path: Path, records: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def write_outputs(task: str, folder: Path, rows: list[dict]) -> None:
-    """results.csv (every row), selection.csv (the validation choice), summary.md and the plots,
-    each written to a temporary name and renamed."""
+OUTPUTS_RECORD = "outputs.json"  # sha256 of every table, summary and plot this command wrote in a sweep folder
+RECORD_WRITER = "selectivbench reproduce"
+
+
+def is_output(name: str) -> bool:
+    """A name the sweep's outputs may take: its tables, its summary, its plots (any .png)."""
+    return name in ("results.csv", "selection.csv", "summary.md") or name.endswith(".png")
+
+
+def check_out_folder(out: str, folder: Path) -> None:
+    """`out` and the sweep folder in it are folders, or can be made: the nearest existing one is a
+    writable folder."""
+    for path in (Path(out), folder):
+        if path.exists() and not path.is_dir():
+            raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder ({path} is a file)")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder that can be made and written "
+                             f"({existing} is {'not a folder' if not existing.is_dir() else 'not writable'})")
+
+
+def check_outputs(folder: Path, out: str) -> dict[str, list[str]]:
+    """The rule that keeps a user's files: a file in the sweep folder with an output's name
+    (results.csv, selection.csv, summary.md, *.png) is replaced only when its bytes are those this
+    command wrote there, as its record `outputs.json` holds (sha256). Anything else there (a
+    user's table or notes, or an output edited since) is one error naming it, before any work.
+    Returns the record: {name: [accepted sha256, ...]}."""
+    record_path = folder / OUTPUTS_RECORD
+    record = {}
+    if record_path.exists():
+        try:
+            data = json.loads(record_path.read_text())
+            assert data["written_by"] == RECORD_WRITER and isinstance(data["files"], dict)
+            record = data["files"]
+        except Exception:  # not our record: never overwritten
+            raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder whose {OUTPUTS_RECORD} is "
+                                 f"this command's record ({record_path} is another file; move it away)") from None
+    if not folder.is_dir():
+        return record
+    for path in sorted(folder.iterdir()):
+        if is_output(path.name) and (not path.is_file() or _sha256(path.read_bytes()) not in record.get(path.name, ())):
+            raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder whose tables, summary and "
+                                 f"plots this command wrote ({path} was not written by it, or was changed since; "
+                                 "move it away: it is never replaced)")
+    return record
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_outputs(task: str, folder: Path, rows: list[dict], out: str | None = None) -> None:
+    """results.csv (every row), selection.csv (the validation choice), summary.md and the plots.
+    Made in memory, then (after `check_outputs` once more: a file may have appeared during the
+    runs) the record is widened to the new bytes, each file is written to a temporary name and
+    renamed, and the record is narrowed to them: a crash anywhere leaves every output recorded."""
+    record = check_outputs(folder, str(out if out is not None else folder.parent))
     chosen, selection = select_on_validation(rows)
-    _write_csv(folder / "results.csv", ["run", "cell", "sweep", "axis", "d_model", "train_seed", "lr", "warmup"]
-               + FIELDS, rows)
+    files = {"results.csv": _csv_text(["run", "cell", "sweep", "axis", "d_model", "train_seed", "lr", "warmup"]
+                                      + FIELDS, rows).encode()}
     if selection:
-        _write_csv(folder / "selection.csv", list(selection[0]), selection)
-    atomic_write_text(folder / "summary.md", summary_markdown(task, chosen))
-    plot(task, folder, chosen)
+        files["selection.csv"] = _csv_text(list(selection[0]), selection).encode()
+    files["summary.md"] = summary_markdown(task, chosen).encode()
+    files.update(plot(task, chosen))
+    new = {name: _sha256(data) for name, data in files.items()}
+    _write_record(folder, {**record, **{n: sorted({*record.get(n, ()), h}) for n, h in new.items()}})
+    for name, data in files.items():
+        with replaced(folder / name) as tmp:
+            tmp.write_bytes(data)
+    _write_record(folder, {**record, **{n: [h] for n, h in new.items()}})
 
 
-def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    with replaced(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+def _write_record(folder: Path, files: dict[str, list[str]]) -> None:
+    atomic_write_text(folder / OUTPUTS_RECORD, json.dumps({"written_by": RECORD_WRITER, "files": files},
+                                                          indent=1, sort_keys=True) + "\n")
+
+
+def _csv_text(fields: list[str], rows: list[dict]) -> str:
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return text.getvalue()
 
 
 # --- selection, tables, plots ----------------------------------------------------------------------
@@ -556,12 +659,14 @@ def summary_markdown(task: str, rows: list[dict]) -> str:
     return "\n\n".join(sections) + "\n"
 
 
-def plot(task: str, folder: Path, rows: list[dict]) -> None:
+def plot(task: str, rows: list[dict]) -> dict[str, bytes]:
+    """{file name: PNG bytes} of the task's plots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plots = {}
     for name, xlabel, part, x_of, logx in views(task, rows):
         if not part:
             continue
@@ -584,5 +689,8 @@ def plot(task: str, folder: Path, rows: list[dict]) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
-        fig.savefig(folder / f"{name}.png", dpi=120)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=120)
         plt.close(fig)
+        plots[f"{name}.png"] = png.getvalue()
+    return plots

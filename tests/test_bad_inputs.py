@@ -3,6 +3,7 @@ or file, exit code 2, no traceback, and nothing written; the API raises one clea
 import json
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -50,6 +51,17 @@ def place(tmp_path_factory):
     for f in (truncated / "gapped").glob("test-*.parquet"):
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     (root / "other.jsonl").write_text(json.dumps({"model": "elsewhere", "config": "gapped", "split": "test"}) + "\n")
+    (root / "noconfig.jsonl").write_text(json.dumps({"model": str(root / "run" / "model"), "split": "test"}) + "\n")
+    (copy_folder(root / "run" / "model", root / "readme_ckpt") / "README.md").write_text("my own notes")
+    (copy_folder(root / "run" / "model", root / "task5_ckpt") / "selectivbench_run.json").write_text('{"task": 5}')
+    (copy_folder(root / "run" / "model", root / "noparams_ckpt") / "selectivbench_run.json").write_text(
+        '{"task": "gapped"}')
+    shutil.copytree(root / "data", root / "cut_data")  # a generated folder, card and all, with a test file cut
+    for f in (root / "cut_data" / "gapped").glob("test-*.parquet"):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    shutil.copytree(root / "data", root / "badrecord_data")
+    record = root / "badrecord_data" / "gapped" / "generation.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "splits": 5}))
     return root
 
 
@@ -97,6 +109,7 @@ CLI_CASES = [
     (["generate", "complexity", "--out", "{root}/g", "--num-train", "-5"], r"num_train=-5 is invalid"),
     (["generate", "complexity", "--out", "{root}/g", "--num-proc", "0"], r"num_proc=0 is invalid"),
     (["generate", "complexity", "--out", "{root}/file.txt", *TINY_FLAGS], r"out=.*file.txt.* is invalid"),
+    (["generate", "complexity", "--out", "", *TINY_FLAGS], r"out='' is invalid: allowed a folder path \(not empty\)"),
     # inspect
     (["inspect", "complexity", "--samples", "0"], r"samples=0 is invalid: allowed an integer >= 1"),
     (["inspect", "complexity", "--samples", "-3"], r"samples=-3 is invalid"),
@@ -156,6 +169,13 @@ CLI_CASES = [
      r"checkpoint .* is invalid for config 'gapped': allowed a model trained on the same grammar"),
     (["evaluate", "{ckpt}", "--configs", "gapped", "--data-dir", "{root}/truncated", "--splits", "test"],
      r"file=.*test-.*\.parquet.* is invalid: allowed a complete parquet file"),
+    (["evaluate", "{root}/task5_ckpt"], r"file .*task5_ckpt/selectivbench_run.json is invalid: allowed the "
+     r"selectivbench_run.json that `selectivbench train` writes \(task=5: allowed one of \('complexity'"),
+    (["evaluate", "{root}/noparams_ckpt"], r"file .*noparams_ckpt/selectivbench_run.json is invalid: .*\(task_params: "
+     r"allowed an object of task parameters\)"),
+    (["evaluate", "{ckpt}", "--configs", "gapped", "--data-dir", "{root}/badrecord_data"],
+     r"file=.*badrecord_data/gapped/generation.json.* is invalid: allowed the generation.json that `selectivbench "
+     r"generate` writes into each config folder \(splits: allowed an object of split name"),
     (["evaluate", "{ckpt}", "--out", "{root}/file.txt/table"], r"out=.* is invalid: allowed a path in a folder"),
     (["evaluate", "{ckpt}", "--noise-seed", "abc"], r"--noise-seed: invalid int value"),
     (["evaluate", "{ckpt}", "--configs", "nosuch"], r"invalid choice: 'nosuch'"),
@@ -168,7 +188,24 @@ CLI_CASES = [
      r"results=.*other.jsonl.* is invalid: allowed a table with rows of"),
     (["publish-model", "{ckpt}", "--repo-id", "a/b", "--dataset-repo", "bad id!", "--dry-run"],
      r"dataset_repo='bad id!' is invalid"),
+    (["publish-model", "{ckpt}", "--repo-id", "a/b", "--results", "{root}/noconfig.jsonl", "--dry-run"],
+     r"results=.*noconfig.jsonl.* is invalid: allowed a table of `selectivbench evaluate` rows \(row 1: "
+     r"config=None: allowed a config name\)"),
+    (["publish-model", "{root}/readme_ckpt", "--repo-id", "me/model", "--dry-run"],
+     r"file=.*readme_ckpt/README.md.* is invalid: allowed a README.md written by `selectivbench publish-model`"),
+    (["publish-model", "{root}/readme_ckpt", "--repo-id", "me/model", "--dry-run", "--results", "{root}/other.jsonl"],
+     r"file=.*readme_ckpt/README.md.* is invalid"),
+    (["publish-model", "{ckpt}", "--repo-id", "a/b"], r"dry_run=False is invalid in offline mode \(HF_HUB_OFFLINE=1\)"),
+    (["publish-model", "{ckpt}", "--repo-id", "a b/c", "--dry-run"], r"repo_id='a b/c' is invalid: allowed ORG/NAME"),
+    (["publish-model", "{root}/task5_ckpt", "--repo-id", "a/b", "--dry-run"], r"selectivbench_run.json is invalid"),
     (["publish-dataset", "{root}/missing", "--repo-id", "a/b", "--dry-run"], r"folder=.*missing.* is invalid"),
+    *[(["publish-dataset", "{root}/data", "--repo-id", bad, *dry], rf"repo_id={re.escape(repr(bad))} is invalid: "
+       r"allowed ORG/NAME") for bad in ("a/b/c", "/b", "a/", "a b/c", "a--b/c") for dry in (["--dry-run"], [])],
+    (["publish-dataset", "{root}/data", "--repo-id", "a/b"], r"dry_run=False is invalid in offline mode"),
+    (["publish-dataset", "{root}/cut_data", "--repo-id", "a/b", "--dry-run"],
+     r"file=.*cut_data/gapped/test-.*\.parquet.* is invalid: allowed a complete parquet file"),
+    (["publish-dataset", "{root}/badrecord_data", "--repo-id", "a/b", "--dry-run"],
+     r"file=.*badrecord_data/gapped/generation.json.* is invalid: .*\(splits: allowed"),
     (["publish-dataset", "{root}/data", "--repo-id", "noslash", "--dry-run"], r"repo_id='noslash' is invalid"),
     # reproduce
     (["reproduce", "--task", "nosuch"], r"invalid choice: 'nosuch'"),
@@ -181,8 +218,10 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize("argv, pattern", CLI_CASES, ids=[" ".join(a)[:60] for a, _ in CLI_CASES])
-def test_a_bad_cli_call_is_one_line_exit_2(place, capsys, argv, pattern):
-    before = sorted(str(p) for p in place.rglob("*"))
+def test_a_bad_cli_call_is_one_line_exit_2(place, capsys, monkeypatch, argv, pattern):
+    monkeypatch.chdir(place)  # a path that resolves to the current folder writes there: seen by the check below
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # an upload never leaves this machine
+    before = files_of(place)
     try:
         code = main(fill(argv, place))
     except SystemExit as exit_:  # argparse's own errors
@@ -193,7 +232,11 @@ def test_a_bad_cli_call_is_one_line_exit_2(place, capsys, argv, pattern):
     assert "Traceback" not in err
     assert len(lines) == 1 and lines[0].startswith("selectivbench: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
-    assert sorted(str(p) for p in place.rglob("*")) == before  # nothing written, nothing removed
+    assert files_of(place) == before  # nothing written, rewritten or removed
+
+
+def files_of(folder):
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None for p in folder.rglob("*")}
 
 
 def test_debug_shows_the_traceback(place):

@@ -354,3 +354,50 @@ def test_the_weights_check_reads_a_sharded_checkpoint_through_its_index(tmp_path
     shards[0].unlink()
     with pytest.raises(ParameterError, match=r"allowed a folder whose weights and config.json load"):
         check_weights(tmp_path / "m")
+
+
+class FlakyHub:
+    """HfApi's two upload calls, recorded; the upload fails while `down`."""
+
+    def __init__(self, monkeypatch, down: bool):
+        from huggingface_hub import HfApi, constants
+
+        self.down, self.uploads = down, []
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: None)
+        monkeypatch.setattr(HfApi, "upload_folder", self.upload_folder)
+
+    def upload_folder(self, folder_path, repo_id, **kw):  # bound to the recorder, not to the HfApi
+        if self.down:
+            raise ConnectionError("the Hub cannot be reached")
+        self.uploads.append((folder_path, repo_id, kw.get("repo_type")))
+
+
+def test_a_failed_model_upload_leaves_no_rows_and_the_retry_replaces_its_own_card(place, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """The evaluation rows are kept only once the upload went through, so retries do not repeat them;
+    the card of the failed try (ours, by its marker) is replaced, a user's README never."""
+    (tmp_path / "run").mkdir()
+    ckpt = copy_folder(place / "run" / "model", tmp_path / "run" / "model")
+    hub = FlakyHub(monkeypatch, down=True)
+    assert main(["publish-model", str(ckpt), "--repo-id", "me/model"]) == 2
+    assert "error: ConnectionError: the Hub cannot be reached" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model"]  # no publish_eval rows
+    first_card = (ckpt / "README.md").read_text()
+    assert "selectivbench-model-card" in first_card
+    hub.down = False
+    assert main(["publish-model", str(ckpt), "--repo-id", "me/model"]) == 0
+    assert hub.uploads == [(str(ckpt), "me/model", None)]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "publish_eval.jsonl").read_text().splitlines()]
+    assert sorted(r["split"] for r in rows) == ["test", "validation"]  # one evaluation, not one per try
+    assert len((tmp_path / "run" / "publish_eval.csv").read_text().splitlines()) == 1 + len(rows)
+    assert (ckpt / "README.md").read_text() == first_card  # same checkpoint, same card
+
+
+def test_publish_dataset_uploads_a_checked_folder_with_its_card_pointing_at_the_repo(place, tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    shutil.copytree(place / "data", folder)
+    hub = FlakyHub(monkeypatch, down=False)
+    assert main(["publish-dataset", str(folder), "--repo-id", "me/sb-data"]) == 0
+    assert hub.uploads == [(str(folder), "me/sb-data", "dataset")]
+    assert 'load_dataset("me/sb-data"' in (folder / "README.md").read_text()

@@ -171,8 +171,9 @@ CLI_CASES = [
      r"file=.*test-.*\.parquet.* is invalid: allowed a complete parquet file"),
     (["evaluate", "{root}/task5_ckpt"], r"file .*task5_ckpt/selectivbench_run.json is invalid: allowed the "
      r"selectivbench_run.json that `selectivbench train` writes \(task=5: allowed one of \('complexity'"),
-    (["evaluate", "{root}/noparams_ckpt"], r"file .*noparams_ckpt/selectivbench_run.json is invalid: .*\(task_params: "
-     r"allowed an object of task parameters\)"),
+    (["evaluate", "{root}/noparams_ckpt"],
+     r"file .*noparams_ckpt/selectivbench_run.json is invalid: .*\(task_params: allowed an object of task "
+     r"parameters\)"),
     (["evaluate", "{ckpt}", "--configs", "gapped", "--data-dir", "{root}/badrecord_data"],
      r"file=.*badrecord_data/gapped/generation.json.* is invalid: allowed the generation.json that `selectivbench "
      r"generate` writes into each config folder \(splits: allowed an object of split name"),
@@ -195,7 +196,8 @@ CLI_CASES = [
      r"file=.*readme_ckpt/README.md.* is invalid: allowed a README.md written by `selectivbench publish-model`"),
     (["publish-model", "{root}/readme_ckpt", "--repo-id", "me/model", "--dry-run", "--results", "{root}/other.jsonl"],
      r"file=.*readme_ckpt/README.md.* is invalid"),
-    (["publish-model", "{ckpt}", "--repo-id", "a/b"], r"dry_run=False is invalid in offline mode \(HF_HUB_OFFLINE=1\)"),
+    (["publish-model", "{ckpt}", "--repo-id", "a/b"],
+     r"dry_run=False is invalid in offline mode \(HF_HUB_OFFLINE=1\): allowed --dry-run"),
     (["publish-model", "{ckpt}", "--repo-id", "a b/c", "--dry-run"], r"repo_id='a b/c' is invalid: allowed ORG/NAME"),
     (["publish-model", "{root}/task5_ckpt", "--repo-id", "a/b", "--dry-run"], r"selectivbench_run.json is invalid"),
     (["publish-dataset", "{root}/missing", "--repo-id", "a/b", "--dry-run"], r"folder=.*missing.* is invalid"),

@@ -368,9 +368,8 @@ def _record_problem(record, config: str) -> str | None:
     if not isinstance(stats, dict) or not all(_is_number(stats.get(k)) for k in STATS_FIELDS):
         return f"stats: allowed an object of numbers {list(STATS_FIELDS)}"
     ceiling = record.get("ceiling")
-    if not isinstance(ceiling, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("split"), str) and all(_is_number(c.get(k)) for k in CEILING_FIELDS)
-            for c in ceiling):
+    if not isinstance(ceiling, list) or not all(isinstance(c, dict) and isinstance(c.get("split"), str)
+                                                and all(_is_number(c.get(k)) for k in CEILING_FIELDS) for c in ceiling):
         return f"ceiling: allowed a list of objects with split and numbers {list(CEILING_FIELDS)}"
     splits = record.get("splits")
     if not isinstance(splits, dict):

@@ -94,8 +94,9 @@ def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_r
                          tags=["selectivbench", "linear-recurrent-models", config.mixer, "custom_code"])
     args = run.get("train_args", {})
     return ModelCard.from_template(
-        data, template_path=str(CARD_TEMPLATE), marker=CARD_MARKER, name=name, mixer=config.mixer, task=run["task"], results=rows,
-        taxonomy=next(t for t in taxonomy_rows() if t["mixer"] == config.mixer), parameters=rows[0]["parameters"],
+        data, template_path=str(CARD_TEMPLATE), marker=CARD_MARKER, name=name, mixer=config.mixer, task=run["task"],
+        results=rows, taxonomy=next(t for t in taxonomy_rows() if t["mixer"] == config.mixer),
+        parameters=rows[0]["parameters"],
         config=config, repo_id=repo_id, citation=CITATION, dataset_repo=dataset_repo,
         hyperparameters={k: args[k] for k in HYPER if args.get(k) is not None}
         | {"schedule": "linear warm-up, cosine decay"}, task_params=json.dumps(run["task_params"]))
@@ -118,7 +119,7 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
         check_can_upload(repo_id)
     checkpoint_record(checkpoint)  # a checkpoint folder at all, before its README is looked at
     readme = Path(checkpoint) / "README.md"
-    if readme.exists() and CARD_MARKER not in readme.read_text(errors="replace"):
+    if readme.exists() and not (readme.is_file() and CARD_MARKER in readme.read_text(errors="replace")):
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
                              "publish-model` (this one is not, and would be replaced by the card: move it away)")
     table = str(Path(checkpoint).parent / EVAL_TABLE)

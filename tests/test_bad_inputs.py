@@ -3,6 +3,7 @@ or file, exit code 2, no traceback, and nothing written; the API raises one clea
 import json
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -58,6 +59,17 @@ def place(tmp_path_factory):
                                 ("res_odd", "results.jsonl", '{"run": "a"}\n[1, 2]\n')):
         (root / name / "complexity_smoke").mkdir(parents=True)
         (root / name / "complexity_smoke" / file).write_text(content)
+    (root / "noconfig.jsonl").write_text(json.dumps({"model": str(root / "run" / "model"), "split": "test"}) + "\n")
+    (copy_folder(root / "run" / "model", root / "readme_ckpt") / "README.md").write_text("my own notes")
+    (copy_folder(root / "run" / "model", root / "task5_ckpt") / "selectivbench_run.json").write_text('{"task": 5}')
+    (copy_folder(root / "run" / "model", root / "noparams_ckpt") / "selectivbench_run.json").write_text(
+        '{"task": "gapped"}')
+    shutil.copytree(root / "data", root / "cut_data")  # a generated folder, card and all, with a test file cut
+    for f in (root / "cut_data" / "gapped").glob("test-*.parquet"):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    shutil.copytree(root / "data", root / "badrecord_data")
+    record = root / "badrecord_data" / "gapped" / "generation.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "splits": 5}))
     return root
 
 
@@ -108,6 +120,7 @@ CLI_CASES = [
     (["generate", "complexity", "--out", "{root}/g", "--num-test", str(2**31)], r"num_test=2147483648 is invalid"),
     (["generate", "complexity", "--out", "{root}/g", "--num-proc", "0"], r"num_proc=0 is invalid"),
     (["generate", "complexity", "--out", "{root}/file.txt", *TINY_FLAGS], r"out=.*file.txt.* is invalid"),
+    (["generate", "complexity", "--out", "", *TINY_FLAGS], r"out='' is invalid: allowed a folder path \(not empty\)"),
     # inspect
     (["inspect", "complexity", "--samples", "0"], r"samples=0 is invalid: allowed an integer in \[1, 10000\]"),
     (["inspect", "complexity", "--samples", "-3"], r"samples=-3 is invalid"),
@@ -176,6 +189,14 @@ CLI_CASES = [
      r"checkpoint .* is invalid for config 'gapped': allowed a model trained on the same grammar"),
     (["evaluate", "{ckpt}", "--configs", "gapped", "--data-dir", "{root}/truncated", "--splits", "test"],
      r"file=.*test-.*\.parquet.* is invalid: allowed a complete parquet file"),
+    (["evaluate", "{root}/task5_ckpt"], r"file .*task5_ckpt/selectivbench_run.json is invalid: allowed the "
+     r"selectivbench_run.json that `selectivbench train` writes \(task=5: allowed one of \('complexity'"),
+    (["evaluate", "{root}/noparams_ckpt"],
+     r"file .*noparams_ckpt/selectivbench_run.json is invalid: .*\(task_params: allowed an object of task "
+     r"parameters\)"),
+    (["evaluate", "{ckpt}", "--configs", "gapped", "--data-dir", "{root}/badrecord_data"],
+     r"file=.*badrecord_data/gapped/generation.json.* is invalid: allowed the generation.json that `selectivbench "
+     r"generate` writes into each config folder \(splits: allowed an object of split name"),
     (["evaluate", "{ckpt}", "--out", "{root}/file.txt/table"], r"out=.* is invalid: allowed a path in a folder"),
     (["evaluate", "{ckpt}", "--noise-seed", "abc"], r"--noise-seed: invalid int value"),
     (["evaluate", "{ckpt}", "--configs", "gapped", "--num-test", "99999999999999999999", *TINY_FLAGS[:-1]],
@@ -196,7 +217,25 @@ CLI_CASES = [
      r"results=.*other.jsonl.* is invalid: allowed a table with rows of"),
     (["publish-model", "{ckpt}", "--repo-id", "a/b", "--dataset-repo", "bad id!", "--dry-run"],
      r"dataset_repo='bad id!' is invalid"),
+    (["publish-model", "{ckpt}", "--repo-id", "a/b", "--results", "{root}/noconfig.jsonl", "--dry-run"],
+     r"results=.*noconfig.jsonl.* is invalid: allowed a table of `selectivbench evaluate` rows \(row 1: "
+     r"config=None: allowed a config name\)"),
+    (["publish-model", "{root}/readme_ckpt", "--repo-id", "me/model", "--dry-run"],
+     r"file=.*readme_ckpt/README.md.* is invalid: allowed a README.md written by `selectivbench publish-model`"),
+    (["publish-model", "{root}/readme_ckpt", "--repo-id", "me/model", "--dry-run", "--results", "{root}/other.jsonl"],
+     r"file=.*readme_ckpt/README.md.* is invalid"),
+    (["publish-model", "{ckpt}", "--repo-id", "a/b"],
+     r"dry_run=False is invalid in offline mode \(HF_HUB_OFFLINE=1\): allowed --dry-run"),
+    (["publish-model", "{ckpt}", "--repo-id", "a b/c", "--dry-run"], r"repo_id='a b/c' is invalid: allowed ORG/NAME"),
+    (["publish-model", "{root}/task5_ckpt", "--repo-id", "a/b", "--dry-run"], r"selectivbench_run.json is invalid"),
     (["publish-dataset", "{root}/missing", "--repo-id", "a/b", "--dry-run"], r"folder=.*missing.* is invalid"),
+    *[(["publish-dataset", "{root}/data", "--repo-id", bad, *dry], rf"repo_id={re.escape(repr(bad))} is invalid: "
+       r"allowed ORG/NAME") for bad in ("a/b/c", "/b", "a/", "a b/c", "a--b/c") for dry in (["--dry-run"], [])],
+    (["publish-dataset", "{root}/data", "--repo-id", "a/b"], r"dry_run=False is invalid in offline mode"),
+    (["publish-dataset", "{root}/cut_data", "--repo-id", "a/b", "--dry-run"],
+     r"file=.*cut_data/gapped/test-.*\.parquet.* is invalid: allowed a complete parquet file"),
+    (["publish-dataset", "{root}/badrecord_data", "--repo-id", "a/b", "--dry-run"],
+     r"file=.*badrecord_data/gapped/generation.json.* is invalid: .*\(splits: allowed"),
     (["publish-dataset", "{root}/data", "--repo-id", "noslash", "--dry-run"], r"repo_id='noslash' is invalid"),
     # reproduce
     (["reproduce", "--task", "nosuch"], r"invalid choice: 'nosuch'"),
@@ -240,8 +279,10 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize("argv, pattern", CLI_CASES, ids=[" ".join(a)[:60] for a, _ in CLI_CASES])
-def test_a_bad_cli_call_is_one_line_exit_2(place, capsys, argv, pattern):
-    before = sorted(str(p) for p in place.rglob("*"))
+def test_a_bad_cli_call_is_one_line_exit_2(place, capsys, monkeypatch, argv, pattern):
+    monkeypatch.chdir(place)  # a path that resolves to the current folder writes there: seen by the check below
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # an upload never leaves this machine
+    before = files_of(place)
     try:
         code = main(fill(argv, place))
     except SystemExit as exit_:  # argparse's own errors
@@ -252,7 +293,11 @@ def test_a_bad_cli_call_is_one_line_exit_2(place, capsys, argv, pattern):
     assert "Traceback" not in err
     assert len(lines) == 1 and lines[0].startswith("selectivbench: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
-    assert sorted(str(p) for p in place.rglob("*")) == before  # nothing written, nothing removed
+    assert files_of(place) == before  # nothing written, rewritten or removed
+
+
+def files_of(folder):
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None for p in folder.rglob("*")}
 
 
 def test_evaluate_appends_only_to_its_own_tables(place, tmp_path):
@@ -466,3 +511,50 @@ def test_the_weights_check_reads_a_sharded_checkpoint_through_its_index(tmp_path
     shards[0].unlink()
     with pytest.raises(ParameterError, match=r"allowed a folder whose weights and config.json load"):
         check_weights(tmp_path / "m")
+
+
+class FlakyHub:
+    """HfApi's two upload calls, recorded; the upload fails while `down`."""
+
+    def __init__(self, monkeypatch, down: bool):
+        from huggingface_hub import HfApi, constants
+
+        self.down, self.uploads = down, []
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: None)
+        monkeypatch.setattr(HfApi, "upload_folder", self.upload_folder)
+
+    def upload_folder(self, folder_path, repo_id, **kw):  # bound to the recorder, not to the HfApi
+        if self.down:
+            raise ConnectionError("the Hub cannot be reached")
+        self.uploads.append((folder_path, repo_id, kw.get("repo_type")))
+
+
+def test_a_failed_model_upload_leaves_no_rows_and_the_retry_replaces_its_own_card(place, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """The evaluation rows are kept only once the upload went through, so retries do not repeat them;
+    the card of the failed try (ours, by its marker) is replaced, a user's README never."""
+    (tmp_path / "run").mkdir()
+    ckpt = copy_folder(place / "run" / "model", tmp_path / "run" / "model")
+    hub = FlakyHub(monkeypatch, down=True)
+    assert main(["publish-model", str(ckpt), "--repo-id", "me/model"]) == 2
+    assert "error: ConnectionError: the Hub cannot be reached" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model"]  # no publish_eval rows
+    first_card = (ckpt / "README.md").read_text()
+    assert "selectivbench-model-card" in first_card
+    hub.down = False
+    assert main(["publish-model", str(ckpt), "--repo-id", "me/model"]) == 0
+    assert hub.uploads == [(str(ckpt), "me/model", None)]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "publish_eval.jsonl").read_text().splitlines()]
+    assert sorted(r["split"] for r in rows) == ["test", "validation"]  # one evaluation, not one per try
+    assert len((tmp_path / "run" / "publish_eval.csv").read_text().splitlines()) == 1 + len(rows)
+    assert (ckpt / "README.md").read_text() == first_card  # same checkpoint, same card
+
+
+def test_publish_dataset_uploads_a_checked_folder_with_its_card_pointing_at_the_repo(place, tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    shutil.copytree(place / "data", folder)
+    hub = FlakyHub(monkeypatch, down=False)
+    assert main(["publish-dataset", str(folder), "--repo-id", "me/sb-data"]) == 0
+    assert hub.uploads == [(str(folder), "me/sb-data", "dataset")]
+    assert 'load_dataset("me/sb-data"' in (folder / "README.md").read_text()

@@ -129,12 +129,41 @@ def checkpoint_record(checkpoint: str | Path) -> dict:
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a save_pretrained folder "
                              "(no config.json there)")
     try:
-        return json.loads(path.read_text())
+        run = json.loads(path.read_text())
     except FileNotFoundError:
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder with {RUN_FILE} "
                              "(made by `selectivbench train` or scripts/finetune_with_trainer.py)") from None
     except json.JSONDecodeError as err:
         raise ParameterError(f"file {path} is invalid: allowed JSON ({err})") from None
+    problem = _run_record_problem(run)
+    if problem:
+        raise ParameterError(f"file {path} is invalid: allowed the {RUN_FILE} that `selectivbench train` writes "
+                             f"({problem})")
+    return run
+
+
+def _run_record_problem(run) -> str | None:
+    """What in a checkpoint's record differs from what `train.run_card` writes (the fields read), or None."""
+    from .builders.config import TASKS
+
+    if not isinstance(run, dict):
+        return "a JSON object"
+    if run.get("task") not in TASKS:
+        return f"task={run.get('task')!r}: allowed one of {tuple(TASKS)}"
+    if not isinstance(run.get("task_params"), dict):
+        return "task_params: allowed an object of task parameters"
+    try:
+        TaskParams.from_dict(run["task_params"])
+    except (ParameterError, TypeError) as err:
+        return f"task_params: {err}"
+    for field, kind, allowed in (("data_dir", str, "a string or null"), ("grammar_sha256", str, "a string or null"),
+                                 ("train_args", dict, "an object"), ("split_sizes", dict, "an object")):
+        if run.get(field) is not None and not isinstance(run[field], kind):
+            return f"{field}: allowed {allowed}"
+    sizes = run.get("split_sizes") or {}
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()):
+        return "split_sizes: allowed an object of split name -> number of samples"
+    return None
 
 
 def checkpoint_task(checkpoint: str | Path, splits: list[str] | None = None, config: str | None = None,

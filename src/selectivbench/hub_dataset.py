@@ -39,6 +39,8 @@ RECORD = "generation.json"
 RECORD_FORMAT = "selectivbench-config/1"
 BUILD_PREFIX = ".selectivbench-build-"  # hidden siblings: configs being built, or old ones being removed
 CEILING_SAMPLES = 1000  # the Bayes ceiling scores the first samples of each split
+STATS_FIELDS = ("num_states", "num_edges", "mean_string_length", "topological_entropy")  # grammar_stats
+CEILING_FIELDS = ("element_accuracy", "step_accuracy", "num_samples")  # build_config's ceiling rows
 FILE_STEPS = 1 << 25  # steps per parquet file at most (~400 MB of Arrow at the largest gaps, ~40 MB of parquet)
 
 
@@ -179,6 +181,8 @@ def generate_folder(configs: list[str], out: str | Path, num_proc: int | None = 
     Each config is built in a hidden sibling and swapped in once every config is complete; a
     folder is never left with a config that mixes runs or a card that describes other data.
     """
+    if not str(out).strip():  # Path("") is the current folder: the card and configs would land there
+        raise _out_error(out, "a folder path (not empty)")
     out = Path(out)
     plans = [_plan(c, kwargs) for c in configs]  # validates every parameter before any work
     if len(set(configs)) != len(configs):
@@ -318,15 +322,68 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def read_record(folder: str | Path, config: str) -> dict:
-    """The generation.json of a config folder; ParameterError naming the file if absent or unreadable."""
+    """The generation.json of a config folder; ParameterError naming the file (and the field) if
+    absent, unreadable or not of the shape `build_config` writes."""
     path = Path(folder) / config / RECORD
+    allowed = f"allowed the {RECORD} that `selectivbench generate` writes into each config folder"
     try:
         record = json.loads(path.read_text())
-        assert record.get("format") == RECORD_FORMAT and record.get("config") == config
-        return record
-    except (OSError, ValueError, AssertionError, AttributeError):
-        raise ParameterError(f"file={str(path)!r} is invalid: allowed the {RECORD} that `selectivbench generate` "
-                             f"writes into each config folder") from None
+    except (OSError, ValueError):
+        raise ParameterError(f"file={str(path)!r} is invalid: {allowed}") from None
+    problem = _record_problem(record, config)
+    if problem:
+        raise ParameterError(f"file={str(path)!r} is invalid: {allowed} ({problem})")
+    return record
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _record_problem(record, config: str) -> str | None:
+    """What in a generation.json differs from what `build_config` writes, or None."""
+    if not isinstance(record, dict):
+        return "a JSON object"
+    if record.get("format") != RECORD_FORMAT:
+        return f"format: allowed {RECORD_FORMAT!r}"
+    if record.get("config") != config:
+        return f"config: allowed {config!r}, the folder's name"
+    for field in ("description", "command"):
+        if not isinstance(record.get(field), str):
+            return f"{field}: allowed a string"
+    if not isinstance(record.get("params"), dict):
+        return "params: allowed an object of task parameters"
+    try:
+        TaskParams.from_dict(record["params"])
+    except (ParameterError, TypeError) as err:
+        return f"params: {err}"
+    sizes = record.get("sizes")
+    if not isinstance(sizes, dict) or not all(_is_count(n) for n in sizes.values()):
+        return "sizes: allowed an object of split name -> number of samples"
+    stats = record.get("stats")
+    if not isinstance(stats, dict) or not all(_is_number(stats.get(k)) for k in STATS_FIELDS):
+        return f"stats: allowed an object of numbers {list(STATS_FIELDS)}"
+    ceiling = record.get("ceiling")
+    if not isinstance(ceiling, list) or not all(isinstance(c, dict) and isinstance(c.get("split"), str)
+                                                and all(_is_number(c.get(k)) for k in CEILING_FIELDS) for c in ceiling):
+        return f"ceiling: allowed a list of objects with split and numbers {list(CEILING_FIELDS)}"
+    splits = record.get("splits")
+    if not isinstance(splits, dict):
+        return "splits: allowed an object of split name -> {num_examples, num_bytes, files}"
+    for name, split in splits.items():
+        if not (isinstance(split, dict) and _is_count(split.get("num_examples")) and _is_count(split.get("num_bytes"))
+                and isinstance(split.get("files"), list)):
+            return f"splits.{name}: allowed an object {{num_examples, num_bytes, files}} of counts and a list"
+        for f in split["files"]:
+            # A plain file name: the record must not point outside its config folder.
+            if not (isinstance(f, dict) and isinstance(f.get("name"), str) and f["name"] == Path(f["name"]).name
+                    and f["name"] not in ("", ".", "..") and _is_count(f.get("bytes")) and _is_count(f.get("rows"))):
+                return f"splits.{name}.files: allowed objects {{name, bytes, rows}} naming a file of the config folder"
+    return None
 
 
 def folder_records(out: str | Path, leave_out=()) -> list[dict]:
@@ -449,14 +506,41 @@ def render_card(out: Path, records: list[dict], repo_id: str) -> DatasetCard:
 # ---------------------------------------------------------------- publishing
 
 
+def check_repo_id(repo_id, field: str = "repo_id", what: str = "") -> None:
+    """ORG/NAME as the Hub accepts it (huggingface_hub's own validator), before any work."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    allowed = f"allowed ORG/NAME{what} (letters, digits, '-', '_', '.'; no '--' or '..')"
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise ParameterError(f"{field}={repo_id!r} is invalid: {allowed}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise ParameterError(f"{field}={repo_id!r} is invalid: {allowed}") from None
+
+
+def check_can_upload(repo_id: str) -> None:
+    """An upload in offline mode would fail only at its first request: refuse it before any work."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise ParameterError(f"dry_run=False is invalid in offline mode (HF_HUB_OFFLINE=1): allowed --dry-run, "
+                             f"or HF_HUB_OFFLINE unset to upload to {repo_id}")
+
+
 def publish_folder(folder: str | Path, repo_id: str, dry_run: bool = False, private: bool = False) -> list[str]:
-    """Rewrite the card's load snippet to repo_id, then upload the folder (with dry_run: only list it)."""
+    """Check every config's files, rewrite the card's load snippet to repo_id, then upload the folder
+    (with dry_run: only list it). Nothing is written unless every check passes."""
     folder = Path(folder)
     readme = folder / "README.md"
     if not readme.exists() or CARD_MARKER not in readme.read_text(errors="replace"):
         raise ParameterError(f"folder={str(folder)!r} is invalid: allowed a folder made by `selectivbench generate`")
-    if "/" not in repo_id:
-        raise ParameterError(f"repo_id={repo_id!r} is invalid: allowed ORG/NAME")
+    check_repo_id(repo_id)
+    if not dry_run:
+        check_can_upload(repo_id)
+    for name in TASKS:  # every file whole, as its generation.json records it (a config without one is refused)
+        if (folder / name).exists():
+            check_config_folder(folder, name)
     write_card(folder, repo_id)
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
                    if p.is_file() and not any(part.startswith(BUILD_PREFIX) for part in p.relative_to(folder).parts))

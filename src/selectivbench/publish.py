@@ -18,26 +18,52 @@ from .builders import ParameterError, task_params
 from .atomic import replaced
 from .builders.builder import CITATION
 from .data import checkpoint_record, resolve_hub_id
+from .hub_dataset import check_can_upload, check_repo_id
 
 CARD_TEMPLATE = resources.files("selectivbench") / "model_card.md"
 HYPER = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "max_steps", "epochs",
          "grad_accum", "clip", "mixed_precision", "dropout", "train_seed")
+ROW_FIELDS = (("model", str, "the checkpoint's path"), ("config", str, "a config name"), ("split", str, "a split name"),
+              ("samples", int, "a number of samples"), ("parameters", int, "a number of parameters"),
+              *((f, (int, float), "a number") for f in ("element_accuracy", "step_accuracy", "bayes_element_accuracy")))
+CARD_MARKER = "<!-- selectivbench-model-card: written by `selectivbench publish-model`"
+EVAL_TABLE = "publish_eval"  # beside the checkpoint folder: the rows of a card made without --results
 
 
 def results_for(checkpoint: Path, results: str | None) -> list[dict]:
-    if results:
-        path = Path(results)
-        try:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        except (OSError, json.JSONDecodeError) as err:
-            raise ParameterError(f"results={results!r} is invalid: allowed a readable .jsonl table ({err})") from None
-        mine = [r for r in rows if Path(r.get("model", "")).resolve() == checkpoint.resolve()]
-        if not mine:
-            raise ParameterError(f"results={results!r} is invalid: allowed a table with rows of {checkpoint}")
-        return list({(r["config"], r["split"]): r for r in mine}.values())  # the newest row of each
-    from .evaluate import evaluate
+    """The newest row of each (config, split) of this checkpoint: from the table `results`, or
+    evaluated now (every split but train) when it is None."""
+    if results is None:
+        from .evaluate import evaluate
 
-    return evaluate([str(checkpoint)], out=str(checkpoint.parent / "publish_eval"))  # every split but train
+        return evaluate([str(checkpoint)])
+    path = Path(results)
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as err:
+        raise ParameterError(f"results={results!r} is invalid: allowed a readable .jsonl table ({err})") from None
+    mine = []  # every row names its model; this checkpoint's rows must hold what the card shows
+    for number, row in enumerate(rows, 1):
+        problem = _row_problem(row, ROW_FIELDS[:1])
+        if not problem and Path(row["model"]).resolve() == checkpoint.resolve():
+            problem = _row_problem(row, ROW_FIELDS)
+            mine.append(row)
+        if problem:
+            raise ParameterError(f"results={results!r} is invalid: allowed a table of `selectivbench evaluate` rows "
+                                 f"(row {number}: {problem})")
+    if not mine:
+        raise ParameterError(f"results={results!r} is invalid: allowed a table with rows of {checkpoint}")
+    return list({(r["config"], r["split"]): r for r in mine}.values())  # the newest row of each
+
+
+def _row_problem(row, fields) -> str | None:
+    """Which of `fields` (name, types, allowed) an evaluation row lacks, or None."""
+    if not isinstance(row, dict):
+        return "allowed a JSON object"
+    for field, kinds, allowed in fields:
+        if not isinstance(row.get(field), kinds) or isinstance(row.get(field), bool):
+            return f"{field}={row.get(field)!r}: allowed {allowed}"
+    return None
 
 
 def dataset_args(run: dict) -> dict:
@@ -46,8 +72,8 @@ def dataset_args(run: dict) -> dict:
     return {k: v for k, v in run["task_params"].items() if defaults.get(k) != v}
 
 
-def model_card(checkpoint: str | Path, repo_id: str, results: str | None = None,
-               dataset_repo: str | None = None) -> ModelCard:
+def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_repo: str | None = None) -> ModelCard:
+    """The card of a checkpoint scored by `rows` (rows of `selectivbench evaluate`)."""
     from transformers import AutoConfig
 
     from .models import taxonomy_rows
@@ -55,7 +81,6 @@ def model_card(checkpoint: str | Path, repo_id: str, results: str | None = None,
     checkpoint = Path(checkpoint)
     run = checkpoint_record(checkpoint)
     config = AutoConfig.from_pretrained(checkpoint)
-    rows = results_for(checkpoint, results)
     dataset_repo = dataset_repo or resolve_hub_id(run.get("data_dir"))
     over = dataset_args(run)
     evals = [EvalResult(task_type="token-classification", task_name="Hidden-state tracking",
@@ -69,8 +94,9 @@ def model_card(checkpoint: str | Path, repo_id: str, results: str | None = None,
                          tags=["selectivbench", "linear-recurrent-models", config.mixer, "custom_code"])
     args = run.get("train_args", {})
     return ModelCard.from_template(
-        data, template_path=str(CARD_TEMPLATE), name=name, mixer=config.mixer, task=run["task"], results=rows,
-        taxonomy=next(t for t in taxonomy_rows() if t["mixer"] == config.mixer), parameters=rows[0]["parameters"],
+        data, template_path=str(CARD_TEMPLATE), marker=CARD_MARKER, name=name, mixer=config.mixer, task=run["task"],
+        results=rows, taxonomy=next(t for t in taxonomy_rows() if t["mixer"] == config.mixer),
+        parameters=rows[0]["parameters"],
         config=config, repo_id=repo_id, citation=CITATION, dataset_repo=dataset_repo,
         hyperparameters={k: args[k] for k in HYPER if args.get(k) is not None}
         | {"schedule": "linear warm-up, cosine decay"}, task_params=json.dumps(run["task_params"]))
@@ -78,13 +104,30 @@ def model_card(checkpoint: str | Path, repo_id: str, results: str | None = None,
 
 def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry_run: bool = False,
                   private: bool = False, dataset_repo: str | None = None) -> list[str]:
-    """Write README.md (the card) into the checkpoint folder, then upload the folder."""
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ParameterError(f"repo_id={repo_id!r} is invalid: allowed ORG/NAME")
-    if dataset_repo is not None and resolve_hub_id(dataset_repo) is None:
-        raise ParameterError(f"dataset_repo={dataset_repo!r} is invalid: allowed ORG/NAME of a Hub dataset")
-    card = model_card(checkpoint, repo_id, results, dataset_repo)
-    with replaced(Path(checkpoint) / "README.md") as tmp:
+    """Write README.md (the card) into the checkpoint folder, then upload the folder.
+
+    Every check runs before any work: a README.md this command did not write is never replaced, and
+    an upload in offline mode is refused. Without `results` the checkpoint is evaluated now and the
+    rows are appended to `<run>/publish_eval.{jsonl,csv}` only once the card is written and uploaded,
+    so a failed upload leaves no rows that a retry would repeat."""
+    from .evaluate import append_rows, check_table_path
+
+    check_repo_id(repo_id)
+    if dataset_repo is not None:
+        check_repo_id(dataset_repo, "dataset_repo", " of a Hub dataset")
+    if not dry_run:
+        check_can_upload(repo_id)
+    checkpoint_record(checkpoint)  # a checkpoint folder at all, before its README is looked at
+    readme = Path(checkpoint) / "README.md"
+    if readme.exists() and not (readme.is_file() and CARD_MARKER in readme.read_text(errors="replace")):
+        raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
+                             "publish-model` (this one is not, and would be replaced by the card: move it away)")
+    table = str(Path(checkpoint).parent / EVAL_TABLE)
+    if results is None:
+        check_table_path(table)
+    rows = results_for(Path(checkpoint), results)
+    card = model_card(checkpoint, repo_id, rows, dataset_repo)
+    with replaced(readme) as tmp:
         card.save(tmp)
     files = sorted(str(p.relative_to(checkpoint)) for p in Path(checkpoint).rglob("*") if p.is_file())
     if not dry_run:
@@ -93,4 +136,6 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(folder_path=str(checkpoint), repo_id=repo_id, commit_message="Upload SelectivBench model")
+    if results is None:
+        append_rows(table, rows)
     return files

@@ -113,7 +113,9 @@ class SelectivBenchPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "input_ids"
     _no_split_modules = ["SelectivBenchBlock"]
-    accepts_loss_kwargs = False  # the loss is a mean over this batch's tokens
+    # Trainer passes num_items_in_batch (the labelled steps of an optimizer step over its micro-batches
+    # and processes): the loss is then a share of that step's mean, so every step weighs alike
+    accepts_loss_kwargs = True
 
     def _init_weights(self, module):
         from transformers import initialization as init
@@ -242,9 +244,12 @@ class SelectivBenchForTokenClassification(SelectivBenchPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids, labels=None, input_noise=None, state=None, use_cache=None, recurrent=False,
-                output_hidden_states=None, return_dict=None, attention_mask=None, element_index=None, index=None):
+                output_hidden_states=None, return_dict=None, attention_mask=None, element_index=None, index=None,
+                num_items_in_batch=None):
         """As `SelectivBenchModel.forward`, plus labels (B, T) with IGNORE_INDEX (-100) at skipped steps:
-        the loss is the mean cross-entropy over the other steps (0.0 when every step is ignored)."""
+        the loss is the mean cross-entropy over the other steps (0.0 when every step is ignored), or
+        their summed cross-entropy over `num_items_in_batch` when given (Trainer's count of the
+        labelled steps of the whole optimizer step)."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
         if labels is not None and (not torch.is_tensor(labels) or labels.shape != input_ids.shape):
             raise ValueError(f"labels={_describe(labels)} is invalid: allowed a tensor shaped like input_ids, "
@@ -252,15 +257,16 @@ class SelectivBenchForTokenClassification(SelectivBenchPreTrainedModel):
         out = self.model(input_ids, input_noise=input_noise, state=state, use_cache=use_cache, recurrent=recurrent,
                          output_hidden_states=output_hidden_states, return_dict=True, attention_mask=attention_mask)
         logits = self.classifier(out.last_hidden_state)
-        loss = None if labels is None else token_loss(logits, labels)
+        loss = None if labels is None else token_loss(logits, labels, num_items_in_batch)
         result = SelectivBenchTokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                                     state=out.state)
         return result if return_dict else result.to_tuple()
 
 
-def token_loss(logits, labels):
-    """Mean cross-entropy over the steps whose label is not IGNORE_INDEX; 0.0 (with zero gradients)
-    when there are none, where a plain mean would give 0 / 0 = nan."""
+def token_loss(logits, labels, num_items=None):
+    """Mean cross-entropy over the steps whose label is not IGNORE_INDEX (or the sum over `num_items`);
+    0.0 (with zero gradients) when there are none, where a plain mean would give 0 / 0 = nan."""
     total = F.cross_entropy(at_least_fp32(logits)[0].flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
                             reduction="sum")
-    return total / (labels != IGNORE_INDEX).sum().clamp_min(1)
+    count = (labels != IGNORE_INDEX).sum() if num_items is None else torch.as_tensor(num_items, device=total.device)
+    return total / count.clamp_min(1)

@@ -224,6 +224,32 @@ def test_trainer_draws_the_validation_splits_noise_and_new_noise_every_epoch(noi
     assert seen_epochs == [0, 0, 1, 1]  # 200 samples, batches of 100, two epochs
 
 
+def test_trainer_accumulation_weighs_every_labelled_step_alike(noisy_task, tmp_path):
+    """Trainer passes num_items_in_batch (the model accepts it): two accumulated micro-batches of 8
+    variable-length sequences reach the weights of one batch of 16."""
+    from transformers import TrainingArguments
+
+    from selectivbench.hf_trainer import SelectivBenchTrainer
+
+    p = noisy_task.params
+
+    def run(name, batch, accumulate):
+        torch.manual_seed(0)
+        model = SelectivBenchForTokenClassification(model_config(TrainArgs(mixer="gru", d_model=8), noisy_task))
+        args = TrainingArguments(output_dir=str(tmp_path / name), per_device_train_batch_size=batch,
+                                 gradient_accumulation_steps=accumulate, max_steps=4, learning_rate=1e-2,
+                                 use_cpu=True, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
+                                 label_names=["labels", "element_index"], remove_unused_columns=False)
+        cols = (SelectivBenchCollator(p.vocab_size, p.noise, 0, split) for split in ("train", "validation"))
+        trainer = SelectivBenchTrainer(model=model, args=args, train_dataset=model_view(noisy_task.data["train"]),
+                                       train_collator=next(cols), eval_collator=next(cols))
+        trainer.train()
+        return model.state_dict()
+
+    one, two = run("one", 16, 1), run("two", 8, 2)
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-6
+
+
 def test_trainer_compute_metrics_equals_the_streaming_metric(task):
     from transformers import EvalPrediction
 

@@ -360,6 +360,16 @@ def test_states_hold_no_pickle_and_a_damaged_newest_state_falls_back(noisy_task,
     assert (tmp_path / "a" / "metrics.jsonl").read_text() == (tmp_path / "b" / "metrics.jsonl").read_text()
 
 
+@pytest.mark.parametrize("progress", ['{"step": "abc", "best": 0.5, "bad_evals": 0}', '[1, 2]',
+                                      '{"step": 3, "best": 0.5, "bad_evals": -1}'])
+def test_a_state_whose_progress_is_malformed_is_damaged(tmp_path, progress):
+    from selectivbench.run_state import read_state
+
+    (tmp_path / "progress.json").write_text(progress)
+    with pytest.raises(ParameterError, match=r"state .* is incomplete or damaged: .*(progress.json holds|list)"):
+        read_state(tmp_path, 0)
+
+
 def test_a_crafted_pickle_in_a_state_never_runs(noisy_task, tmp_path):
     import pickle
 

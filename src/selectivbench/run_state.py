@@ -108,6 +108,10 @@ def read_state(folder: Path, process_index: int) -> dict:
     """Everything of one state in memory, or an error saying what is missing or broken."""
     try:
         progress = json.loads((folder / "progress.json").read_text())
+        counts_ok = all(isinstance(progress.get(k), int) and not isinstance(progress.get(k), bool)
+                        and progress[k] >= 0 for k in ("step", "bad_evals"))
+        if not (counts_ok and isinstance(progress.get("best"), (int, float))):
+            raise ValueError(f"progress.json holds {progress!r}: allowed integers step, bad_evals >= 0 and a number best")
         return {"progress": progress, "model": load_file(str(folder / "model.safetensors")),
                 "optimizer": read_pair(folder, "optimizer"), "schedule": read_pair(folder, "schedule"),
                 "rng": read_pair(folder, f"rng-{process_index}")}

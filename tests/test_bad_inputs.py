@@ -168,6 +168,8 @@ CLI_CASES = [
     (["train", "--output-dir", "{root}/t", "--num-test", "99999999999999999999"], r"num_test=99999999999999999999 is invalid"),
     (["train", "--bogus"], r"unrecognized arguments: --bogus"),
     # evaluate
+    (["evaluate", "{root}/run/model", "--out", ""], r"out='' is invalid: allowed a table path ending in a file name"),
+    (["evaluate", "{root}/run/model", "--out", "{root}/.."], r"out=.* is invalid: allowed a table path ending"),
     (["evaluate", "{root}/missing"], r"checkpoint=.*missing.* is invalid: allowed a save_pretrained folder"),
     (["evaluate", "{root}/empty"], r"checkpoint=.*empty.* is invalid: allowed a save_pretrained folder"),
     (["evaluate", "{root}/broken_ckpt"], r"file .*selectivbench_run.json is invalid: allowed JSON"),

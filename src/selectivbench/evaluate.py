@@ -172,6 +172,9 @@ def check_table_path(out: str) -> None:
     table this command wrote (csv: its header is exactly FIELDS; jsonl: one or more lines, each a
     JSON object with exactly the FIELDS keys). Any other file is a user's and is never appended to."""
     base = Path(out)
+    if not base.name or base.name in (".", ".."):
+        raise ParameterError(f"out={out!r} is invalid: allowed a table path ending in a file name (<out>.csv and "
+                             "<out>.jsonl are written)")
     parent = base.parent
     if parent.exists() and not parent.is_dir():
         raise ParameterError(f"out={out!r} is invalid: allowed a path in a folder ({parent} is a file)")

@@ -207,10 +207,14 @@ def validate(p: TaskParams) -> None:
     else:
         _check_float("gap_mean", p.gap_mean, -20.0, 9.0)
         _check_float("gap_sigma", p.gap_sigma, 0.0, 3.0, low_open=True)
-    if p.longest_gap_steps > MAX_GAP_STEPS:
+    try:
+        longest = p.longest_gap_steps
+    except OverflowError:  # a timestep so small that the gap in steps is infinite
+        longest = math.inf
+    if longest > MAX_GAP_STEPS:
         field_ = {"fixed": "gap_duration", "uniform": "gap_high", "lognormal": "gap_mean"}[p.gap_law]
         _fail(field_, getattr(p, field_), f"a longest gap of at most {MAX_GAP_STEPS:,} steps of timestep="
-              f"{p.timestep} (this law draws gaps of up to {p.longest_gap_steps:,} steps)")
+              f"{p.timestep} (this law draws gaps of up to {longest:,} steps)")
     if p.gap_content not in GAP_CONTENTS:
         _fail("gap_content", p.gap_content, f"one of {GAP_CONTENTS}")
     _check_float("noise", p.noise, 0.0, 1.0)

@@ -112,6 +112,8 @@ CLI_CASES = [
      r"gap_sigma=5.0 is invalid"),
     (["generate", "complexity", "--out", "{root}/g", "--gap-law", "lognormal", "--gap-sigma", "0"],
      r"gap_sigma=0.0 is invalid: allowed \(0.0, 3.0\]"),
+    (["generate", "complexity", "--out", "{root}/g", "--timestep", "1e-320"],
+     r"gap_duration=0.1 is invalid: allowed a longest gap of at most 1,048,575 steps .*up to inf steps"),
     (["generate", "complexity", "--out", "{root}/g", "--gap-duration", "1000", "--timestep", "0.0005"],
      r"gap_duration=1000.0 is invalid: allowed a longest gap of at most 1,048,575 steps"),
     (["generate", "complexity", "--out", "{root}/g", "--num-train", "-5"], r"num_train=-5 is invalid"),
@@ -447,6 +449,13 @@ def test_a_relative_data_folder_is_recorded_as_an_absolute_path(place, tmp_path,
                     max_steps=1, warmup_steps=0, batch_size=8, eval_every=1, save_every=1, cpu=True, quiet=True))
     record = json.loads((tmp_path / "r" / "model" / "selectivbench_run.json").read_text())
     assert record["data_dir"] == str(place / "data") == record["train_args"]["data_dir"]
+    # a run of an earlier version recorded it as given: the same relative folder still resumes it
+    saved = tmp_path / "r" / "train_args.json"
+    saved.write_text(saved.read_text().replace(f'"data_dir": "{place / "data"}"', '"data_dir": "data"'))
+    assert '"data_dir": "data"' in saved.read_text()
+    train(TrainArgs(config="gapped", data_dir="data", output_dir=str(tmp_path / "r"), mixer="gru", d_model=8,
+                    max_steps=1, warmup_steps=0, batch_size=8, eval_every=1, save_every=1, cpu=True, quiet=True,
+                    resume=True))
 
 
 def test_a_save_killed_midway_leaves_no_state_and_resume_falls_back(monkeypatch, tmp_path):

@@ -30,10 +30,17 @@ def test_publish_model_writes_a_card_that_matches_the_evaluation_and_loads_as_re
     assert "Would upload" in out and "README.md" in out and "modeling_selectivbench.py" in out
     card = ModelCard.load(ckpt / "README.md")
     evals = {(e.dataset_split, e.metric_type): e for e in card.data.eval_results}
-    rows = {r["split"]: r for r in map(json.loads, (run / "publish_eval.jsonl").read_text().splitlines())}
+    assert not (run / "publish_eval.jsonl").exists()  # a dry run writes the card only
+    by_hand = evaluate([str(ckpt)], ["complexity"], splits=["validation", "test"], cpu=True, **{**DATA, "seed": 3})
+    rows = {r["split"]: r for r in by_hand}
     assert set(rows) == {"validation", "test"} and {r["seed"] for r in rows.values()} == {3}
-    by_hand = evaluate([str(ckpt)], ["complexity"], splits=["test"], cpu=True, **{**DATA, "seed": 3})[0]
-    assert by_hand["element_accuracy"] == rows["test"]["element_accuracy"]
+    # an earlier version's card (no marker) is this command's too: replaced, never refused
+    old_card = "---\n---\n# x\n\nA `mamba2` sequence model trained on **SelectivBench** " \
+               "(arXiv:[2601.12598](https://arxiv.org/abs/2601.12598)),\nconfig `complexity`\n"
+    (ckpt / "README.md").write_text(old_card)
+    assert main(["publish-model", str(ckpt), "--repo-id", "org/sb-mamba2", "--dry-run",
+                 "--dataset-repo", "org/selectivbench"]) == 0
+    assert ModelCard.load(ckpt / "README.md").text == card.text and not (run / "publish_eval.jsonl").exists()
     for split, r in rows.items():
         e = evals[(split, "element_accuracy")]
         assert e.metric_value == pytest.approx(r["element_accuracy"])

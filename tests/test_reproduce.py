@@ -187,6 +187,12 @@ def test_a_sweep_replaces_only_the_outputs_it_wrote(local_sweep, tmp_path, capsy
     assert record["written_by"] == "selectivbench reproduce" and sorted(record["files"]) == outputs
     assert all(record["files"][n] == [hashlib.sha256((folder / n).read_bytes()).hexdigest()] for n in outputs)
     assert rep.reproduce("complexity", "smoke", out=str(folder.parent)).ran == []  # its own files: replaced
+    # a sweep folder of a version before the record: its results.jsonl says the outputs are its own
+    legacy = tmp_path / "legacy" / local_sweep.folder.name
+    shutil.copytree(local_sweep.folder, legacy)
+    (legacy / "outputs.json").unlink()
+    assert rep.reproduce("complexity", "smoke", out=str(legacy.parent)).ran == []
+    assert json.loads((legacy / "outputs.json").read_text()) == json.loads((folder / "outputs.json").read_text())
 
     def snapshot(root):
         return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}

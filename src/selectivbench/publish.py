@@ -108,8 +108,8 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
 
     Every check runs before any work: a README.md this command did not write is never replaced, and
     an upload in offline mode is refused. Without `results` the checkpoint is evaluated now and the
-    rows are appended to `<run>/publish_eval.{jsonl,csv}` only once the card is written and uploaded,
-    so a failed upload leaves no rows that a retry would repeat."""
+    rows are appended to `<run>/publish_eval.{jsonl,csv}` only once the card is written and uploaded
+    (never on a dry run), so a failed upload leaves no rows that a retry would repeat."""
     from .evaluate import append_rows, check_table_path
 
     check_repo_id(repo_id)
@@ -119,7 +119,7 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
         check_can_upload(repo_id)
     checkpoint_record(checkpoint)  # a checkpoint folder at all, before its README is looked at
     readme = Path(checkpoint) / "README.md"
-    if readme.exists() and not (readme.is_file() and CARD_MARKER in readme.read_text(errors="replace")):
+    if readme.exists() and not (readme.is_file() and is_our_card(readme.read_text(errors="replace"))):
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
                              "publish-model` (this one is not, and would be replaced by the card: move it away)")
     table = str(Path(checkpoint).parent / EVAL_TABLE)
@@ -136,6 +136,15 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(folder_path=str(checkpoint), repo_id=repo_id, commit_message="Upload SelectivBench model")
-    if results is None:
+    if results is None and not dry_run:
         append_rows(table, rows)
     return files
+
+
+# the first line of the cards written before CARD_MARKER existed
+OLD_CARD_LINE = "sequence model trained on **SelectivBench** (arXiv:[2601.12598](https://arxiv.org/abs/2601.12598)),"
+
+
+def is_our_card(text: str) -> bool:
+    """A README.md that publish-model wrote: this version's marker, or an earlier version's card."""
+    return CARD_MARKER in text or OLD_CARD_LINE in text

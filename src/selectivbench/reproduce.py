@@ -515,7 +515,9 @@ def check_outputs(folder: Path, out: str) -> dict[str, list[str]]:
     """The rule that keeps a user's files: a file in the sweep folder with an output's name
     (results.csv, selection.csv, summary.md, *.png) is replaced only when its bytes are those this
     command wrote there, as its record `outputs.json` holds (sha256). Anything else there (a
-    user's table or notes, or an output edited since) is one error naming it, before any work.
+    user's table or notes, or an output edited since) is one error naming it, before any work. A
+    sweep folder without the record but with its results.jsonl was made by an earlier version: its
+    outputs are replaced.
     Returns the record: {name: [accepted sha256, ...]}."""
     record_path = folder / OUTPUTS_RECORD
     record = {}
@@ -529,6 +531,8 @@ def check_outputs(folder: Path, out: str) -> dict[str, list[str]]:
                                  f"this command's record ({record_path} is another file; move it away)") from None
     if not folder.is_dir():
         return record
+    if not record_path.exists() and (folder / "results.jsonl").exists():
+        return record  # a sweep folder of a version before the record: its outputs are this command's
     for path in sorted(folder.iterdir()):
         if is_output(path.name) and (not path.is_file() or _sha256(path.read_bytes()) not in record.get(path.name, ())):
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder whose tables, summary and "

@@ -245,6 +245,8 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume an empty folder or a run "
                              f"folder (its {saved_path.name} is missing or unreadable)") from None
     given = json.loads(json.dumps(asdict(args)))  # as the file holds them (tuples as lists)
+    # runs of earlier versions recorded a local data folder as given, maybe relative
+    saved["data_dir"] = with_absolute_data_dir(TrainArgs(data_dir=saved.get("data_dir"))).data_dir
     differs = [f"{k}={v!r} (the run's: {saved.get(k)!r})" for k, v in given.items()
                if k not in RESUME_MAY_CHANGE and saved.get(k) != v]
     if differs:

@@ -186,7 +186,9 @@ def test_a_sweep_replaces_only_the_outputs_it_wrote(local_sweep, tmp_path, capsy
     outputs = sorted(p.name for p in folder.iterdir() if rep.is_output(p.name))
     assert record["written_by"] == "selectivbench reproduce" and sorted(record["files"]) == outputs
     assert all(record["files"][n] == [hashlib.sha256((folder / n).read_bytes()).hexdigest()] for n in outputs)
+    (folder / "my_notes.png").write_bytes(b"a user's figure, under a name no output takes")
     assert rep.reproduce("complexity", "smoke", out=str(folder.parent)).ran == []  # its own files: replaced
+    assert (folder / "my_notes.png").read_bytes() == b"a user's figure, under a name no output takes"
     # a sweep folder of a version before the record: its results.jsonl says the outputs are its own
     legacy = tmp_path / "legacy" / local_sweep.folder.name
     shutil.copytree(local_sweep.folder, legacy)

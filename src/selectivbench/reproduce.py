@@ -495,8 +495,9 @@ RECORD_WRITER = "selectivbench reproduce"
 
 
 def is_output(name: str) -> bool:
-    """A name the sweep's outputs may take: its tables, its summary, its plots (any .png)."""
-    return name in ("results.csv", "selection.csv", "summary.md") or name.endswith(".png")
+    """A name the sweep's outputs may take: its tables, its summary, its plots (`views`' accuracy_*.png)."""
+    return name in ("results.csv", "selection.csv", "summary.md") or (name.startswith("accuracy_")
+                                                                       and name.endswith(".png"))
 
 
 def check_out_folder(out: str, folder: Path) -> None:
@@ -513,7 +514,7 @@ def check_out_folder(out: str, folder: Path) -> None:
 
 def check_outputs(folder: Path, out: str) -> dict[str, list[str]]:
     """The rule that keeps a user's files: a file in the sweep folder with an output's name
-    (results.csv, selection.csv, summary.md, *.png) is replaced only when its bytes are those this
+    (results.csv, selection.csv, summary.md, accuracy_*.png) is replaced only when its bytes are those this
     command wrote there, as its record `outputs.json` holds (sha256). Anything else there (a
     user's table or notes, or an output edited since) is one error naming it, before any work. A
     sweep folder without the record but with its results.jsonl was made by an earlier version: its

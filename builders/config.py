@@ -156,6 +156,17 @@ class TaskParams:
         return cls(**d)
 
 
+def params_problem(value) -> str | None:
+    """What keeps a JSON value from being a TaskParams (a record's parameters, read from disk), or None."""
+    if not isinstance(value, dict):
+        return "allowed an object of task parameters"
+    try:
+        TaskParams.from_dict(value)
+    except (ParameterError, TypeError) as err:
+        return str(err)
+    return None
+
+
 def gap_split(gap_steps: int) -> str:
     """Name of the test split with a fixed gap of this many steps (SPEC §3)."""
     return f"test_gap{gap_steps}"

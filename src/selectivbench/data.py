@@ -18,7 +18,7 @@ import torch
 from datasets import DatasetDict
 
 from .builders import Grammar, TaskParams
-from .builders.config import ParameterError
+from .builders.config import ParameterError, params_problem
 from .builders.sampler import split_code
 from .metrics import IGNORE
 
@@ -150,12 +150,8 @@ def _run_record_problem(run) -> str | None:
         return "a JSON object"
     if run.get("task") not in TASKS:
         return f"task={run.get('task')!r}: allowed one of {tuple(TASKS)}"
-    if not isinstance(run.get("task_params"), dict):
-        return "task_params: allowed an object of task parameters"
-    try:
-        TaskParams.from_dict(run["task_params"])
-    except (ParameterError, TypeError) as err:
-        return f"task_params: {err}"
+    if (why := params_problem(run.get("task_params"))) is not None:
+        return f"task_params: {why}"
     for field, kind, allowed in (("data_dir", str, "a string or null"), ("grammar_sha256", str, "a string or null"),
                                  ("train_args", dict, "an object"), ("split_sizes", dict, "an object")):
         if run.get(field) is not None and not isinstance(run[field], kind):

@@ -32,6 +32,7 @@ from .builders import (TASK_DESCRIPTIONS, TASKS, Grammar, ParameterError, Sample
                        make_grammar)
 from .builders.builder import (CITATION, SelectivBenchBuilderConfig, ShardPool, exit_if_orphaned, features_of,
                                max_steps_per_sample, sampler_for, shard_job, shard_ranges)
+from .builders.config import params_problem
 
 CARD_TEMPLATE = resources.files("selectivbench.dataset_cards") / "selectivbench.md"
 CARD_MARKER = "<!-- selectivbench-card: written by `selectivbench generate`"
@@ -355,12 +356,8 @@ def _record_problem(record, config: str) -> str | None:
     for field in ("description", "command"):
         if not isinstance(record.get(field), str):
             return f"{field}: allowed a string"
-    if not isinstance(record.get("params"), dict):
-        return "params: allowed an object of task parameters"
-    try:
-        TaskParams.from_dict(record["params"])
-    except (ParameterError, TypeError) as err:
-        return f"params: {err}"
+    if (why := params_problem(record.get("params"))) is not None:
+        return f"params: {why}"
     sizes = record.get("sizes")
     if not isinstance(sizes, dict) or not all(_is_count(n) for n in sizes.values()):
         return "sizes: allowed an object of split name -> number of samples"

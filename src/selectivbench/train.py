@@ -113,13 +113,13 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
         stop = 0 < args.patience <= progress["bad_evals"]  # the run had stopped early: it stays finished
     if accelerator.is_main_process:  # forget what was logged after the state it starts from (0: all)
         drop_log_after(out / "metrics.jsonl", progress["step"])
-    if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "train_args.json", json.dumps(asdict(args), indent=1))
     if args.report_to:
         accelerator.init_trackers(out.name, config={k: v for k, v in asdict(args).items() if k != "task_overrides"})
 
     steps_per_epoch = math.ceil(len(train_loader) / args.grad_accum)
+    repeats = RepeatedRows(accelerator, len(task.data["train"]), args.batch_size, len(train_loader))
     bar = tqdm(total=steps, initial=progress["step"], disable=args.quiet or not accelerator.is_local_main_process,
                desc=f"train {args.mixer}")
     model.train()
@@ -129,7 +129,6 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
         train_loader.set_epoch(epoch)
         first = done_in_epoch * args.grad_accum
         loader = accelerator.skip_first_batches(train_loader, first) if first else train_loader
-        repeats = RepeatedRows(accelerator, len(task.data["train"]), args.batch_size, len(train_loader))
         for window in windows(enumerate(loader, start=first), args.grad_accum):
             loss = accumulate_step(accelerator, model, [repeats.ignored(i, batch) for i, batch in window])
             if args.clip:

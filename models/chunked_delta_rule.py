@@ -100,12 +100,11 @@ class _ChunkDeltaRule(torch.autograd.Function):
         k_end = to_end[..., None] * k
         S = q.new_empty(N + 1, B, H, K, V)  # S[n]: the state entering chunk n; S[N] the final one
         S[0] = state0
-        u = torch.empty_like(U)
-        S_, u_, U_, W_ = (t.view(t.shape[0], B * H, *t.shape[-2:]) for t in (S, u, U, W))
-        kT_, gam_ = _t(k_end.view(N, B * H, C, K)), decay_end.view(N, B * H, 1, 1)
-        for n in range(N):
-            torch.baddbmm(U_[n], W_[n], S_[n], alpha=-1, out=u_[n])  # u = U - W S
-            torch.mul(S_[n], gam_[n], out=S_[n + 1]).baddbmm_(kT_[n], u_[n])
+        S_, U_, W_ = (t.view(t.shape[0], B * H, *t.shape[-2:]).unbind(0) for t in (S, U, W))
+        kT_, gam_ = _t(k_end.view(N, B * H, C, K)).unbind(0), decay_end.view(N, B * H, 1, 1).unbind(0)
+        for n in range(N):  # U becomes u = U - W S in place: U itself is not needed again
+            torch.mul(S_[n], gam_[n], out=S_[n + 1]).baddbmm_(kT_[n], U_[n].baddbmm_(W_[n], S_[n], alpha=-1))
+        u = U
         P = D * qk
         q_decayed = eb[..., None] * q
         o = _mm(q_decayed, S[:-1]) + _mm(P, u)
@@ -123,16 +122,15 @@ class _ChunkDeltaRule(torch.autograd.Function):
         q, k, v, beta, eb, to_end, decay_end, D, kk, qk, T_inv, W, k_end, S, u, P, q_decayed = ctx.saved_tensors
         N, B, H, C, K = q.shape
         g_o, S_in = g_o.contiguous(), S[:-1]
-        Pt_go = _mm(_t(P), g_o)
-        R = _mm(_t(q_decayed), g_o)
+        g_u = _mm(_t(P), g_o)  # P^T g_o, completed in place below
         G = torch.empty_like(S)
         G[N] = 0 if g_last is None else g_last
-        g_u = torch.empty_like(u)
-        G_, R_, gu_, Pt_, W_ = (t.view(t.shape[0], B * H, *t.shape[-2:]) for t in (G, R, g_u, Pt_go, W))
-        k_, gam_ = k_end.view(N, B * H, C, K), decay_end.view(N, B * H, 1, 1)
+        torch.bmm(_t(q_decayed).flatten(0, -3), g_o.flatten(0, -3), out=G[:N].view(-1, *G.shape[-2:]))  # (q e^b)^T g_o
+        G_, gu_, W_ = (t.view(t.shape[0], B * H, *t.shape[-2:]).unbind(0) for t in (G, g_u, W))
+        k_, gam_ = k_end.view(N, B * H, C, K).unbind(0), decay_end.view(N, B * H, 1, 1).unbind(0)
         for n in range(N - 1, -1, -1):
-            torch.baddbmm(Pt_[n], k_[n], G_[n + 1], out=gu_[n])  # g_u = P^T g_o + k_end g_S'
-            torch.addcmul(R_[n], gam_[n], G_[n + 1], out=G_[n]).baddbmm_(_t(W_[n]), gu_[n], alpha=-1)
+            gu_[n].baddbmm_(k_[n], G_[n + 1])  # g_u = P^T g_o + k_end g_S'
+            G_[n].addcmul_(gam_[n], G_[n + 1]).baddbmm_(_t(W_[n]), gu_[n], alpha=-1)
         G_out = G[1:]
         g_W = -_mm(g_u, _t(S_in))
         g_qd = _mm(g_o, _t(S_in))

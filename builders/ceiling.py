@@ -31,18 +31,18 @@ def duration_step_pmf(params: TaskParams) -> dict[int, float]:
         if p.gap_high == p.gap_low:
             return {duration_to_steps(p.gap_low, p.timestep): 1.0}
         cdf = lambda x: min(max((x - p.gap_low) / (p.gap_high - p.gap_low), 0.0), 1.0)  # noqa: E731
-        lo, hi = round(p.gap_low, 1), round(p.gap_high, 1)
+        lo, hi = p.gap_low, p.gap_high
     else:
         def cdf(x):
             return 0.0 if x <= 0 else _normal_cdf((math.log(x) - p.gap_mean) / p.gap_sigma)
-        lo = 0.0
-        hi = round(math.exp(p.gap_mean + LOGNORMAL_CUT_SIGMAS * p.gap_sigma), 1)
+        lo, hi = 0.0, math.exp(p.gap_mean + LOGNORMAL_CUT_SIGMAS * p.gap_sigma)
     pmf = defaultdict(float)
-    for tenth in range(int(round(lo * 10)), int(round(hi * 10)) + 1):
-        v = tenth / 10
-        mass = cdf(v + 0.05) - cdf(v - 0.05)
+    # every tenth a draw can round to; the durations that round to it are those within half a tenth
+    # (bounds as (tenth -+ 0.5) / 10: v - 0.05 is off by an ulp and gave a gap_high of 0.65 mass above it)
+    for tenth in range(math.floor(lo * 10), math.ceil(hi * 10) + 1):
+        mass = cdf((tenth + 0.5) / 10) - cdf((tenth - 0.5) / 10)
         if mass > 0:
-            pmf[duration_to_steps(v, p.timestep)] += mass
+            pmf[duration_to_steps(tenth / 10, p.timestep)] += mass
     total = sum(pmf.values())
     return {k: w / total for k, w in sorted(pmf.items())}
 

@@ -9,6 +9,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MAX_VOCAB = len(LETTERS) + 1  # the letters plus the end-of-string marker '#'
 # A gap step is the low 20 bits of the sampler's draw counters: no gap is longer than this
@@ -133,8 +135,8 @@ class TaskParams:
         """The largest gap the training law can draw, in steps (the test splits' fixed gap)."""
         if self.gap_law == "fixed":
             duration = self.gap_duration
-        elif self.gap_law == "uniform":
-            duration = self.gap_high
+        elif self.gap_law == "uniform":  # draws lie in [gap_low, gap_high): the largest is just below gap_high
+            duration = self.gap_high if self.gap_high == self.gap_low else np.nextafter(self.gap_high, self.gap_low)
         else:  # lognormal has no maximum: use its 99th percentile
             duration = math.exp(self.gap_mean + 2.3263478740408408 * self.gap_sigma)
         return duration_to_steps(duration, self.timestep)
@@ -178,12 +180,19 @@ def gap_of_split(split: str) -> int | None:
     return int(rest) if rest.isdigit() else None
 
 
-def duration_to_steps(duration: float, timestep: float) -> int:
-    """SPEC §3: round the duration to one decimal, then ceil(duration / timestep).
+def duration_to_steps(duration, timestep: float):
+    """SPEC §3: round the duration to one decimal, then ceil(duration / timestep). Takes one
+    duration (returns an int) or the sampler's array of draws (returns int64 steps).
 
+    One rounding for both, numpy's (10 x to the nearest even integer): the one that fixed the stored
+    bytes. Python's round differs at some halves (round(0.45, 1) is 0.5, numpy's 0.4), which gave
+    test splits and the Bayes ceiling other gaps than the training data drew.
     The 1e-9 guards against float noise: 1.1 / 0.1 is 11.000000000000002, which is 11 steps.
     """
-    return max(0, math.ceil(round(duration, 1) / timestep - 1e-9))
+    rounded = np.round(duration, 1)
+    if isinstance(rounded, np.ndarray):
+        return np.ceil(rounded / timestep - 1e-9).astype(np.int64)
+    return max(0, math.ceil(float(rounded) / timestep - 1e-9))
 
 
 def validate(p: TaskParams) -> None:

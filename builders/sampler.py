@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import LOGNORMAL_CUT_SIGMAS, ParameterError, TaskParams, gap_of_split
+from .config import LOGNORMAL_CUT_SIGMAS, ParameterError, TaskParams, duration_to_steps, gap_of_split
 from .grammar import END, Grammar
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -203,8 +203,7 @@ class Sampler:
                 u2 = uniform(keys, counter(e[None, :], GAP_U2))
                 z = np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)
                 duration = np.exp(p.gap_mean + p.gap_sigma * np.minimum(z, LOGNORMAL_CUT_SIGMAS))
-            # config.duration_to_steps on arrays; numpy rounding kept as it is: it fixes the stored bytes
-            steps = np.ceil(np.round(duration, 1) / p.timestep - 1e-9).astype(np.int64)
+            steps = duration_to_steps(duration, p.timestep)
         return np.where(occurs, steps, 0)
 
     def generate(self, split: str, indices) -> SampleBatch:

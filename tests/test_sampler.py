@@ -4,7 +4,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from selectivbench.builders import Sampler, TaskParams, make_grammar, task_params
+from selectivbench.builders import Sampler, TaskParams, bayes_ceiling, make_grammar, task_params
 from selectivbench.builders.ceiling import duration_step_pmf
 from selectivbench.builders.grammar import END
 from selectivbench.builders.sampler import rejection_string
@@ -96,6 +96,23 @@ def test_uniform_one_to_ten_has_half_weight_ends():
     pmf = duration_step_pmf(task_params("gapped"))
     assert list(pmf) == list(range(1, 11))
     assert pmf[1] == pytest.approx(1 / 18) and pmf[10] == pytest.approx(1 / 18) and pmf[5] == pytest.approx(1 / 9)
+
+
+@pytest.mark.parametrize("law", [dict(gap_law="fixed", gap_duration=d) for d in (0.05, 0.15, 0.45, 0.95)]
+                         + [dict(gap_law="uniform", gap_low=0.1, gap_high=h) for h in (0.35, 0.45, 0.65)])
+def test_test_gap_and_ceiling_law_are_the_gaps_training_draws(law):
+    # halves such as 0.45 round one way in numpy (the sampler's rule) and the other in Python's round
+    s = make(gap_prob=1.0, gap_start=0, **law)
+    drawn = set()
+    for row in s.generate("train", np.arange(300)).rows():
+        _, first = element_states(row)
+        drawn |= set((np.diff(np.append(first, len(row["labels"]))) - 1).tolist())
+    assert max(drawn) == s.params.train_max_gap_steps
+    assert set(duration_step_pmf(s.params)) == drawn
+    test = s.generate("test", np.arange(5))
+    assert (np.diff(test.offsets) == test.num_elements * (1 + max(drawn))).all()
+    p = s.params.replace(gap_content="distractor")
+    bayes_ceiling(Sampler(p, make_grammar(p)), "train", 20)  # the data is possible under the ceiling's law
 
 
 def test_test_splits_have_the_fixed_gaps():

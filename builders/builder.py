@@ -30,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from .ceiling import ceiling_counts
-from .config import TASK_DESCRIPTIONS, TASKS, ParameterError, TaskParams, gap_of_split, gap_split, task_params
+from .config import (TASK_DESCRIPTIONS, TASKS, ParameterError, TaskParams, gap_of_split, gap_split, task_description,
+                     task_params)
 from .grammar import Grammar, make_grammar
 from .sampler import Sampler, split_code, split_gap_steps
 
@@ -42,6 +43,9 @@ MAX_STEPS = (1 << 31) - 1  # list offsets are int32 (datasets' List)
 MAX_SPLIT_SAMPLES = (1 << 31) - 1
 PAPER_SIZES = {"num_train": 200_000, "num_validation": 1_000, "num_test": 1_000}
 _PARAM_FIELDS = [f.name for f in dataclasses.fields(TaskParams)]
+# in every named config too (datasets reads the cache folder's version from the config, not VERSION),
+# so that a new version never reads an older cache
+BUILDER_VERSION = datasets.Version("1.0.0")
 
 
 @dataclasses.dataclass
@@ -96,10 +100,15 @@ class SelectivBenchBuilderConfig(datasets.BuilderConfig):
 class SelectivBench(datasets.ArrowBasedBuilder):
     """SelectivBench: artificial-grammar sequences with gaps, noise and distractors."""
 
-    VERSION = datasets.Version("1.0.0")
+    VERSION = BUILDER_VERSION
     BUILDER_CONFIG_CLASS = SelectivBenchBuilderConfig
-    BUILDER_CONFIGS = [SelectivBenchBuilderConfig(name=t, task=t, description=TASK_DESCRIPTIONS[t]) for t in TASKS]
+    BUILDER_CONFIGS = [SelectivBenchBuilderConfig(name=t, task=t, description=TASK_DESCRIPTIONS[t],
+                                                  version=BUILDER_VERSION) for t in TASKS]
     DEFAULT_CONFIG_NAME = "complexity"
+
+    def __init__(self, *args, dataset_name: str = "selectivbench", **kwargs):
+        # datasets names the cache folder after the builder's module ("builder") unless told
+        super().__init__(*args, dataset_name=dataset_name, **kwargs)
 
     @cached_property
     def grammar(self) -> Grammar:
@@ -112,7 +121,7 @@ class SelectivBench(datasets.ArrowBasedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         self.config.split_sizes  # validates every parameter (and the sizes) before any work
         return datasets.DatasetInfo(
-            description=TASK_DESCRIPTIONS.get(self.config.task, ""),
+            description=task_description(self.config.task, self.config.params),
             features=features_of(self.config.params, self.grammar),
             homepage="https://arxiv.org/abs/2601.12598",
             citation=CITATION,
@@ -123,8 +132,9 @@ class SelectivBench(datasets.ArrowBasedBuilder):
 
     def _split_generators(self, dl_manager):
         p = self.config.params
+        # a split of 0 samples is left out, as in a generated folder: datasets cannot read an empty split
         return [datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "shards": shard_ranges(p, split, n)})
-                for split, n in self.config.split_sizes.items()]
+                for split, n in self.config.split_sizes.items() if n > 0]
 
     def _generate_tables(self, split: str, shards: list[tuple[int, int]]):
         schema = self.info.features.arrow_schema

@@ -262,6 +262,15 @@ TASK_DESCRIPTIONS = {
 }
 
 
+def task_description(task: str, params: TaskParams) -> str:
+    """The task's line above, which speaks of its default parameters; where `params` change some,
+    it names them (a card must not state gaps or noise that the data does not have)."""
+    default = task_params(task)
+    changed = [f.name for f in dataclasses.fields(TaskParams) if getattr(params, f.name) != getattr(default, f.name)]
+    text = TASK_DESCRIPTIONS[task]
+    return f"{text[:-1]}; changed here: {', '.join(changed)}." if changed else text
+
+
 def task_params(task: str, **overrides) -> TaskParams:
     if task not in TASKS:
         _fail("task", task, f"one of {tuple(TASKS)}")

@@ -67,6 +67,9 @@ def place(tmp_path_factory):
     shutil.copytree(root / "data", root / "cut_data")  # a generated folder, card and all, with a test file cut
     for f in (root / "cut_data" / "gapped").glob("test-*.parquet"):
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    shutil.copytree(root / "data", root / "stray_data")  # a copy of a parquet file: the card's glob would load it
+    shutil.copy(next((root / "stray_data" / "gapped").glob("train-*.parquet")),
+                root / "stray_data" / "gapped" / "train-copy.parquet")
     shutil.copytree(root / "data", root / "badrecord_data")
     record = root / "badrecord_data" / "gapped" / "generation.json"
     record.write_text(json.dumps({**json.loads(record.read_text()), "splits": 5}))
@@ -123,6 +126,10 @@ CLI_CASES = [
     (["generate", "complexity", "--out", "{root}/g", "--num-proc", "0"], r"num_proc=0 is invalid"),
     (["generate", "complexity", "--out", "{root}/file.txt", *TINY_FLAGS], r"out=.*file.txt.* is invalid"),
     (["generate", "complexity", "--out", "", *TINY_FLAGS], r"out='' is invalid: allowed a folder path \(not empty\)"),
+    (["generate", "complexity", "--out", "{root}/g", *TINY_FLAGS[:4], "--num-train=0", "--num-validation=0",
+      "--num-test=0"], r"num_train=0 is invalid: allowed at least one sample in num_train, num_validation or num_test"),
+    (["generate", "complexity", "--out", "{root}/g", *TINY_FLAGS, "--repo-id", "not a/valid--id"],
+     r"repo_id='not a/valid--id' is invalid: allowed NAME or ORG/NAME"),
     # inspect
     (["inspect", "complexity", "--samples", "0"], r"samples=0 is invalid: allowed an integer in \[1, 10000\]"),
     (["inspect", "complexity", "--samples", "-3"], r"samples=-3 is invalid"),
@@ -238,6 +245,9 @@ CLI_CASES = [
     (["publish-dataset", "{root}/data", "--repo-id", "a/b"], r"dry_run=False is invalid in offline mode"),
     (["publish-dataset", "{root}/cut_data", "--repo-id", "a/b", "--dry-run"],
      r"file=.*cut_data/gapped/test-.*\.parquet.* is invalid: allowed a complete parquet file"),
+    (["publish-dataset", "{root}/stray_data", "--repo-id", "a/b", "--dry-run"],
+     r"folder=.*stray_data/gapped.* is invalid: allowed only the files `selectivbench generate` wrote there \(it also "
+     r"holds \['train-copy.parquet'\]\)"),
     (["publish-dataset", "{root}/badrecord_data", "--repo-id", "a/b", "--dry-run"],
      r"file=.*badrecord_data/gapped/generation.json.* is invalid: .*\(splits: allowed"),
     (["publish-dataset", "{root}/data", "--repo-id", "noslash", "--dry-run"], r"repo_id='noslash' is invalid"),

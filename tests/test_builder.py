@@ -1,5 +1,6 @@
 """The datasets builder, the Hub-layout folder, its card and the CLI."""
 import re
+import shutil
 
 import pytest
 from datasets import load_dataset
@@ -8,6 +9,7 @@ from huggingface_hub import DatasetCard
 from selectivbench.builders import Grammar, ParameterError, SelectivBench, Sampler, make_grammar, task_params
 from selectivbench.builders import builder as builder_module
 from selectivbench.builders.ceiling import ceiling_counts
+from selectivbench.builders.config import TASK_DESCRIPTIONS, task_description
 from selectivbench.cli import main
 from selectivbench.hub_dataset import generate_folder, make_builder
 
@@ -74,6 +76,14 @@ def test_card_yaml_parses_and_its_numbers_match_the_data(folder):
     g = make_grammar(task_params("complexity", seq_len=60))
     assert ("complexity", "1", "symseq", str(g.num_states), str(g.num_edges)) in states
     assert "```\ninput: " in card.text and "label: " in card.text
+    # the paper's task text speaks of its default gaps and noise: the card says which fields differ
+    assert ("| `generalization` | Task 4: trained as task 2, tested with fixed gaps of 10, 20, 50 and 100 steps; "
+            "changed here: seq_len. |") in card.text
+    p = task_params("generalization", test_gaps=(3,), noise=0.0)
+    assert SelectivBench(config_name="generalization", noise=0.0, test_gaps=(3,)).info.description == \
+        task_description("generalization", p) == ("Task 4: trained as task 2, tested with fixed gaps of 10, 20, 50 "
+                                                   "and 100 steps; changed here: noise, test_gaps.")
+    assert task_description("gapped", task_params("gapped")) == TASK_DESCRIPTIONS["gapped"]
 
 
 def test_overrides_change_the_data_and_the_cache_key(tmp_path):
@@ -88,6 +98,10 @@ def test_overrides_change_the_data_and_the_cache_key(tmp_path):
     assert ra.features["labels"].feature.num_classes == 1601
     assert rb.features["labels"].feature.num_classes == 20 * 20 + 20 + 1
     assert ra[0]["labels"] != rb[0]["labels"]
+    # empty splits are left out (datasets cannot read one back); the cache is keyed by the builder's version
+    assert set(a.as_dataset()) == {"train"}
+    assert a.config.version == SelectivBench.VERSION == b.config.version
+    assert a.cache_dir.endswith(f"/selectivbench/{a.config_id}/{SelectivBench.VERSION}")
 
 
 def test_one_and_two_processes_write_identical_parquet_bytes(tmp_path, monkeypatch):
@@ -123,11 +137,18 @@ def test_unknown_config_and_bad_parameters_fail_before_any_work(tmp_path, capsys
     assert not out.exists()
 
 
-def test_publish_dry_run_lists_the_folder_and_touches_no_network(folder, capsys):
-    assert main(["publish-dataset", str(folder), "--repo-id", "org/selectivbench", "--dry-run"]) == 0
+def test_publish_dry_run_lists_the_folder_and_touches_no_network(folder, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    for ignored in (".git/config", ".cache/huggingface/upload/x.lock"):  # upload_folder leaves these out
+        (copy / ignored).parent.mkdir(parents=True, exist_ok=True)
+        (copy / ignored).write_text("not data")
+    assert main(["publish-dataset", str(copy), "--repo-id", "org/selectivbench", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "Would upload" in out and "complexity/grammar.json" in out and "README.md" in out
-    assert "generalization/test_gap100-00000-of-00001.parquet" in out
+    listed = [line.strip() for line in out.splitlines()[1:]]
+    expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert "Would upload" in out and listed == expected
+    assert "complexity/grammar.json" in listed and "generalization/test_gap100-00000-of-00001.parquet" in listed
     assert main(["publish-dataset", str(folder), "--repo-id", "selectivbench", "--dry-run"]) == 2
 
 

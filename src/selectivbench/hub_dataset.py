@@ -26,13 +26,14 @@ import pyarrow.parquet as pq
 from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
 from .atomic import UMASK, atomic_write_text
-from .builders import (TASK_DESCRIPTIONS, TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
+from .builders import (TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
                        make_grammar)
 from .builders.builder import (CITATION, SelectivBenchBuilderConfig, ShardPool, exit_if_orphaned, features_of,
                                max_steps_per_sample, sampler_for, shard_job, shard_ranges)
-from .builders.config import params_problem
+from .builders.config import params_problem, task_description
 
 CARD_TEMPLATE = resources.files("selectivbench.dataset_cards") / "selectivbench.md"
 CARD_MARKER = "<!-- selectivbench-card: written by `selectivbench generate`"
@@ -185,6 +186,7 @@ def generate_folder(configs: list[str], out: str | Path, num_proc: int | None = 
     if not str(out).strip():  # Path("") is the current folder: the card and configs would land there
         raise _out_error(out, "a folder path (not empty)")
     out = Path(out)
+    check_repo_id(repo_id, org=False)  # it goes into the card's load_dataset line
     plans = [_plan(c, kwargs) for c in configs]  # validates every parameter before any work
     if len(set(configs)) != len(configs):
         raise ParameterError(f"configs={configs!r} is invalid: allowed distinct config names")
@@ -212,9 +214,11 @@ def generate_folder(configs: list[str], out: str | Path, num_proc: int | None = 
 
 def _plan(config: str, kwargs: dict) -> SelectivBenchBuilderConfig:
     _check_config(config)
-    plan = SelectivBenchBuilderConfig(name=config, task=config, description=TASK_DESCRIPTIONS[config],
-                               **{k: v for k, v in kwargs.items() if v is not None})
-    plan.split_sizes  # validates the parameters and sizes
+    plan = SelectivBenchBuilderConfig(name=config, task=config, **{k: v for k, v in kwargs.items() if v is not None})
+    if not any(plan.split_sizes.values()):  # (split_sizes validates the parameters and sizes)
+        raise ParameterError(f"num_train={plan.num_train!r} is invalid: allowed at least one sample in num_train, "
+                             "num_validation or num_test (a config without any would not load)")
+    plan.description = task_description(config, plan.params)
     return plan
 
 
@@ -407,6 +411,10 @@ def check_config_folder(folder: str | Path, config: str) -> dict:
                 raise ParameterError(f"file={str(path)!r} is invalid: allowed {allowed} (found {size} bytes)")
     if not (base / "grammar.json").exists():
         raise ParameterError(f"file={str(base / 'grammar.json')!r} is invalid: allowed the config's grammar.json")
+    foreign = _foreign_files(base)
+    if foreign:  # the card's {config}/{split}-* patterns would load them as rows of the split
+        raise ParameterError(f"folder={str(base)!r} is invalid: allowed only the files `selectivbench generate` "
+                             f"wrote there (it also holds {foreign[:5]})")
     return record
 
 
@@ -503,12 +511,14 @@ def render_card(out: Path, records: list[dict], repo_id: str) -> DatasetCard:
 # ---------------------------------------------------------------- publishing
 
 
-def check_repo_id(repo_id, field: str = "repo_id", what: str = "") -> None:
-    """ORG/NAME as the Hub accepts it (huggingface_hub's own validator), before any work."""
+def check_repo_id(repo_id, field: str = "repo_id", what: str = "", org: bool = True) -> None:
+    """ORG/NAME (org=False: also NAME alone) as the Hub accepts it (huggingface_hub's own validator),
+    before any work."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    allowed = f"allowed ORG/NAME{what} (letters, digits, '-', '_', '.'; no '--' or '..')"
-    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+    form = "ORG/NAME" if org else "NAME or ORG/NAME"
+    allowed = f"allowed {form}{what} (letters, digits, '-', '_', '.'; no '--' or '..')"
+    if not isinstance(repo_id, str) or repo_id.count("/") not in ((1,) if org else (0, 1)):
         raise ParameterError(f"{field}={repo_id!r} is invalid: {allowed}")
     try:
         validate_repo_id(repo_id)
@@ -539,8 +549,9 @@ def publish_folder(folder: str | Path, repo_id: str, dry_run: bool = False, priv
         if (folder / name).exists():
             check_config_folder(folder, name)
     write_card(folder, repo_id)
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                   if p.is_file() and not any(part.startswith(BUILD_PREFIX) for part in p.relative_to(folder).parts))
+    # the files upload_folder sends: it also leaves out .git/ and .cache/huggingface/ (its defaults)
+    files = list(filter_repo_objects(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()),
+                                     ignore_patterns=[f"{BUILD_PREFIX}*", *DEFAULT_IGNORE_PATTERNS]))
     if not dry_run:
         from huggingface_hub import HfApi
         api = HfApi()

@@ -132,16 +132,16 @@ class _ChunkDeltaRule(torch.autograd.Function):
             gu_[n].baddbmm_(k_[n], G_[n + 1])  # g_u = P^T g_o + k_end g_S'
             G_[n].addcmul_(gam_[n], G_[n + 1]).baddbmm_(_t(W_[n]), gu_[n], alpha=-1)
         G_out = G[1:]
-        g_W = -_mm(g_u, _t(S_in))
         g_qd = _mm(g_o, _t(S_in))
         g_P = _mm(g_o, _t(u))
         g_kend = _mm(u, _t(G_out))
         g_decay_end = (G_out * S_in).sum((-1, -2))
-        # through U = T_inv (beta v), W = T_inv (beta e^b k), T_inv = (I + L)^-1
-        T_inv_t = _t(T_inv)
-        g_Vb, g_Kb = _mm(T_inv_t, g_u), _mm(T_inv_t, g_W)
-        Vb, Kb = beta[..., None] * v, (beta * eb)[..., None] * k
-        g_L = -_mm(_mm(T_inv_t, _mm(g_u, _t(Vb)) + _mm(g_W, _t(Kb))), T_inv_t).tril(-1)
+        # u = U - W S = T_inv X with X = beta v - (beta e^b k) S and T_inv = (I + L)^-1: with
+        # g_X = T_inv^T g_u, beta v gets g_X, beta e^b k gets -g_X S^T, and L gets -T_inv^T g_u X^T T_inv^T
+        # = -g_X u^T (three products where going through U, W and T_inv took seven)
+        g_Vb = _mm(_t(T_inv), g_u)
+        g_Kb = _mm(g_Vb, _t(S_in)).neg_()
+        g_L = _mm(g_Vb, _t(u)).tril_(-1).neg_()
         g_LD = g_L * D
         g_D = g_L * beta[..., :, None] * kk + g_P * qk
         g_kk = g_LD * beta[..., :, None]

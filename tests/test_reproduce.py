@@ -3,6 +3,7 @@ mean ± std tables, resume, failures), the dry run, and the Ray launcher against
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -211,6 +212,92 @@ def test_a_sweep_replaces_only_the_outputs_it_wrote(local_sweep, tmp_path, capsy
         err = capsys.readouterr().err
         assert f"{out / 'complexity_smoke' / name} was not written by it" in err and err.count("\n") == 1
         assert snapshot(out) == before
+
+
+def test_a_run_with_only_some_of_its_rows_is_redone_whole(local_sweep, tmp_path, capsys):
+    """A write cut short (a full disk) can leave a run's validation row without its test row: the run
+    is not done, its rows go and it is trained again; the dry run counts it among the runs to do."""
+    folder = tmp_path / local_sweep.folder.name
+    shutil.copytree(local_sweep.folder, folder)
+    rows = rows_of(folder)
+    cut = rows[-1]["run"]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows
+                                                  if not (r["run"] == cut and r["split"] == "test")))
+    assert rep.estimate("complexity", "smoke", out=str(tmp_path))["todo"] == 1
+    assert rep.reproduce("complexity", "smoke", out=str(tmp_path)).ran == [cut]
+    after = rows_of(folder)
+    assert sorted((r["run"], r["split"]) for r in after) == sorted((r["run"], r["split"]) for r in rows)
+    assert "Incomplete" not in (folder / "summary.md").read_text()
+
+
+def test_one_driver_per_sweep_folder(tmp_path, capsys):
+    folder = tmp_path / "gapped_smoke"
+    folder.mkdir()
+    with rep.sweep_lock(folder, str(tmp_path)):  # another driver is running here
+        assert main(["reproduce", "--task", "gapped", "--scale", "smoke", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"is invalid: allowed a sweep folder no other `selectivbench reproduce` is running in ({folder} is " \
+           "in use" in err and err.count("\n") == 1
+    assert sorted(p.name for p in folder.iterdir()) == [rep.LOCK_FILE]  # nothing run, nothing written
+
+
+def test_ray_requests_and_addresses_that_could_never_run_are_refused(capsys):
+    def fake_ray(*nodes):
+        return SimpleNamespace(nodes=lambda: [{"Alive": True, "Resources": n} for n in nodes])
+
+    two = fake_ray({"CPU": 2.0}, {"CPU": 8.0, "GPU": 1.0})
+    rep.check_ray_resources(two, gpus_per_run=1, cpus_per_run=8, fixed=True)  # the second node fits
+    with pytest.raises(ParameterError, match=r"gpus_per_run=2 is invalid: allowed at most what one Ray node has "
+                                             r"\(2 CPUs and 0 GPUs, 8 CPUs and 1 GPUs\)"):
+        rep.check_ray_resources(two, gpus_per_run=2, cpus_per_run=1, fixed=True)
+    with pytest.raises(ParameterError, match=r"cpus_per_run=16 is invalid"):
+        rep.check_ray_resources(two, gpus_per_run=0, cpus_per_run=16, fixed=True)
+    rep.check_ray_resources(two, gpus_per_run=4, cpus_per_run=1, fixed=False)  # a cluster may grow: a warning
+    assert "no Ray node has 4 GPUs and 1 CPUs free for a run now" in capsys.readouterr().out
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", "no-port-here"):
+        with pytest.raises(ParameterError, match=f"address='{address}' is invalid: allowed 'auto', 'ray://HOST:PORT'"):
+            rep.check_ray_address(address)
+
+
+def _row(mixer, d_model, seed, split, acc, lr=1e-3, validation=None):
+    run = f"{mixer}-d{d_model}-lr{lr:g}-seed{seed}"
+    return {"run": run, "cell": f"{mixer}-d{d_model}-seed{seed}", "sweep": "mixers", "axis": None,
+            "mixer": mixer, "d_model": d_model, "train_seed": seed, "lr": lr, "warmup": 10, "split": split,
+            "element_accuracy": acc if validation is None else validation, "bayes_element_accuracy": 0.99}
+
+
+def test_tables_keep_widths_apart_show_missing_seeds_and_break_ties_by_the_plan(tmp_path):
+    # generalization at two widths: a cell is one width's seeds, never both widths pooled
+    rows = [_row("gla", w, seed, "test_gap20", acc) for w, accs in ((256, (0.9, 0.8)), (384, (0.5, 0.4)))
+            for seed, acc in zip((1, 2), accs)]
+    rows = [r for r in rows if not (r["d_model"] == 384 and r["train_seed"] == 2)]  # one run missing
+    text = rep.summary_markdown("generalization", rows, missing=1)
+    assert "| `gla` | 0.850 ± 0.071 |" in text and "| `gla` | 0.500 (n=1) |" in text
+    assert "**Incomplete:** 1 planned run(s) have no results" in text
+    assert [v[0] for v in rep.views("generalization", rows)] == ["accuracy_vs_test_gap_d256",
+                                                                  "accuracy_vs_test_gap_d384"]
+    # two lr with the same validation accuracy: the plan's first (the smaller lr), in any file order
+    tie = [_row("gla", 8, 1, "validation", 0, lr, validation=1.0) for lr in (1e-3, 2e-3)] + \
+          [_row("gla", 8, 1, "test", acc, lr) for lr, acc in ((1e-3, 0.80), (2e-3, 0.95))]
+    for order in (tie, tie[::-1]):
+        chosen, _ = rep.select_on_validation(order)
+        assert [(r["lr"], r["element_accuracy"]) for r in chosen] == [(1e-3, 0.80)]
+
+
+def test_outputs_a_view_no_longer_makes_are_removed(tmp_path):
+    folder = tmp_path / "generalization_smoke"
+    folder.mkdir()
+    one = [_row("gla", 256, seed, "test_gap20", 0.9) for seed in (1, 2)]
+    rep.write_outputs("generalization", folder, one)
+    assert (folder / "accuracy_vs_test_gap.png").exists()
+    rep.write_outputs("generalization", folder, one + [_row("gla", 384, seed, "test_gap20", 0.5) for seed in (1, 2)])
+    plots = sorted(p.name for p in folder.glob("*.png"))
+    assert plots == ["accuracy_vs_test_gap_d256.png", "accuracy_vs_test_gap_d384.png"]
+    assert sorted(json.loads((folder / "outputs.json").read_text())["files"]) == sorted(
+        plots + ["results.csv", "summary.md"])
 
 
 def test_a_failed_run_is_recorded_and_retried_on_the_next_call(tmp_path, monkeypatch, capsys):

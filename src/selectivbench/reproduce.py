@@ -21,6 +21,7 @@ replace only files this command wrote (`check_outputs`).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -28,6 +29,7 @@ import io
 import json
 import math
 import os
+import socket
 import statistics
 import time
 import traceback
@@ -211,10 +213,29 @@ def plan(task: str, scale: str | Scale, mixers=None) -> list[Run]:
     return runs
 
 
+def run_splits(s: Scale, run: Run) -> list[str]:
+    """The splits a run is evaluated on: it is done when its results hold a row of each."""
+    gaps = {**s.data, **run.overrides}.get("test_gaps", ())
+    return (["validation"] if s.selects else []) + ["test"] + [gap_split(g) for g in gaps]
+
+
+def complete_runs(rows: list[dict], s: Scale, runs: list[Run]) -> tuple[set, set]:
+    """(keys of the planned runs with a row for every split, keys of those with only some): a write
+    cut short (a full disk) can leave a run's first rows without the others."""
+    recorded = defaultdict(set)
+    for r in rows:
+        recorded[r["run"]].add(r["split"])
+    complete, partial = set(), set()
+    for run in runs:
+        if run.key in recorded:
+            (complete if recorded[run.key] >= set(run_splits(s, run)) else partial).add(run.key)
+    return complete, partial
+
+
 def run_spec(task: str, s: Scale, run: Run, folder: Path, cpu: bool) -> dict:
     """Everything a worker needs for one run, as plain data (it travels to Ray workers)."""
     data = {**s.data, **run.overrides}
-    splits = (["validation"] if s.selects else []) + ["test"] + [f"test_gap{g}" for g in data.get("test_gaps", ())]
+    splits = run_splits(s, run)
     train = {**s.train, **run.model, "config": task, "output_dir": str(folder / "runs" / run.key),
              "mixer": run.mixer, "d_model": run.d_model, "lr": run.lr, "warmup_steps": run.warmup,
              "train_seed": run.seed, "resume": True, "cpu": cpu, "quiet": True, "task_overrides": data}
@@ -253,7 +274,7 @@ def estimate(task: str, scale: str, mixers=None, out: str = "results", launcher:
     s = SCALES[scale].for_task(task)
     runs = plan(task, scale, mixers)
     folder = Path(out) / f"{task}_{scale}"
-    done = {r["run"] for r in read_rows(folder / "results.jsonl")}
+    done, _ = complete_runs(read_rows(folder / "results.jsonl"), s, runs)
     check_outputs(folder, out)
     todo = [r for r in runs if r.key not in done]
     flops = sum(run_flops(task, s, r) for r in todo)
@@ -365,17 +386,29 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
     `address` (default: start Ray here), `gpus_per_run` (default 0: train on CPU), `cpus_per_run`
     (default 1); `ray_init`: extra `ray.init` arguments when Ray starts here (tests pass num_cpus)."""
     check_arguments(task, scale, mixers, launcher, gpus_per_run, cpus_per_run, address, out)
+    if launcher == "ray" and address is not None:
+        check_ray_address(address)
     gpus_per_run = gpus_per_run or 0
     cpus_per_run = 1 if cpus_per_run is None else cpus_per_run
-    s = SCALES[scale].for_task(task)
     folder = Path(out) / f"{task}_{scale}"
-    table = folder / "results.jsonl"
-    runs = plan(task, scale, mixers)
     read_rows(folder / "failures.jsonl")  # both records readable before anything is written
-    read_rows(table)
+    read_rows(folder / "results.jsonl")
     check_outputs(folder, out)
     folder.mkdir(parents=True, exist_ok=True)
-    done = {r["run"] for r in read_rows(table, repair=True)}
+    with sweep_lock(folder, out):
+        return _reproduce_locked(task, scale, out, mixers, launcher, address, gpus_per_run, cpus_per_run,
+                                 ray_init, folder)
+
+
+def _reproduce_locked(task, scale, out, mixers, launcher, address, gpus_per_run, cpus_per_run, ray_init,
+                      folder: Path) -> Outcome:
+    s = SCALES[scale].for_task(task)
+    table = folder / "results.jsonl"
+    runs = plan(task, scale, mixers)
+    rows = read_rows(table, repair=True)
+    done, partial = complete_runs(rows, s, runs)
+    if partial:  # their rows go, and the runs are redone whole
+        atomic_write_text(table, "".join(json.dumps(r) + "\n" for r in rows if r["run"] not in partial))
     read_rows(folder / "failures.jsonl", repair=True)
     # local runs use a GPU when there is one; a Ray run only when it was given one
     cpu = launcher == "ray" and not gpus_per_run
@@ -390,11 +423,11 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
         outcome.ran.append(spec["key"])
         _advance(bar, outcome, len(specs))
 
-    def failed(spec, error: BaseException):
+    def failed(spec, error: BaseException, trace: str | None = None):
         message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
         append_lines(folder / "failures.jsonl", [{
             "run": spec["key"], "error": message, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "traceback": "".join(traceback.format_exception(error))[-4000:]}])
+            "traceback": (trace or "".join(traceback.format_exception(error)))[-4000:]}])
         outcome.failed.append(spec["key"])
         _advance(bar, outcome, len(specs))
 
@@ -403,8 +436,48 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
     else:
         launch_local(specs, finished, failed)
     bar.close()
-    write_outputs(task, folder, read_rows(table), out)
+    rows = read_rows(table)
+    complete, _ = complete_runs(rows, s, runs)
+    write_outputs(task, folder, rows, out, missing=len(runs) - len(complete))
     return outcome
+
+
+LOCK_FILE = ".reproduce.lock"
+
+
+@contextlib.contextmanager
+def sweep_lock(folder: Path, out: str):
+    """One driver per sweep folder: a second one (a batch job resubmitted while the first runs) would
+    train the same runs into the same folders and record their rows twice. An flock: the system
+    drops it when the driver's process ends, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): one driver per folder is then the user's to keep
+        yield
+        return
+    with open(folder / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder no other `selectivbench "
+                                 f"reproduce` is running in ({folder} is in use: wait for that driver or stop "
+                                 "it)") from None
+        yield
+
+
+def check_ray_address(address: str, timeout: float = 10.0) -> None:
+    """A HOST:PORT that nothing answers on: Ray would retry for many minutes in silence."""
+    if address == "auto" or address.startswith("ray://"):
+        return  # Ray itself fails fast on these
+    host, _, port = address.rpartition(":")
+    allowed = "'auto', 'ray://HOST:PORT', or the HOST:PORT of a Ray head reachable from here"
+    if not host or not port.isdigit():
+        raise ParameterError(f"address={address!r} is invalid: allowed {allowed}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ParameterError(f"address={address!r} is invalid: allowed {allowed} (connecting failed: "
+                             f"{err.strerror or err})") from None
 
 
 def _advance(bar, outcome: Outcome, todo: int) -> None:
@@ -423,6 +496,22 @@ def launch_local(specs, finished, failed) -> None:
             finished(spec, rows)
 
 
+def check_ray_resources(ray, gpus_per_run: float, cpus_per_run: float, fixed: bool) -> None:
+    """A run asking for more than any node has would wait forever, in silence. On a Ray started here
+    (`fixed`: no node will join) that is one error; on a cluster, which may grow (an autoscaler), a
+    warning."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("GPU", 0) >= gpus_per_run and n.get("CPU", 0) >= cpus_per_run for n in nodes):
+        return
+    have = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "no node"
+    field_, value = ("gpus_per_run", gpus_per_run) if not any(n.get("GPU", 0) >= gpus_per_run for n in nodes) \
+        else ("cpus_per_run", cpus_per_run)
+    if fixed:
+        raise ParameterError(f"{field_}={value!r} is invalid: allowed at most what one Ray node has ({have})")
+    tqdm.write(f"warning: no Ray node has {gpus_per_run:g} GPUs and {cpus_per_run:g} CPUs free for a run now "
+               f"({have}); the runs wait until one joins")
+
+
 def launch_ray(specs, finished, failed, address, gpus_per_run, cpus_per_run, init: dict) -> None:
     """Every run a Ray task with its resources; results come back here, the only writer."""
     import ray
@@ -433,16 +522,19 @@ def launch_ray(specs, finished, failed, address, gpus_per_run, cpus_per_run, ini
             ray.init(address="local", include_dashboard=False, log_to_driver=False, **init)
         else:  # "auto", "host:port" or "ray://host:port": join that cluster
             ray.init(address=address, log_to_driver=False)
-    task = ray.remote(execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
-    pending = {task.remote(spec): spec for spec in specs}
+    pending = {}
     try:
+        if specs:
+            check_ray_resources(ray, gpus_per_run, cpus_per_run, fixed=started_here and address is None)
+        task = ray.remote(execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+        pending = {task.remote(spec): spec for spec in specs}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             spec = pending.pop(ready[0])
             try:
                 rows = ray.get(ready[0])
-            except ray.exceptions.RayTaskError as error:  # the run raised: record its own exception
-                failed(spec, error.cause if isinstance(error.cause, BaseException) else error)
+            except ray.exceptions.RayTaskError as error:  # the run raised: its own exception, the remote stack
+                failed(spec, error.cause if isinstance(error.cause, BaseException) else error, trace=str(error))
             except ray.exceptions.RayError as error:  # the worker died (out of memory, node lost)
                 failed(spec, error)
             else:
@@ -546,25 +638,33 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_outputs(task: str, folder: Path, rows: list[dict], out: str | None = None) -> None:
-    """results.csv (every row), selection.csv (the validation choice), summary.md and the plots.
-    Made in memory, then (after `check_outputs` once more: a file may have appeared during the
-    runs) the record is widened to the new bytes, each file is written to a temporary name and
-    renamed, and the record is narrowed to them: a crash anywhere leaves every output recorded."""
+def write_outputs(task: str, folder: Path, rows: list[dict], out: str | None = None, missing: int = 0) -> None:
+    """results.csv (every row), selection.csv (the validation choice), summary.md and the plots;
+    `missing`: planned runs without results (the summary says so). Made in memory, then (after
+    `check_outputs` once more: a file may have appeared during the runs) the record is widened to
+    the new bytes, each file is written to a temporary name and renamed, outputs of an earlier call
+    that this one does not make (a plot of a view that has split since) are removed when their bytes
+    are still the recorded ones, and the record is narrowed to the new files: a crash anywhere
+    leaves every output recorded."""
     record = check_outputs(folder, str(out if out is not None else folder.parent))
+    rows = list({(r["run"], r["split"]): r for r in rows}.values())  # a (run, split) counts once: the newest
     chosen, selection = select_on_validation(rows)
     files = {"results.csv": _csv_text(["run", "cell", "sweep", "axis", "d_model", "train_seed", "lr", "warmup"]
                                       + FIELDS, rows).encode()}
     if selection:
         files["selection.csv"] = _csv_text(list(selection[0]), selection).encode()
-    files["summary.md"] = summary_markdown(task, chosen).encode()
+    files["summary.md"] = summary_markdown(task, chosen, missing).encode()
     files.update(plot(task, chosen))
     new = {name: _sha256(data) for name, data in files.items()}
     _write_record(folder, {**record, **{n: sorted({*record.get(n, ()), h}) for n, h in new.items()}})
     for name, data in files.items():
         with replaced(folder / name) as tmp:
             tmp.write_bytes(data)
-    _write_record(folder, {**record, **{n: [h] for n, h in new.items()}})
+    for name in set(record) - set(files):
+        path = folder / name
+        if path.is_file() and _sha256(path.read_bytes()) in record[name]:
+            path.unlink()
+    _write_record(folder, {n: [h] for n, h in new.items()})
 
 
 def _write_record(folder: Path, files: dict[str, list[str]]) -> None:
@@ -583,8 +683,9 @@ def _csv_text(fields: list[str], rows: list[dict]) -> str:
 # --- selection, tables, plots ----------------------------------------------------------------------
 def select_on_validation(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """Per cell (mixer, axis value, width, seed), the run with the best validation element accuracy
-    (the first of the plan's order on ties); its non-validation rows, and one line per choice where
-    there was a choice. A cell of one run (no lr / warm-up grid) keeps it without a validation row."""
+    (on ties the smallest lr, then the shortest warm-up: the first in the plan's order, whatever
+    order the runs finished in); its non-validation rows, and one line per choice where there was a
+    choice. A cell of one run (no lr / warm-up grid) keeps it without a validation row."""
     cells = defaultdict(lambda: defaultdict(list))
     for r in rows:
         cells[r.get("cell", r["run"])][r["run"]].append(r)
@@ -593,7 +694,10 @@ def select_on_validation(rows: list[dict]) -> tuple[list[dict], list[dict]]:
         def validation(run_rows):
             return next((r["element_accuracy"] for r in run_rows if r["split"] == "validation"), -math.inf)
 
-        best = max(runs, key=lambda run: validation(runs[run]))
+        def recipe(run):
+            return runs[run][0].get("lr") or 0.0, runs[run][0].get("warmup") or 0
+
+        best = max(sorted(runs, key=recipe), key=lambda run: validation(runs[run]))  # max keeps the first of ties
         chosen += [r for r in runs[best] if r["split"] != "validation"]
         if len(runs) > 1:
             first = runs[best][0]
@@ -623,8 +727,11 @@ def views(task: str, rows: list[dict]) -> list[tuple[str, str, list[dict], calla
         # `test` has the training law's gaps (up to 10 steps); it stands for 10 where no fixed-10 split exists
         fixed10 = any(r["split"] == gap_split(10) for r in rows)
         kept = [r for r in rows if not (fixed10 and r["split"] == "test")]
-        return [("accuracy_vs_test_gap", "test gap (silent steps after every element)", kept,
-                 lambda r: 10 if r["split"] == "test" else gap_of_split(r["split"]), True)]
+        widths = sorted({r["d_model"] for r in kept})  # one view per width (the paper's has two): seeds only in a cell
+        return [(f"accuracy_vs_test_gap{f'_d{w}' if len(widths) > 1 else ''}",
+                 f"test gap (silent steps after every element){f', d_model {w}' if len(widths) > 1 else ''}",
+                 [r for r in kept if r["d_model"] == w],
+                 lambda r: 10 if r["split"] == "test" else gap_of_split(r["split"]), True) for w in widths]
     return [(f"accuracy_{task}", "d_model", rows, lambda r: r["d_model"], False)]
 
 
@@ -640,10 +747,22 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summary_markdown(task: str, rows: list[dict]) -> str:
+def mean_cell(values: list[float], seeds: int) -> str:
+    """mean ± std; with fewer values than seeds (runs missing) it says how many, and one has no std."""
+    if len(values) == 1 and seeds > 1:
+        return f"{values[0]:.3f} (n=1)"
+    text = "{:.3f} ± {:.3f}".format(*mean_std(values))
+    return text if len(values) >= seeds else f"{text} (n={len(values)})"
+
+
+def summary_markdown(task: str, rows: list[dict], missing: int = 0) -> str:
     seeds = sorted({r.get("train_seed") for r in rows})
     sections = [f"Test element accuracy, mean ± std over {len(seeds)} seed(s) {seeds}; where several lr / "
                 f"warm-up values were run, each (mixer, value, seed) keeps the best on validation."]
+    if missing:
+        sections.append(f"**Incomplete:** {missing} planned run(s) have no results (failed, or not run yet): a cell "
+                        "marked n= averages fewer seeds, and a choice on validation saw fewer candidates. The "
+                        "same command runs only the missing ones.")
     for name, xlabel, part, x_of, _ in views(task, rows):
         if not part:
             continue
@@ -657,7 +776,7 @@ def summary_markdown(task: str, rows: list[dict]) -> str:
         lines = [f"### {task}: element accuracy (test) by {xlabel}", "",
                  "| mixer | " + " | ".join(str(x) for x in xs) + " |", "|---|" + "---|" * len(xs)]
         for m in sorted(acc):
-            cells = ("{:.3f} ± {:.3f}".format(*mean_std(acc[m][x])) if x in acc[m] else "–" for x in xs)
+            cells = (mean_cell(acc[m][x], len(seeds)) if x in acc[m] else "–" for x in xs)
             lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
         lines.append("| *Bayes ceiling* | " + " | ".join(f"{statistics.fmean(ceiling[x]):.3f}" for x in xs) + " |")
         sections.append("\n".join(lines))

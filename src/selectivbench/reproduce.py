@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -416,7 +417,22 @@ def _reproduce_locked(task, scale, out, mixers, launcher, address, gpus_per_run,
     for spec in specs:  # a bad combination is one error now, not a failure per run later
         check_train_args(TrainArgs(**spec["train"]))
     outcome = Outcome(folder, len(runs))
-    bar = tqdm(total=len(runs), initial=len(runs) - len(specs), desc=f"reproduce {task} ({scale})")
+    with ray_cluster(address, ray_init or {}) if launcher == "ray" else contextlib.nullcontext() as ray:
+        if ray is not None and specs:  # before the progress bar: a refusal is then the only line
+            check_ray_resources(ray, gpus_per_run, cpus_per_run, fixed=ray_started_here(address))
+        launch = (functools.partial(launch_ray, ray, specs, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
+                  if ray is not None else functools.partial(launch_local, specs))
+        _run_all(specs, outcome, folder, f"reproduce {task} ({scale})", launch)
+    rows = read_rows(table)
+    complete, _ = complete_runs(rows, s, runs)
+    write_outputs(task, folder, rows, out, missing=len(runs) - len(complete))
+    return outcome
+
+
+def _run_all(specs, outcome: Outcome, folder: Path, desc: str, launch) -> None:
+    """Launch the runs; each finished run's rows are appended to results.jsonl, each failure to failures.jsonl."""
+    table = folder / "results.jsonl"
+    bar = tqdm(total=outcome.planned, initial=outcome.planned - len(specs), desc=desc)
 
     def finished(spec, rows):
         append_lines(table, rows)
@@ -431,15 +447,10 @@ def _reproduce_locked(task, scale, out, mixers, launcher, address, gpus_per_run,
         outcome.failed.append(spec["key"])
         _advance(bar, outcome, len(specs))
 
-    if launcher == "ray":
-        launch_ray(specs, finished, failed, address, gpus_per_run, cpus_per_run, ray_init or {})
-    else:
-        launch_local(specs, finished, failed)
-    bar.close()
-    rows = read_rows(table)
-    complete, _ = complete_runs(rows, s, runs)
-    write_outputs(task, folder, rows, out, missing=len(runs) - len(complete))
-    return outcome
+    try:
+        launch(finished, failed)
+    finally:
+        bar.close()
 
 
 LOCK_FILE = ".reproduce.lock"
@@ -512,20 +523,34 @@ def check_ray_resources(ray, gpus_per_run: float, cpus_per_run: float, fixed: bo
                f"({have}); the runs wait until one joins")
 
 
-def launch_ray(specs, finished, failed, address, gpus_per_run, cpus_per_run, init: dict) -> None:
-    """Every run a Ray task with its resources; results come back here, the only writer."""
+def ray_started_here(address) -> bool:
+    """A Ray this driver starts on its own machine (no address): no node will ever join it."""
+    return address is None
+
+
+@contextlib.contextmanager
+def ray_cluster(address, init: dict):
+    """Ray, started here (address None) or joined ("auto", "host:port", "ray://host:port"), and
+    shut down at the end when this driver started or joined it."""
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
+    connect_here = not ray.is_initialized()
+    if connect_here:
         if address is None:  # the embedded default: a fresh Ray on this machine, even if one runs
             ray.init(address="local", include_dashboard=False, log_to_driver=False, **init)
-        else:  # "auto", "host:port" or "ray://host:port": join that cluster
+        else:
             ray.init(address=address, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        if connect_here:
+            ray.shutdown()
+
+
+def launch_ray(ray, specs, finished, failed, gpus_per_run, cpus_per_run) -> None:
+    """Every run a Ray task with its resources; results come back here, the only writer."""
     pending = {}
     try:
-        if specs:
-            check_ray_resources(ray, gpus_per_run, cpus_per_run, fixed=started_here and address is None)
         task = ray.remote(execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         pending = {task.remote(spec): spec for spec in specs}
         while pending:
@@ -542,8 +567,6 @@ def launch_ray(specs, finished, failed, address, gpus_per_run, cpus_per_run, ini
     finally:
         for ref in pending:  # an interrupted driver leaves no orphan training behind
             ray.cancel(ref, force=True)
-        if started_here:
-            ray.shutdown()
 
 
 # --- result files ------------------------------------------------------------------------------------

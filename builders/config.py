@@ -96,7 +96,8 @@ class TaskParams:
     gap_sigma: float = 0.5
     """Standard deviation of the underlying normal of a 'lognormal' gap duration."""
     timestep: float = 0.1
-    """Duration of one step; a gap of duration t lasts ceil(round(t, 1) / timestep) steps."""
+    """Duration of one step; a gap of duration t lasts ceil(t rounded to one decimal / timestep) steps
+    (numpy's rounding, half to even: `duration_to_steps`)."""
     gap_content: str = "silence"
     """'silence' (zero input) or 'distractor' (a symbol forbidden after the current state)."""
     noise: float = 0.0

@@ -253,7 +253,7 @@ def test_ray_requests_and_addresses_that_could_never_run_are_refused(capsys):
     with pytest.raises(ParameterError, match=r"cpus_per_run=16 is invalid"):
         rep.check_ray_resources(two, gpus_per_run=0, cpus_per_run=16, fixed=True)
     rep.check_ray_resources(two, gpus_per_run=4, cpus_per_run=1, fixed=False)  # a cluster may grow: a warning
-    assert "no Ray node has 4 GPUs and 1 CPUs free for a run now" in capsys.readouterr().out
+    assert "no Ray node has 4 GPUs and 1 CPUs for a run now" in capsys.readouterr().out
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -291,13 +291,34 @@ def test_outputs_a_view_no_longer_makes_are_removed(tmp_path):
     folder = tmp_path / "generalization_smoke"
     folder.mkdir()
     one = [_row("gla", 256, seed, "test_gap20", 0.9) for seed in (1, 2)]
-    rep.write_outputs("generalization", folder, one)
-    assert (folder / "accuracy_vs_test_gap.png").exists()
-    rep.write_outputs("generalization", folder, one + [_row("gla", 384, seed, "test_gap20", 0.5) for seed in (1, 2)])
-    plots = sorted(p.name for p in folder.glob("*.png"))
-    assert plots == ["accuracy_vs_test_gap_d256.png", "accuracy_vs_test_gap_d384.png"]
-    assert sorted(json.loads((folder / "outputs.json").read_text())["files"]) == sorted(
-        plots + ["results.csv", "summary.md"])
+    two = one + [_row("gla", 384, seed, "test_gap20", 0.5) for seed in (1, 2)]
+    for legacy in (False, True):  # True: a folder of a version before outputs.json (it has results.jsonl)
+        shutil.rmtree(folder)
+        folder.mkdir()
+        rep.write_outputs("generalization", folder, one)
+        assert (folder / "accuracy_vs_test_gap.png").exists()
+        if legacy:
+            (folder / "outputs.json").unlink()
+            (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in one))
+        rep.write_outputs("generalization", folder, two)
+        plots = sorted(p.name for p in folder.glob("*.png"))
+        assert plots == ["accuracy_vs_test_gap_d256.png", "accuracy_vs_test_gap_d384.png"]
+        assert sorted(json.loads((folder / "outputs.json").read_text())["files"]) == sorted(
+            plots + ["results.csv", "summary.md"])
+        rep.write_outputs("generalization", folder, two)  # and the next call accepts the folder
+
+
+def test_a_folder_that_cannot_be_locked_runs_with_a_warning(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def no_locks(handle, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with rep.sweep_lock(tmp_path, str(tmp_path)):
+        pass
+    assert f"warning: {tmp_path} cannot be locked (No locks available)" in capsys.readouterr().err
 
 
 def test_a_failed_run_is_recorded_and_retried_on_the_next_call(tmp_path, monkeypatch, capsys):

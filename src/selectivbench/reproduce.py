@@ -15,7 +15,7 @@ tables report the test accuracy of the chosen runs, mean ± std over seeds, besi
 Runs go through a launcher: `local` (one after the other, in this process) or `ray` (every run a
 Ray task with its own resources). Either way only this driver writes: a finished run's rows are
 appended to `<out>/<task>_<scale>/results.jsonl` in one write, a failed run gets a line in
-`failures.jsonl` and is tried again on the next call, and a run whose rows are there is skipped,
+`failures.jsonl` and is tried again on the next call, and a run with a row of each of its splits is skipped,
 so an interrupted sweep continues where it stopped. The tables, summary and plots made from them
 replace only files this command wrote (`check_outputs`).
 """
@@ -32,6 +32,7 @@ import math
 import os
 import socket
 import statistics
+import sys
 import time
 import traceback
 from collections import defaultdict
@@ -469,10 +470,13 @@ def sweep_lock(folder: Path, out: str):
     with open(folder / LOCK_FILE, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:  # held by another process
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder no other `selectivbench "
                                  f"reproduce` is running in ({folder} is in use: wait for that driver or stop "
                                  "it)") from None
+        except OSError as err:  # a filesystem without locks (some cluster mounts): run, and say so
+            print(f"warning: {folder} cannot be locked ({err.strerror}): run one driver at a time there",
+                  file=sys.stderr)
         yield
 
 
@@ -519,7 +523,7 @@ def check_ray_resources(ray, gpus_per_run: float, cpus_per_run: float, fixed: bo
         else ("cpus_per_run", cpus_per_run)
     if fixed:
         raise ParameterError(f"{field_}={value!r} is invalid: allowed at most what one Ray node has ({have})")
-    tqdm.write(f"warning: no Ray node has {gpus_per_run:g} GPUs and {cpus_per_run:g} CPUs free for a run now "
+    tqdm.write(f"warning: no Ray node has {gpus_per_run:g} GPUs and {cpus_per_run:g} CPUs for a run now "
                f"({have}); the runs wait until one joins")
 
 
@@ -648,7 +652,8 @@ def check_outputs(folder: Path, out: str) -> dict[str, list[str]]:
     if not folder.is_dir():
         return record
     if not record_path.exists() and (folder / "results.jsonl").exists():
-        return record  # a sweep folder of a version before the record: its outputs are this command's
+        # a sweep folder of a version before the record: its outputs are this command's, as they are now
+        return {p.name: [_sha256(p.read_bytes())] for p in folder.iterdir() if is_output(p.name) and p.is_file()}
     for path in sorted(folder.iterdir()):
         if is_output(path.name) and (not path.is_file() or _sha256(path.read_bytes()) not in record.get(path.name, ())):
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder whose tables, summary and "

@@ -9,6 +9,7 @@ from transformers import PretrainedConfig
 MIXERS = ("transformer", "s4d", "retnet", "mamba", "mamba2", "gla", "deltanet", "gated_deltanet",
           "gated_deltaproduct", "gru", "fox")
 NORMS = ("layernorm", "rmsnorm")
+LINEAR_INITS = ("normal", "torch")
 IGNORE_INDEX = -100  # label of steps the loss and the metrics skip (padding), as in transformers
 
 
@@ -49,7 +50,8 @@ class SelectivBenchConfig(PretrainedConfig):
             steps) and the minGRU scan (sqrt(T) steps) are memory-bound and size their own.
         num_householder: Householder reflections per token of gated_deltaproduct (fla's default
             2; the paper's runs, and `reproduce --scale paper`, use 4).
-        rope_theta: base of the rotary embedding of transformer and retnet.
+        rope_theta: base of the rotary embedding of transformer and retnet (the paper's transformer
+            runs: 1000; its retnet keeps fla's 10000).
         time_step_min, time_step_max: range of the initial step sizes dt, drawn log-uniformly per
             channel or head (mamba, mamba2, gated_deltanet, gated_deltaproduct, s4d), as in
             transformers' Mamba2Config: decays exp(dt A) start between fast and slow.
@@ -57,6 +59,10 @@ class SelectivBenchConfig(PretrainedConfig):
             (mamba2, gated_deltanet, gated_deltaproduct; stored as A_log = log(-A)).
         use_fast_kernels: on CUDA, use flash-linear-attention / mamba-ssm kernels when installed.
         initializer_range: std of the normal init of linear layers; None: 1/sqrt(fan_in).
+        linear_init: 'normal' (normal weights of std `initializer_range`, zero biases) or 'torch'
+            (PyTorch's own nn.Linear init: weights and biases uniform in +-1/sqrt(fan_in), std 3x
+            smaller: the paper's, whose layers are built bare, so that no library init runs).
+            The mixers' own parameters (decays, step sizes, conv kernels) are set the same either way.
     """
 
     model_type = "selectivbench"
@@ -67,7 +73,8 @@ class SelectivBenchConfig(PretrainedConfig):
                  dropout: float = 0.0, norm: str = "layernorm",
                  chunk_size: int = 16, num_householder: int = 2, rope_theta: float = 10000.0,
                  time_step_min: float = 1e-3, time_step_max: float = 1e-1, A_init_range=(1.0, 16.0),
-                 use_fast_kernels: bool = True, initializer_range: float | None = None, **kwargs):
+                 use_fast_kernels: bool = True, initializer_range: float | None = None, linear_init: str = "normal",
+                 **kwargs):
         self.mixer = mixer
         self.vocab_size = vocab_size
         self.d_model = d_model
@@ -90,6 +97,7 @@ class SelectivBenchConfig(PretrainedConfig):
         self.A_init_range = tuple(A_init_range) if isinstance(A_init_range, (list, tuple)) else A_init_range
         self.use_fast_kernels = use_fast_kernels
         self.initializer_range = initializer_range
+        self.linear_init = linear_init
         if num_labels is None:  # a saved config carries id2label instead
             num_labels = len(kwargs["id2label"]) if kwargs.get("id2label") else 1601
         super().__init__(num_labels=num_labels, **kwargs)
@@ -164,3 +172,5 @@ class SelectivBenchConfig(PretrainedConfig):
             bad("use_fast_kernels", "True or False")
         if self.initializer_range is not None:
             real_in("initializer_range", 0.0, math.inf, low_open=True, high_open=True)
+        if self.linear_init not in LINEAR_INITS:
+            bad("linear_init", f"one of {LINEAR_INITS}")

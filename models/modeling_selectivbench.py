@@ -16,6 +16,7 @@ relative imports of its own files, and the libraries transformers needs).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -120,7 +121,11 @@ class SelectivBenchPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         from transformers import initialization as init
 
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and self.config.linear_init == "torch":  # nn.Linear.reset_parameters
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                init.uniform_(module.bias, -module.in_features ** -0.5, module.in_features ** -0.5)
+        elif isinstance(module, nn.Linear):
             init.normal_(module.weight, std=self.config.initializer_range or module.in_features ** -0.5)
             if module.bias is not None:
                 init.zeros_(module.bias)

@@ -471,3 +471,63 @@ def test_state_layout_and_both_forms_with_and_without_the_short_conv(mixer, shor
         assert tuple(s.memory.shape) == (2, 4, 8, 24)
         assert (s.conv is None) if not short_conv else tuple(s.conv.shape) == (2, 32 + n * (32 + 96), 3)
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(s.tensors(), s_rec.tensors()))
+
+
+def _papers_decoder_layer(m, x):
+    """The paper's TransformerDecoderLayer.forward (models/ssm_models.py), written out here from its
+    code with the mixer's weights: its Rotary (halves, y1 = x1 cos + x2 sin, base 1/theta powers),
+    its RMSNorm (eps outside the root), attention, output norm and residual, SwiGLU with trainable beta."""
+    B, T, D = x.shape
+    H = m.n_heads
+
+    def rms(norm, t):
+        return t / (t.norm(2, dim=-1, keepdim=True) * t.shape[-1] ** -0.5 + 1e-8) * norm.weight
+
+    def rope(t):  # (B, T, H, hd); its angles in float32, as its buffer
+        hd = t.shape[-1]
+        freqs = torch.outer(torch.arange(T), (1 / m.theta) ** (torch.arange(0, hd, 2) / hd))
+        cos, sin = freqs.cos()[None, :, None], freqs.sin()[None, :, None]
+        x1, x2 = t.chunk(2, dim=-1)
+        return torch.cat((x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos), 3)
+
+    q, k, v = (proj(x).view(B, T, H, D // H) for proj in (m.q_proj, m.k_proj, m.v_proj))
+    q, k = rope(rms(m.q_norm, q)), rope(rms(m.k_norm, k))
+    att = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                           is_causal=True)
+    x = x + rms(m.out_norm, m.o_proj(att.transpose(1, 2).reshape(B, T, D)))
+    x1, x2 = m.ffn_in(x).chunk(2, dim=-1)
+    return x + m.ffn_out(x1 * torch.sigmoid(m.swish_beta * x1) * x2)
+
+
+def test_transformer_is_the_papers_decoder_layer():
+    torch.manual_seed(0)
+    cfg = SelectivBenchConfig(mixer="transformer", vocab_size=5, num_labels=3, d_model=16, n_heads=2, n_layers=1,
+                              rope_theta=1000.0, linear_init="torch")
+    mixer = SelectivBenchModel(cfg).double().layers[0].mixer
+    with torch.no_grad():
+        mixer.swish_beta.fill_(0.7)  # trainable in the paper: any value must give the same layer
+        for norm in (mixer.q_norm, mixer.k_norm, mixer.out_norm):
+            norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+    y, _ = mixer(x)
+    # both take the rotary angles in float32: equal up to float32 rounding of an angle
+    assert torch.allclose(y, _papers_decoder_layer(mixer, x), atol=1e-6, rtol=0)
+    assert not torch.allclose(y, _papers_decoder_layer(mixer, x.flip(1)).flip(1), atol=1e-3)  # causal and ordered
+    # its parameters: q, k, v, o with biases, two head norms and the output norm, linear1 (16 -> 128)
+    # and linear2 (64 -> 16) with biases, and the swish beta
+    shapes = _mixer_parameters("transformer")
+    assert sum(math.prod(s) for s in shapes.values()) == 4 * (16 * 16 + 16) + 8 + 8 + 16 + 16 * 128 + 128 + 64 * 16 + 16 + 1
+
+
+@pytest.mark.parametrize("linear_init", ["normal", "torch"])
+def test_linear_init_is_the_papers_or_the_normal_one(linear_init):
+    torch.manual_seed(0)
+    cfg = SelectivBenchConfig(mixer="transformer", vocab_size=5, num_labels=3, d_model=64, n_heads=4, n_layers=1,
+                              linear_init=linear_init)
+    layer = SelectivBenchModel(cfg).layers[0].mixer.ffn_out  # 256 -> 64, with a bias
+    bound = 256 ** -0.5
+    if linear_init == "torch":  # nn.Linear's own: uniform in +-1/sqrt(fan_in), weights and bias alike
+        assert layer.weight.abs().max() <= bound and layer.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.02)
+        assert layer.bias.abs().max() <= bound and layer.bias.abs().max() > bound / 2
+    else:  # normal of std 1/sqrt(fan_in), zero bias
+        assert layer.weight.std().item() == pytest.approx(bound, rel=0.02) and (layer.bias == 0).all()

@@ -60,9 +60,9 @@ def test_paper_runs_follow_the_recipe(tmp_path):
     spec = rep.run_spec("complexity", s, run, tmp_path, cpu=False)
     args = TrainArgs(**spec["train"])
     assert (args.n_layers, args.batch_size, args.optimizer, args.weight_decay, args.epochs, args.min_lr_ratio,
-            args.dropout, args.lr, args.warmup_steps, args.train_seed) == \
-        (8, 64, "adam", 0.0, 1, 0.1, 0.2, 2e-3, 476, 3)
-    assert (args.n_heads, args.d_state) == (16, 128)
+            args.dropout, args.lr, args.warmup_steps, args.train_seed, args.linear_init) == \
+        (8, 64, "adam", 0.0, 1, 0.0, 0.2, 2e-3, 476, 3, "torch")
+    assert (args.n_heads, args.d_state, args.rope_theta, args.mixed_precision) == (16, 128, 1000, "no")
     p = task_params("complexity", **spec["data"])
     assert (p.vocab_size, p.ambiguities, p.ambiguity_depth, p.seed, p.seq_len) == (25, 24, 24, 3, 200)
     assert spec["splits"] == ["validation", "test"]
@@ -81,6 +81,11 @@ def test_paper_runs_follow_the_recipe(tmp_path):
     args = TrainArgs(**rep.run_spec("gapped", s, gdp, tmp_path, cpu=False)["train"])
     task = SimpleNamespace(params=SimpleNamespace(vocab_size=41, noise=0.0), grammar=SimpleNamespace(states=["a", "b"]))
     assert args.num_householder == 4 and model_config(args, task).num_householder == 4
+    # the paper runs its delta rules in bfloat16 and its transformer with rotary base 1000, the rest as set
+    assert {r.mixer for r in runs if r.model.get("mixed_precision") == "bf16"} == {
+        "deltanet", "gated_deltanet", "gated_deltaproduct"}
+    assert args.mixed_precision == "bf16" and args.rope_theta == 10000.0
+    assert model_config(args, task).linear_init == "torch"
 
 
 @pytest.mark.parametrize("task", ["complexity", "generalization"])

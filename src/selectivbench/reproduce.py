@@ -76,11 +76,23 @@ def paper_d_state(mixer: str, task: str) -> int:
     return 64 if mixer == "mamba" or task == "distractor" else 128
 
 
+PAPER_ROPE_BASE = 1000  # the paper's train.py --rope_base default, which no sweep overrides
+PAPER_BF16 = ("deltanet", "gated_deltanet", "gated_deltaproduct")  # train.py runs these in bfloat16
+
+
 def paper_model(mixer: str, task: str, d_model: int) -> dict:
-    """The model fields the paper's rules set for a run: heads, d_state, and gated_deltaproduct's
-    4 Householder reflections per token (its fla layer is built with num_householder=4)."""
+    """The per-mixer fields the paper's rules set for a run: heads, d_state, gated_deltaproduct's
+    4 Householder reflections per token (its fla layer is built with num_householder=4), the
+    transformer's rotary base, and bfloat16 for the delta rules (the paper casts those whole models
+    to bfloat16, fla's kernels wanting half precision; here bf16 autocast, float32 weights)."""
     model = {"n_heads": paper_heads(d_model), "d_state": paper_d_state(mixer, task)}
-    return {**model, "num_householder": PAPER_HOUSEHOLDER} if mixer == "gated_deltaproduct" else model
+    if mixer == "gated_deltaproduct":
+        model["num_householder"] = PAPER_HOUSEHOLDER
+    if mixer == "transformer":
+        model["rope_theta"] = PAPER_ROPE_BASE
+    if mixer in PAPER_BF16:
+        model["mixed_precision"] = "bf16"
+    return model
 
 
 def paper_width(mixer: str, d_model: int) -> int | None:
@@ -125,8 +137,10 @@ def _grammar_rng(name: str) -> dict:
     return {"grammar_rng": name} if "grammar_rng" in TaskParams.__dataclass_fields__ else {}
 
 
-PAPER_TRAIN = dict(n_layers=8, batch_size=64, epochs=1, optimizer="adam", weight_decay=0.0, min_lr_ratio=0.1,
-                   dropout=0.2, norm="layernorm", eval_every=10**9, save_every=500)
+# min_lr_ratio 0: the paper's default scheduler (cosine_schedule_with_warmup) decays to 0; linear_init
+# 'torch': its layers are built bare, so PyTorch's own nn.Linear init is all they get
+PAPER_TRAIN = dict(n_layers=8, batch_size=64, epochs=1, optimizer="adam", weight_decay=0.0, min_lr_ratio=0.0,
+                   dropout=0.2, norm="layernorm", linear_init="torch", eval_every=10**9, save_every=500)
 SCALES: dict[str, Scale] = {
     "small": Scale(
         mixers=MIXERS, seeds=(0, 1), widths=(32,), sizes=(16, 32, 64), ambiguities=(2, 4, 6, 8),
@@ -160,7 +174,7 @@ class Run:
     lr: float
     warmup: int
     overrides: dict = field(default_factory=dict)  # task parameters of this run
-    model: dict = field(default_factory=dict)  # n_heads / d_state where a rule sets them
+    model: dict = field(default_factory=dict)  # TrainArgs fields a per-mixer rule sets (`paper_model`)
     sweep: str = "mixers"  # which view the run belongs to
     axis: float | None = None  # its x value there (ambiguities)
     tag_recipe: bool = False  # the key names lr and warm-up (several are swept)
@@ -294,8 +308,9 @@ def run_flops(task: str, s: Scale, run: Run) -> float:
     train_sequences = sizes["num_train"] * s.train["epochs"] if s.train.get("epochs") \
         else s.train.get("max_steps", 1000) * batch
     eval_sequences = sizes["num_test"] * (1 + len(p.test_gaps)) + (sizes["num_validation"] if s.selects else 0)
+    shape = {k: v for k, v in run.model.items() if k in ("n_heads", "d_state", "num_householder")}
     params = parameter_count(run.mixer, p, run.d_model, n_layers, **{**{"n_heads": s.train.get("n_heads", 4),
-                             "d_state": s.train.get("d_state", 16)}, **run.model})
+                             "d_state": s.train.get("d_state", 16)}, **shape})
     per_token = 6 * params + (6 * n_layers * steps * run.d_model if run.mixer in ATTENTION_MIXERS else 0)
     return per_token * train_sequences * steps + 2 * params * eval_sequences * steps
 

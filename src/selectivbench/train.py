@@ -43,7 +43,8 @@ NO_DECAY = ("A_log", "dt_bias", "D")
 def model_config(args: TrainArgs, task: Task) -> SelectivBenchConfig:
     return SelectivBenchConfig.for_task(
         task, mixer=args.mixer, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-        d_state=args.d_state, num_householder=args.num_householder, dropout=args.dropout, norm=args.norm)
+        d_state=args.d_state, num_householder=args.num_householder, dropout=args.dropout, norm=args.norm,
+        rope_theta=args.rope_theta, linear_init=args.linear_init)
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
@@ -246,8 +247,10 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
     given = json.loads(json.dumps(asdict(args)))  # as the file holds them (tuples as lists)
     # runs of earlier versions recorded a local data folder as given, maybe relative
     saved["data_dir"] = with_absolute_data_dir(TrainArgs(data_dir=saved.get("data_dir"))).data_dir
-    differs = [f"{k}={v!r} (the run's: {saved.get(k)!r})" for k, v in given.items()
-               if k not in RESUME_MAY_CHANGE and saved.get(k) != v]
+    # a field an earlier version did not record had its default's behaviour then
+    defaults = json.loads(json.dumps(asdict(TrainArgs())))
+    differs = [f"{k}={v!r} (the run's: {saved.get(k, defaults[k])!r})" for k, v in given.items()
+               if k not in RESUME_MAY_CHANGE and saved.get(k, defaults[k]) != v]
     if differs:
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume only the arguments of the "
                              f"run there ({'; '.join(differs)})")

@@ -33,6 +33,10 @@ class TrainArgs:
     """The paper uses 0.2 with 8 layers; 0.0 trains the small 2-layer CPU models faster."""
     norm: str = "layernorm"
     """Norm after each residual (post-norm, as the paper's block)."""
+    rope_theta: float = 10000.0
+    """Base of the rotary positions of transformer and retnet (the paper's transformer runs: 1000)."""
+    linear_init: str = "normal"
+    """'normal' (std 1/sqrt(fan_in), zero biases) or 'torch' (PyTorch's nn.Linear default: the paper's)."""
     batch_size: int = 64
     """Global batch: samples per forward pass summed over all processes (an optimizer step takes
     `grad_accum` of them)."""
@@ -43,7 +47,8 @@ class TrainArgs:
     """Applied to matrices only: norms, biases and the SSM parameters (A_log, dt_bias...) are not decayed."""
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
-    """Cosine decay ends at min_lr_ratio * lr on the last step (the paper: 0.1)."""
+    """Cosine decay ends at min_lr_ratio * lr on the last step (the paper's code: 0, its default
+    scheduler has no floor)."""
     max_steps: int = 1000
     """Optimizer steps; ignored when `epochs` is set."""
     epochs: int | None = None
@@ -69,7 +74,7 @@ class TrainArgs:
 def check_train_args(a: TrainArgs) -> None:
     """One ParameterError naming the first bad field, before any work."""
     from .builders.config import TASKS
-    from .models.configuration_selectivbench import MIXERS, NORMS
+    from .models.configuration_selectivbench import LINEAR_INITS, MIXERS, NORMS
 
     ints = {"d_model": 1, "n_layers": 1, "n_heads": 1, "d_state": 1, "num_householder": 1, "batch_size": 1,
             "warmup_steps": 0, "max_steps": 1, "grad_accum": 1, "eval_every": 1, "save_every": 1, "patience": 0,
@@ -85,14 +90,14 @@ def check_train_args(a: TrainArgs) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             _bad(name, v, "an integer >= 1 (or unset)")
     floats = {"lr": (0.0, math.inf, True), "weight_decay": (0.0, math.inf, False), "clip": (0.0, math.inf, False),
-              "min_lr_ratio": (0.0, 1.0, False), "dropout": (0.0, 1.0, False)}
+              "min_lr_ratio": (0.0, 1.0, False), "dropout": (0.0, 1.0, False), "rope_theta": (0.0, math.inf, True)}
     for name, (low, high, open_low) in floats.items():
         v = getattr(a, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                 or v < low or (open_low and v == low) or v > high or (name == "dropout" and v == 1.0):
             _bad(name, v, f"a number in {'(' if open_low else '['}{low}, {high}{')' if name == 'dropout' else ']'}")
     choices = {"config": tuple(TASKS), "mixer": MIXERS, "norm": NORMS, "optimizer": OPTIMIZERS,
-               "mixed_precision": PRECISIONS}
+               "mixed_precision": PRECISIONS, "linear_init": LINEAR_INITS}
     for name, allowed in choices.items():
         if getattr(a, name) not in allowed:
             _bad(name, getattr(a, name), f"one of {allowed}")

@@ -53,6 +53,7 @@ def test_publish_model_writes_a_card_that_matches_the_evaluation_and_loads_as_re
     assert card.data.license == "apache-2.0" and card.data.library_name == "transformers"
     assert "trust_remote_code=True" in card.text and "| `mamba2` | data-dependent scalar per head" in card.text
     assert f"{rows['test']['parameters']:,} parameters" in card.text
+    assert "| linear_init | normal |" in card.text and "| rope_theta | 10000.0 |" in card.text
     model = SelectivBenchForTokenClassification.from_pretrained(ckpt)
     assert_loads_without_selectivbench(ckpt, model, tmp_path, DATA["vocab_size"])
 

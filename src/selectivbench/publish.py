@@ -22,7 +22,7 @@ from .hub_dataset import check_can_upload, check_repo_id
 
 CARD_TEMPLATE = resources.files("selectivbench") / "model_card.md"
 HYPER = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "max_steps", "epochs",
-         "grad_accum", "clip", "mixed_precision", "dropout", "train_seed")
+         "grad_accum", "clip", "mixed_precision", "dropout", "linear_init", "rope_theta", "train_seed")
 ROW_FIELDS = (("model", str, "the checkpoint's path"), ("config", str, "a config name"), ("split", str, "a split name"),
               ("samples", int, "a number of samples"), ("parameters", int, "a number of parameters"),
               *((f, (int, float), "a number") for f in ("element_accuracy", "step_accuracy", "bayes_element_accuracy")))

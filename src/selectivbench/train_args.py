@@ -95,7 +95,8 @@ def check_train_args(a: TrainArgs) -> None:
         v = getattr(a, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                 or v < low or (open_low and v == low) or v > high or (name == "dropout" and v == 1.0):
-            _bad(name, v, f"a number in {'(' if open_low else '['}{low}, {high}{')' if name == 'dropout' else ']'}")
+            closed_high = name != "dropout" and math.isfinite(high)
+            _bad(name, v, f"a number in {'(' if open_low else '['}{low}, {high}{']' if closed_high else ')'}")
     choices = {"config": tuple(TASKS), "mixer": MIXERS, "norm": NORMS, "optimizer": OPTIMIZERS,
                "mixed_precision": PRECISIONS, "linear_init": LINEAR_INITS}
     for name, allowed in choices.items():

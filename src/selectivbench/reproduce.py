@@ -10,7 +10,8 @@ the task and the training seed, lr x warm-up, one Adam pass over 200,000 sequenc
 as the paper's code does, though its text says 0.1 lr); `small` is sized for a 2-core CPU;
 `smoke` is a handful of tiny runs that exercise the whole machinery (tests). Where a scale has
 several lr / warm-up values, the best of them per (mixer, axis value, width, seed) is chosen on the
-validation split (the paper chose on test), and tables report the test accuracy of the chosen runs, mean ± std over seeds, beside the Bayes ceiling.
+validation split (the paper chose on test), and tables report the test accuracy of the chosen
+runs, mean ± std over seeds, beside the Bayes ceiling.
 
 Runs go through a launcher: `local` (one after the other, in this process) or `ray` (every run a
 Ray task with its own resources). Either way only this driver writes: a finished run's rows are

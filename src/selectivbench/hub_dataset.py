@@ -258,14 +258,15 @@ def _prepare_out(out: Path, configs: list[str]) -> None:
     _remove_stale_builds(out)
 
 
-def _foreign_files(folder: Path) -> list[str]:
-    """Files in an existing config folder that its generation.json does not account for."""
+def _foreign_files(folder: Path, record: dict | None = None) -> list[str]:
+    """Files in an existing config folder that its generation.json (`record`, read if not given)
+    does not account for."""
     if not folder.exists():
         return []
     if not folder.is_dir():
         return [folder.name]
     try:
-        record = read_record(folder.parent, folder.name)
+        record = record or read_record(folder.parent, folder.name)
         ours = {RECORD, "grammar.json", *(f["name"] for s in record["splits"].values() for f in s["files"])}
     except ParameterError:
         ours = set()
@@ -411,7 +412,7 @@ def check_config_folder(folder: str | Path, config: str) -> dict:
                 raise ParameterError(f"file={str(path)!r} is invalid: allowed {allowed} (found {size} bytes)")
     if not (base / "grammar.json").exists():
         raise ParameterError(f"file={str(base / 'grammar.json')!r} is invalid: allowed the config's grammar.json")
-    foreign = _foreign_files(base)
+    foreign = _foreign_files(base, record)
     if foreign:  # the card's {config}/{split}-* patterns would load them as rows of the split
         raise ParameterError(f"folder={str(base)!r} is invalid: allowed only the files `selectivbench generate` "
                              f"wrote there (it also holds {foreign[:5]})")

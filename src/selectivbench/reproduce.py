@@ -414,36 +414,31 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
     check_outputs(folder, out)
     folder.mkdir(parents=True, exist_ok=True)
     with sweep_lock(folder, out):
-        return _reproduce_locked(task, scale, out, mixers, launcher, address, gpus_per_run, cpus_per_run,
-                                 ray_init, folder)
-
-
-def _reproduce_locked(task, scale, out, mixers, launcher, address, gpus_per_run, cpus_per_run, ray_init,
-                      folder: Path) -> Outcome:
-    s = SCALES[scale].for_task(task)
-    table = folder / "results.jsonl"
-    runs = plan(task, scale, mixers)
-    rows = read_rows(table, repair=True)
-    done, partial = complete_runs(rows, s, runs)
-    if partial:  # their rows go, and the runs are redone whole
-        atomic_write_text(table, "".join(json.dumps(r) + "\n" for r in rows if r["run"] not in partial))
-    read_rows(folder / "failures.jsonl", repair=True)
-    # local runs use a GPU when there is one; a Ray run only when it was given one
-    cpu = launcher == "ray" and not gpus_per_run
-    specs = [run_spec(task, s, r, folder, cpu) for r in runs if r.key not in done]
-    for spec in specs:  # a bad combination is one error now, not a failure per run later
-        check_train_args(TrainArgs(**spec["train"]))
-    outcome = Outcome(folder, len(runs))
-    with ray_cluster(address, ray_init or {}) if launcher == "ray" else contextlib.nullcontext() as ray:
-        if ray is not None and specs:  # before the progress bar: a refusal is then the only line
-            check_ray_resources(ray, gpus_per_run, cpus_per_run, fixed=ray_started_here(address))
-        launch = (functools.partial(launch_ray, ray, specs, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
-                  if ray is not None else functools.partial(launch_local, specs))
-        _run_all(specs, outcome, folder, f"reproduce {task} ({scale})", launch)
-    rows = read_rows(table)
-    complete, _ = complete_runs(rows, s, runs)
-    write_outputs(task, folder, rows, out, missing=len(runs) - len(complete))
-    return outcome
+        s = SCALES[scale].for_task(task)
+        table = folder / "results.jsonl"
+        runs = plan(task, scale, mixers)
+        rows = read_rows(table, repair=True)
+        done, partial = complete_runs(rows, s, runs)
+        if partial:  # their rows go, and the runs are redone whole
+            atomic_write_text(table, "".join(json.dumps(r) + "\n" for r in rows if r["run"] not in partial))
+        read_rows(folder / "failures.jsonl", repair=True)
+        # local runs use a GPU when there is one; a Ray run only when it was given one
+        cpu = launcher == "ray" and not gpus_per_run
+        specs = [run_spec(task, s, r, folder, cpu) for r in runs if r.key not in done]
+        for spec in specs:  # a bad combination is one error now, not a failure per run later
+            check_train_args(TrainArgs(**spec["train"]))
+        outcome = Outcome(folder, len(runs))
+        with ray_cluster(address, ray_init or {}) if launcher == "ray" else contextlib.nullcontext() as ray:
+            if ray is not None and specs:  # before the progress bar: a refusal is then the only line
+                # fixed: a Ray started here (no address), which no node will join
+                check_ray_resources(ray, gpus_per_run, cpus_per_run, fixed=address is None)
+            launch = (functools.partial(launch_ray, ray, specs, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
+                      if ray is not None else functools.partial(launch_local, specs))
+            _run_all(specs, outcome, folder, f"reproduce {task} ({scale})", launch)
+        rows = read_rows(table)
+        complete, _ = complete_runs(rows, s, runs)
+        write_outputs(task, folder, rows, out, missing=len(runs) - len(complete))
+        return outcome
 
 
 def _run_all(specs, outcome: Outcome, folder: Path, desc: str, launch) -> None:
@@ -541,11 +536,6 @@ def check_ray_resources(ray, gpus_per_run: float, cpus_per_run: float, fixed: bo
         raise ParameterError(f"{field_}={value!r} is invalid: allowed at most what one Ray node has ({have})")
     tqdm.write(f"warning: no Ray node has {gpus_per_run:g} GPUs and {cpus_per_run:g} CPUs for a run now "
                f"({have}); the runs wait until one joins")
-
-
-def ray_started_here(address) -> bool:
-    """A Ray this driver starts on its own machine (no address): no node will ever join it."""
-    return address is None
 
 
 @contextlib.contextmanager

@@ -23,6 +23,11 @@ SMALL = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=30, num_tra
              num_test=64)
 
 
+# a two-process run here takes under a minute: past this it hangs (a stuck process-group teardown
+# was seen once), and the test fails with what it printed instead of holding up CI
+LAUNCH_TIMEOUT = 300
+
+
 def launch() -> list[str]:
     """`accelerate launch` on two CPU processes, its rendezvous on a port free now (not the fixed
     29500, which a run just before may still hold)."""
@@ -143,7 +148,8 @@ def test_evaluation_is_the_same_on_one_and_two_processes(checkpoint, tmp_path):
     env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
     run = subprocess.run(launch() + ["-m", "selectivbench", "evaluate", str(checkpoint), "--configs", "gapped",
                                    "--splits", "validation", "--batch-size", "4", "--out", str(tmp_path / "two"),
-                                   "--cpu", *flags], capture_output=True, text=True, env=env, cwd=tmp_path)
+                                   "--cpu", *flags], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=LAUNCH_TIMEOUT)
     assert run.returncode == 0, run.stderr[-3000:]
     two = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert len(two) == 1 and two[0]["samples"] == 13
@@ -181,7 +187,7 @@ def test_trainer_metrics_match_ours_and_its_loss_is_right_on_two_processes(tmp_p
         run = subprocess.run(cmd + [script, *common, "--per_device_train_batch_size", str(per_device_batch),
                                     "--per_device_eval_batch_size", str(per_device_batch), "--output_dir",
                                     str(tmp_path / out)], capture_output=True, text=True,
-                             env={**os.environ, **(env or {})}, cwd=tmp_path)
+                             env={**os.environ, **(env or {})}, cwd=tmp_path, timeout=LAUNCH_TIMEOUT)
         assert run.returncode == 0, run.stderr[-3000:]
         return json.loads(next(line for line in run.stdout.splitlines() if line.startswith("METRICS "))[8:])
 
@@ -301,7 +307,7 @@ def test_two_processes_with_accumulation_take_the_same_steps_as_one(tmp_path):
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if k not in ("cpu", "quiet")]
     run = subprocess.run(launch() + ["-m", "selectivbench", "train", "--output-dir", str(tmp_path / "two"), "--cpu",
                                    "--quiet", *flags], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+                         env={**os.environ, "ACCELERATE_USE_CPU": "true"}, timeout=LAUNCH_TIMEOUT)
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = _log(tmp_path / "one" / "metrics.jsonl"), _log(tmp_path / "two" / "metrics.jsonl")
     assert [r["step"] for r in one] == [r["step"] for r in two] == list(range(1, 9))

@@ -157,6 +157,12 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
             if step >= steps or stop:
                 break
     bar.close()
+    # DDP's reducer holds the process group. Released here, after a barrier, the group is torn down in
+    # end_training while every process is alive; freed only at return, after the other process had
+    # exited, gloo's destructor once hung joining its threads (two CPU processes, this machine)
+    accelerator.wait_for_everyone()
+    model = optimizer = train_loader = eval_loader = loader = None  # noqa: F841
+    accelerator.free_memory()
     accelerator.end_training()
     return metrics
 

@@ -181,6 +181,8 @@ CLI_CASES = [
     # evaluate
     (["evaluate", "{root}/run/model", "--out", ""], r"out='' is invalid: allowed a table path ending in a file name"),
     (["evaluate", "{root}/run/model", "--out", "{root}/.."], r"out=.* is invalid: allowed a table path ending"),
+    (["evaluate", "{root}/run/model", "--out", "{root}/runs/."], r"out=.*runs/\.' is invalid: allowed a table path "),
+    (["evaluate", "{root}/run/model", "--out", "{root}/runs/"], r"out=.*runs/' is invalid: allowed a table path "),
     (["evaluate", "{root}/missing"], r"checkpoint=.*missing.* is invalid: allowed a save_pretrained folder"),
     (["evaluate", "{root}/empty"], r"checkpoint=.*empty.* is invalid: allowed a save_pretrained folder"),
     (["evaluate", "{root}/broken_ckpt"], r"file .*selectivbench_run.json is invalid: allowed JSON"),
@@ -330,6 +332,9 @@ def test_evaluate_appends_only_to_its_own_tables(place, tmp_path):
     rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
     assert rows == first + second and rows[1]["noise_seed"] == 2**63 - 1
     assert sorted(p.name for p in out.parent.iterdir()) == ["eval.csv", "eval.jsonl"]  # no temporary left
+    dotted = tmp_path / "t" / "lr0.001"  # the suffixes are added, not swapped for '.001'
+    assert evaluate([str(place / "run" / "model")], out=str(dotted), splits=["test"], num_samples=4, cpu=True) == first
+    assert sorted(p.name for p in out.parent.iterdir()) == ["eval.csv", "eval.jsonl", "lr0.001.csv", "lr0.001.jsonl"]
     for users, content in (("eval.csv", "a,b\n1,2\n"), ("eval.jsonl", json.dumps({"a": 1}) + "\n")):
         user = tmp_path / "u" / users
         user.parent.mkdir(exist_ok=True)

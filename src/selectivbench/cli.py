@@ -165,7 +165,9 @@ def cmd_evaluate(args) -> None:
              batch_size=args.batch_size, num_samples=args.num_samples, noise_seed=args.noise_seed, cpu=args.cpu,
              **_sizes(args), **_task_overrides(args))
     if _main_process():
-        print(f"rows appended to {args.out}.jsonl and {args.out}.csv")
+        from .evaluate import table_paths
+
+        print("rows appended to {} and {}".format(*table_paths(args.out)))
 
 
 def cmd_publish_model(args) -> None:
@@ -253,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--splits", nargs="+", default=None, help="default: every split but train")
     ev.add_argument("--data-dir", default=None,
                     help="a generated folder, ORG/NAME[@revision] or hf://datasets/...; default: build here")
-    ev.add_argument("--out", default="results/eval", help="table path without suffix (.jsonl and .csv)")
+    ev.add_argument("--out", default="results/eval", help="table path: <out>.jsonl and <out>.csv are written (a given .jsonl or .csv suffix is replaced)")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--num-samples", type=int, default=None, help="first N samples of each split")
     ev.add_argument("--noise-seed", type=int, default=0, help="seed of the evaluation input noise")

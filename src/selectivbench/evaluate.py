@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import json
 from pathlib import Path
 
@@ -172,18 +173,27 @@ def check_table_path(out: str) -> None:
     table this command wrote (csv: its header is exactly FIELDS; jsonl: one or more lines, each a
     JSON object with exactly the FIELDS keys). Any other file is a user's and is never appended to."""
     base = Path(out)
-    if not base.name or base.name in (".", ".."):
+    if out.replace(os.sep, "/").rsplit("/", 1)[-1] in ("", ".", ".."):  # as typed: Path("runs/.") is "runs"
         raise ParameterError(f"out={out!r} is invalid: allowed a table path ending in a file name (<out>.csv and "
                              "<out>.jsonl are written)")
     parent = base.parent
     if parent.exists() and not parent.is_dir():
         raise ParameterError(f"out={out!r} is invalid: allowed a path in a folder ({parent} is a file)")
-    for path, ours in ((base.with_suffix(".jsonl"), _our_jsonl), (base.with_suffix(".csv"), _our_csv)):
+    for path, ours in zip(table_paths(out), (_our_jsonl, _our_csv)):
         if path.exists() and not path.is_file():
             raise ParameterError(f"out={out!r} is invalid: allowed a table path ({path} is not a file)")
         if path.exists() and not ours(path):
             raise ParameterError(f"out={out!r} is invalid: allowed a new table or one written by `selectivbench "
                                  f"evaluate` ({path} has other content: a file of yours is never appended to)")
+
+
+def table_paths(out: str) -> tuple[Path, Path]:
+    """`<out>.jsonl` and `<out>.csv`, the suffix added to the name as given (`eval.v2` gives
+    `eval.v2.jsonl`, where Path.with_suffix would give `eval.jsonl`); a given .jsonl or .csv is replaced."""
+    base = Path(out)
+    if base.suffix in (".jsonl", ".csv"):
+        base = base.with_suffix("")
+    return base.parent / f"{base.name}.jsonl", base.parent / f"{base.name}.csv"
 
 
 def _our_csv(path: Path) -> bool:
@@ -205,9 +215,8 @@ def append_rows(out: str, rows: list[dict]) -> None:
     that it is the old table or the new one, never half; checked again first, since a file may have
     appeared while the models were scored."""
     check_table_path(out)
-    base = Path(out)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    jsonl, csv_path = base.with_suffix(".jsonl"), base.with_suffix(".csv")
+    jsonl, csv_path = table_paths(out)
+    jsonl.parent.mkdir(parents=True, exist_ok=True)
     _append_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
     lines = io.StringIO()
     w = csv.DictWriter(lines, fieldnames=FIELDS, extrasaction="ignore")

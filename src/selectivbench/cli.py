@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", default=None,
                     help="a generated folder, ORG/NAME[@revision] or hf://datasets/...; default: build here")
     ev.add_argument("--out", default="results/eval",
-                    help="table path: <out>.jsonl and <out>.csv are written (a given .jsonl or .csv suffix is replaced)")
+                    help="table path: <out>.jsonl and <out>.csv are written (a .jsonl or .csv suffix is replaced)")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--num-samples", type=int, default=None, help="first N samples of each split")
     ev.add_argument("--noise-seed", type=int, default=0, help="seed of the evaluation input noise")

@@ -411,3 +411,34 @@ def test_report_to_tensorboard_writes_event_files_and_a_missing_tracker_is_an_er
     with pytest.raises(ParameterError, match=r"report_to='wandb' is invalid: allowed an installed tracker"):
         train(_args(tmp_path, "wb", report_to="wandb"), task=noisy_task)
     assert not (tmp_path / "wb").exists()
+
+
+def test_no_two_training_seeds_share_an_epochs_order(tmp_path, monkeypatch):
+    """accelerate shuffles epoch e with data_seed + e: seeds s and s + 1 must not see the same orders
+    one epoch apart (they did while the training seed was the data seed). Seed 0's orders are kept."""
+    from selectivbench.train import data_seed
+
+    fed = []
+    call = SelectivBenchCollator.__call__
+
+    def record(self, rows):
+        if self.split == "train":
+            fed.append((self.epoch, tuple(int(r["index"]) for r in rows)))
+        return call(self, rows)
+
+    monkeypatch.setattr(SelectivBenchCollator, "__call__", record)
+    small = load_task("gapped", vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=10, num_train=16,
+                      num_validation=4, num_test=4)
+    orders = {}
+    for seed in (0, 1, 2):
+        fed.clear()
+        train(TrainArgs(config="gapped", output_dir=str(tmp_path / str(seed)), mixer="gru", d_model=8, max_steps=4,
+                        batch_size=16, warmup_steps=0, eval_every=100, save_every=100, train_seed=seed, cpu=True,
+                        quiet=True), task=small)
+        orders[seed] = dict(fed)
+        assert sorted(orders[seed]) == [0, 1, 2, 3] and all(sorted(o) == list(range(16)) for o in orders[seed].values())
+    epoch_orders = [o for seed in orders for o in orders[seed].values()]
+    assert len(set(epoch_orders)) == len(epoch_orders)  # 12 (seed, epoch) pairs, 12 different orders
+    assert data_seed(0) == 0  # seed 0: the orders of the committed results
+    expected = torch.randperm(16, generator=torch.Generator().manual_seed(data_seed(0) + 1)).tolist()
+    assert list(orders[0][1]) == expected

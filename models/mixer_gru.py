@@ -12,6 +12,7 @@ import math
 import torch.nn as nn
 
 from .chunked_scan import chunk_scan, recurrent_scan_step
+from .layers import at_least_fp32
 from .mixer_state import DiagonalState, Mixer
 
 TAXONOMY = dict(transition="data-dependent diagonal (1 - z_t)", input_gating="yes (z_t, coupled to the decay)",
@@ -26,7 +27,8 @@ class GRUMixer(Mixer):
         self.o_proj = nn.Linear(Di, config.d_model, bias=False)
 
     def _gates(self, x):
-        u, h_tilde = self.zh_proj(x).chunk(2, -1)
+        # the scan in float32 at least: in bf16 (autocast), every decay 1 - z above 0.998 is exactly 1
+        u, h_tilde = at_least_fp32(*self.zh_proj(x).chunk(2, -1))
         z = u.sigmoid()
         return 1 - z, z * h_tilde
 
@@ -34,9 +36,9 @@ class GRUMixer(Mixer):
         a, b = self._gates(x)
         h, last = chunk_scan(a, b, chunk_size=max(8, int(math.sqrt(x.shape[1]))),
                              initial_state=None if state is None else state.memory.to(b.dtype))
-        return self.o_proj(h), DiagonalState(last, seen=(0 if state is None else state.seen) + x.shape[1])
+        return self.o_proj(h.to(x.dtype)), DiagonalState(last, seen=(0 if state is None else state.seen) + x.shape[1])
 
     def step(self, x_t, state):
         a, b = self._gates(x_t)
         h = recurrent_scan_step(a, b, 0.0 if state is None else state.memory.to(b.dtype))
-        return self.o_proj(h), DiagonalState(h, seen=(0 if state is None else state.seen) + 1)
+        return self.o_proj(h.to(x_t.dtype)), DiagonalState(h, seen=(0 if state is None else state.seen) + 1)

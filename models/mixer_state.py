@@ -112,7 +112,7 @@ class MatrixState:
 class DiagonalState:
     """State of the diagonal (element-wise) family (s4d, mamba, gru): one memory per channel.
 
-    Layout of `memory`: gru (B, d_inner); mamba (B, d_inner, d_state), float32 at least; s4d
+    Layout of `memory`: gru (B, d_inner) and mamba (B, d_inner, d_state), float32 at least; s4d
     (B, d_model, d_state / 2) complex, before the output map C. `conv` (B, d_inner, conv_size - 1)
     the last inputs of mamba's short convolution (None for the others); `seen` the steps consumed.
     """

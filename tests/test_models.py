@@ -102,6 +102,35 @@ def test_mixed_precision_trains_and_matches_float32(mixer):
     assert (recurrent - out.logits.float()).abs().max() < 0.05 * scale
 
 
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_recurrent_memory_stays_float32_under_bf16_autocast(mixer):
+    """The carried memory of every recurrent mixer is float32 under autocast, chunked and step by step."""
+    model = make(mixer)
+    ids, _ = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        states = [model.model(ids, use_cache=True).state, model.model(ids, recurrent=True, use_cache=True).state]
+    memories = [s.memory for state in states for s in state if hasattr(s, "memory")]
+    assert len(memories) == (0 if mixer in ("transformer", "fox") else 2 * model.config.n_layers)
+    assert all(m.dtype in (torch.float32, torch.complex64) for m in memories)
+
+
+def test_gru_keeps_a_long_memory_under_bf16_autocast():
+    """Decays 1 - z of about 0.999 (a 1000-step memory): in bf16 they round to exactly 1 and the gru
+    forgets nothing (its final state was 43% off); computed in float32 only the projections round."""
+    model = make("gru")
+    with torch.no_grad():
+        for block in model.model.layers:
+            half = block.mixer.zh_proj.bias.shape[0] // 2
+            block.mixer.zh_proj.bias[:half] = -7.0  # z = sigmoid(-7 + ...) ~ 1e-3
+    ids = torch.randint(0, V, (2, 1500))
+    with torch.no_grad():
+        reference = model.model(ids, use_cache=True).state[0].memory
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.model(ids, use_cache=True).state[0].memory
+    assert mixed.dtype == torch.float32
+    assert (mixed - reference).norm() < 0.02 * reference.norm()
+
+
 def test_input_layer_is_one_hot_plus_noise_through_a_linear_map():
     torch.manual_seed(0)
     layer = OneHotInput(V, 16)

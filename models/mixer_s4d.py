@@ -41,9 +41,11 @@ class S4DMixer(Mixer):
         init.ones_(self.D)
 
     def _discrete(self):
-        A = torch.complex(-self.log_A_real.exp(), self.A_imag)
-        dtA = A * self.log_dt.exp()[:, None]
-        return dtA.exp(), torch.view_as_complex(self.C) * (dtA.exp() - 1) / A  # decay, C * B_bar
+        # float32 at least: torch has no bfloat16 complex numbers (a model cast to bf16 or fp16 failed here)
+        log_A_real, A_imag, log_dt, C = at_least_fp32(self.log_A_real, self.A_imag, self.log_dt, self.C)
+        A = torch.complex(-log_A_real.exp(), A_imag)
+        dtA = A * log_dt.exp()[:, None]
+        return dtA.exp(), torch.view_as_complex(C) * (dtA.exp() - 1) / A  # decay, C * B_bar
 
     def forward(self, x, state=None):  # (B, T, H)
         T = x.shape[1]

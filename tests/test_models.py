@@ -114,6 +114,22 @@ def test_recurrent_memory_stays_float32_under_bf16_autocast(mixer):
     assert all(m.dtype in (torch.float32, torch.complex64) for m in memories)
 
 
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_a_model_cast_to_bf16_runs_and_continues_its_state(mixer):
+    """model.to(torch.bfloat16) (or from_pretrained(dtype=...)): forward, then one step from the carried
+    state, near the float32 model (s4d once failed: torch has no bfloat16 complex numbers)."""
+    model = make(mixer)
+    ids, noise = batch()
+    with torch.no_grad():
+        reference = model(ids, input_noise=noise).logits
+        model = model.to(torch.bfloat16)
+        out = model(ids[:, :-1], input_noise=noise[:, :-1].to(torch.bfloat16), use_cache=True)
+        last = model(ids[:, -1:], input_noise=noise[:, -1:].to(torch.bfloat16), state=out.state).logits
+    logits = torch.cat([out.logits, last], 1).float()
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    assert (logits - reference).abs().mean() < 0.05 * reference.abs().max()
+
+
 def test_gru_keeps_a_long_memory_under_bf16_autocast():
     """Decays 1 - z of about 0.999 (a 1000-step memory): in bf16 they round to exactly 1 and the gru
     forgets nothing (its final state was 43% off); computed in float32 only the projections round."""

@@ -98,7 +98,7 @@ class SelectivBenchBlock(nn.Module):
         super().__init__()
         self.mixer = MIXER_CLASSES[config.mixer](config)
         self.dropout = nn.Dropout(config.dropout)
-        self.norm = nn.LayerNorm(config.d_model) if config.norm == "layernorm" else RMSNorm(config.d_model)
+        self.norm = {"layernorm": nn.LayerNorm, "rmsnorm": RMSNorm}[config.norm](config.d_model)
 
     def forward(self, x, state=None):
         y, state = self.mixer(x, state)
@@ -117,6 +117,11 @@ class SelectivBenchPreTrainedModel(PreTrainedModel):
     # Trainer passes num_items_in_batch (the labelled steps of an optimizer step over its micro-batches
     # and processes): the loss is then a share of that step's mean, so every step weighs alike
     accepts_loss_kwargs = True
+
+    def __init__(self, config: SelectivBenchConfig, *inputs, **kwargs):
+        # from_pretrained(path, **overrides) sets the overrides on the config after its own checks ran
+        config.validate_fields()
+        super().__init__(config, *inputs, **kwargs)
 
     def _init_weights(self, module):
         from transformers import initialization as init

@@ -576,3 +576,20 @@ def test_linear_init_is_the_papers_or_the_normal_one(linear_init):
         assert layer.bias.abs().max() <= bound and layer.bias.abs().max() > bound / 2
     else:  # normal of std 1/sqrt(fan_in), zero bias
         assert layer.weight.std().item() == pytest.approx(bound, rel=0.02) and (layer.bias == 0).all()
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ({"norm": "LayerNorm"}, r"norm='LayerNorm' is invalid: allowed one of \('layernorm', 'rmsnorm'\)"),
+    ({"use_short_conv": "False"}, r"use_short_conv='False' is invalid: allowed True or False"),
+    ({"chunk_size": 0}, r"chunk_size=0 is invalid: allowed an integer >= 1"),
+])
+def test_from_pretrained_overrides_are_checked_like_the_constructors_fields(tmp_path, override, pattern):
+    """transformers sets from_pretrained's config overrides after the config's own checks: the model
+    checks them again (a misspelt norm used to build an RMSNorm, the string 'False' a short conv)."""
+    from transformers import AutoModelForTokenClassification
+
+    make("deltanet").save_pretrained(tmp_path)
+    for load in (SelectivBenchForTokenClassification.from_pretrained, AutoModelForTokenClassification.from_pretrained):
+        with pytest.raises(ValueError, match=pattern):
+            load(tmp_path, **override)
+    assert SelectivBenchForTokenClassification.from_pretrained(tmp_path, norm="rmsnorm").model.layers[0].norm.eps == 1e-6

@@ -76,7 +76,8 @@ def causal_conv(x, weight, bias=None, window=None):
     past = torch.cat([before, x], 1)  # (B, K-1+T, C)
     with torch.autocast(x.device.type, enabled=False):
         y = _CausalConv.apply(past.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
-    return y, past[:, past.shape[1] - (K - 1):].transpose(1, 2).contiguous()
+    # a copy, never a view: a window sliced from `past` would keep the whole sequence's input alive
+    return y, past[:, past.shape[1] - (K - 1):].transpose(1, 2).clone(memory_format=torch.contiguous_format)
 
 
 def _depthwise(x, weight, bias=None, pad: int = 0):

@@ -49,7 +49,10 @@ class AttentionState:
 
     def __init__(self, *tensors: torch.Tensor):
         self.length = tensors[0].shape[2]
-        self.buffers = list(tensors)
+        # k and v are often views of one projection's output: kept as they are, the state would hold
+        # the queries too. Copied without autograd (a stream's state); in training the copy would only cost
+        self.buffers = [t if torch.is_grad_enabled() or t.untyped_storage().nbytes() <= t.nbytes
+                        else t.clone(memory_format=torch.contiguous_format) for t in tensors]
 
     @property
     def seen(self) -> int:

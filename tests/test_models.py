@@ -593,3 +593,24 @@ def test_from_pretrained_overrides_are_checked_like_the_constructors_fields(tmp_
         with pytest.raises(ValueError, match=pattern):
             load(tmp_path, **override)
     assert SelectivBenchForTokenClassification.from_pretrained(tmp_path, norm="rmsnorm").model.layers[0].norm.eps == 1e-6
+
+
+def bytes_kept_alive(state) -> int:
+    """The bytes of the distinct storages behind a state's tensors: what holding it costs."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for s in state for t in s.tensors()}
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+@pytest.mark.parametrize("conv_size, B", [(1, 2), (2, 1), (4, 2)])
+def test_a_carried_state_holds_its_own_bytes_and_no_more(mixer, conv_size, B):
+    """state.nbytes() is what the state keeps alive: a conv window sliced as a view of the whole input
+    (conv_size 2 at batch 1, any batch at conv_size 1), or attention keys viewed from the q/k/v
+    projection, used to keep a whole sequence's activations."""
+    model = make(mixer, conv_size=conv_size)
+    ids, _ = batch(T=64, B=B)
+    with torch.no_grad():
+        state = model.model(ids, use_cache=True).state
+        assert bytes_kept_alive(state) == state.nbytes()
+        state = model.model(ids[:, :5], state=state).state  # appended: attention buffers may double
+        assert bytes_kept_alive(state) <= 2 * state.nbytes()

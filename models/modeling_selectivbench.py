@@ -15,9 +15,7 @@ relative imports of its own files, and the libraries transformers needs).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -109,6 +107,11 @@ class SelectivBenchBlock(nn.Module):
         return self.norm(x_t + self.dropout(y)), state
 
 
+AUTO_MAP = {"AutoConfig": "configuration_selectivbench.SelectivBenchConfig",
+            "AutoModel": "modeling_selectivbench.SelectivBenchModel",
+            "AutoModelForTokenClassification": "modeling_selectivbench.SelectivBenchForTokenClassification"}
+
+
 class SelectivBenchPreTrainedModel(PreTrainedModel):
     config_class = SelectivBenchConfig
     base_model_prefix = "model"
@@ -140,19 +143,11 @@ class SelectivBenchPreTrainedModel(PreTrainedModel):
             module.init_own_weights(init)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers records only the saved class; a checkpoint should open with AutoModel too. Set
+        # before saving, so that config.json is written complete (and so uploaded with push_to_hub=True)
+        if self._auto_class is not None:
+            self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
         super().save_pretrained(save_directory, *args, **kwargs)
-        # transformers records only the saved class; a checkpoint should open with AutoModel too
-        path = os.path.join(save_directory, "config.json")
-        if self._auto_class is not None and os.path.exists(path):
-            with open(path) as f:
-                cfg = json.load(f)
-            auto_map = cfg.setdefault("auto_map", {})
-            auto_map.setdefault("AutoConfig", "configuration_selectivbench.SelectivBenchConfig")
-            auto_map.setdefault("AutoModel", "modeling_selectivbench.SelectivBenchModel")
-            auto_map.setdefault("AutoModelForTokenClassification",
-                                "modeling_selectivbench.SelectivBenchForTokenClassification")
-            with open(path, "w") as f:
-                json.dump(cfg, f, indent=2, sort_keys=True)
 
 
 class SelectivBenchModel(SelectivBenchPreTrainedModel):

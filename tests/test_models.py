@@ -254,6 +254,18 @@ def test_save_and_load_round_trip(mixer, tmp_path):
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForTokenClassification"}
 
 
+def test_config_json_is_written_with_the_whole_auto_map(tmp_path, monkeypatch):
+    """transformers writes config.json (and with push_to_hub=True uploads it) inside its own
+    save_pretrained: the AutoModel entry must be there then, not patched into the file after."""
+    written = []
+    save = SelectivBenchConfig.save_pretrained
+    monkeypatch.setattr(SelectivBenchConfig, "save_pretrained",
+                        lambda self, *a, **k: (written.append(dict(self.auto_map)), save(self, *a, **k))[1])
+    make("gla").save_pretrained(tmp_path)
+    assert written == [json.loads((tmp_path / "config.json").read_text())["auto_map"]]
+    assert set(written[0]) == {"AutoConfig", "AutoModel", "AutoModelForTokenClassification"}
+
+
 def test_checkpoint_loads_as_remote_code_without_selectivbench(tmp_path):
     model = make("gated_deltanet")
     ckpt = tmp_path / "ckpt"

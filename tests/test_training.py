@@ -442,3 +442,33 @@ def test_no_two_training_seeds_share_an_epochs_order(tmp_path, monkeypatch):
     assert data_seed(0) == 0  # seed 0: the orders of the committed results
     expected = torch.randperm(16, generator=torch.Generator().manual_seed(data_seed(0) + 1)).tolist()
     assert list(orders[0][1]) == expected
+
+
+def test_a_checkpoints_card_holds_the_validation_of_its_own_weights(tmp_path):
+    """Saved every 3 steps, evaluated every 4: the step-9 checkpoint's card used to carry step 8's
+    validation. The evaluation added at a save step leaves the training itself alone."""
+    sizes = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=20, num_train=32, num_validation=10,
+                 num_test=4)
+    args = TrainArgs(config="gapped", output_dir=str(tmp_path / "r"), mixer="gru", d_model=16, max_steps=10,
+                     warmup_steps=0, lr=1e-2, batch_size=8, eval_every=4, save_every=3, cpu=True, quiet=True,
+                     task_overrides=sizes)
+    train(args, stop_after=9)
+    card = json.loads((tmp_path / "r" / "model" / "selectivbench_run.json").read_text())
+    ours = evaluate([str(tmp_path / "r" / "model")], splits=["validation"], cpu=True, batch_size=8)[0]
+    assert card["step"] == 9
+    assert card["validation"]["loss"] == pytest.approx(ours["loss"], rel=1e-6)
+    assert card["validation"]["element_accuracy"] == ours["element_accuracy"]
+    train(dataclasses.replace(args, output_dir=str(tmp_path / "s"), save_every=100), stop_after=9)
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+              for r in ("r", "s")]
+    assert len(losses[0]) == 9 and losses[0] == losses[1]
+
+
+def test_resuming_a_finished_run_returns_its_final_metrics(tmp_path):
+    args = TrainArgs(config="gapped", output_dir=str(tmp_path / "r"), mixer="gru", d_model=16, max_steps=4,
+                     warmup_steps=0, batch_size=8, eval_every=4, save_every=4, cpu=True, quiet=True,
+                     task_overrides=dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=20, num_train=32,
+                                         num_validation=10, num_test=4))
+    first = train(args)
+    assert set(first) >= {"element_accuracy", "loss"}
+    assert train(dataclasses.replace(args, resume=True)) == first  # it returned {}

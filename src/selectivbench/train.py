@@ -118,7 +118,7 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     eval_loader = DataLoader(model_view(val), batch_size=args.batch_size, collate_fn=eval_collator)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     progress = {"step": 0, "best": -1.0, "bad_evals": 0}
-    metrics, stop = {}, False
+    metrics, metrics_step, stop = {}, None, False  # the last validation metrics and the step they are of
     if args.resume and (restored := load_newest_state(accelerator, out / "state", model, optimizer, scheduler)):
         progress = {k: restored[k] for k in progress}
         stop = 0 < args.patience <= progress["bad_evals"]  # the run had stopped early: it stays finished
@@ -154,12 +154,14 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
             bar.update(1)
             record = {"step": step, "loss": loss.item(), "lr": lr}
             if step % args.eval_every == 0 or step == steps:
-                metrics = evaluate_loader(model, eval_loader, accelerator)
+                metrics, metrics_step = evaluate_loader(model, eval_loader, accelerator), step
                 record.update({f"eval_{k}": v for k, v in metrics.items()})
                 stop = early_stop(progress, metrics["element_accuracy"], args.patience)
                 bar.set_postfix(acc=f"{metrics['element_accuracy']:.4f}")
             log(accelerator, out, record, args.report_to)
             if step % args.save_every == 0 or step == steps or stop:
+                if metrics_step != step:  # a checkpoint's card holds the validation of its own weights
+                    metrics, metrics_step = evaluate_loader(model, eval_loader, accelerator), step
                 save_state(accelerator, out / "state", step, model, optimizer, scheduler, progress)
                 save_model(accelerator, model, out, run_card(args, task, step, metrics))
             if stop_after is not None and step >= stop_after:
@@ -167,6 +169,8 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
             if step >= steps or stop:
                 break
     bar.close()
+    if metrics_step != progress["step"]:  # resumed a finished run: nothing trained, its final metrics all the same
+        metrics = evaluate_loader(model, eval_loader, accelerator)
     # DDP's reducer holds the process group. Released here, after a barrier, the group is torn down in
     # end_training while every process is alive; freed only at return, after the other process had
     # exited, gloo's destructor once hung joining its threads (two CPU processes, this machine)

@@ -47,8 +47,9 @@ class TrainArgs:
     """Applied to matrices only: norms, biases and the SSM parameters (A_log, dt_bias...) are not decayed."""
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
-    """Cosine decay ends at min_lr_ratio * lr on the last step (the paper's code: 0, its default
-    scheduler has no floor)."""
+    """Cosine decay towards min_lr_ratio * lr, the rate after the last step (the last step itself uses the
+    rate one step earlier on the curve, as transformers' schedules do); the paper's code: 0, its default
+    scheduler has no floor."""
     max_steps: int = 1000
     """Optimizer steps; ignored when `epochs` is set."""
     epochs: int | None = None

@@ -10,7 +10,10 @@ Every `TrainingArguments` flag works (HfArgumentParser), beside the model and ta
 task is built here with the size flags. The final model is saved to `<output_dir>/model` with its
 run record, so `selectivbench evaluate` and `publish-model` accept it. Logits are reduced to
 (step, element) predictions by preprocess_logits_for_metrics, so evaluation never holds
-T x classes logits for a whole split. Prints the final metrics as one `METRICS {json}` line.
+T x classes logits for a whole split. Prints the final metrics as one `METRICS {json}` line:
+`eval_token_loss` is `selectivbench evaluate`'s loss (summed over labelled steps, over their number);
+Trainer's own `eval_loss` averages the batches' means, so it weighs steps unequally when sequences
+differ in length.
 """
 import json
 from dataclasses import asdict, dataclass

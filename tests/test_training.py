@@ -201,6 +201,7 @@ def test_trainer_metrics_match_ours_and_its_loss_is_right_on_two_processes(tmp_p
     ours = evaluate([str(tmp_path / "one" / "model")], splits=["validation"], cpu=True)[0]
     assert ours["element_accuracy"] == pytest.approx(one["eval_element_accuracy"], abs=1e-12)
     assert ours["loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+    assert ours["loss"] == pytest.approx(one["eval_token_loss"], rel=1e-5)
 
 
 def test_trainer_draws_the_validation_splits_noise_and_new_noise_every_epoch(noisy_task, tmp_path):
@@ -256,23 +257,40 @@ def test_trainer_accumulation_weighs_every_labelled_step_alike(noisy_task, tmp_p
     assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-6
 
 
-def test_trainer_compute_metrics_equals_the_streaming_metric(task):
+def test_trainer_compute_metrics_equals_the_streaming_metric_and_our_loss():
+    """Two padded batches of different lengths (gapped): accuracies as the streaming metric, and
+    token_loss as `evaluate`'s loss, the cross-entropy summed over labelled steps over their number
+    (Trainer's eval_loss, a mean of batch means, is not that)."""
     from transformers import EvalPrediction
 
-    from selectivbench.metrics import compute_metrics, element_accuracy, preprocess_logits_for_metrics
+    from selectivbench.evaluate import per_sample_counts
+    from selectivbench.metrics import ElementAccuracy, compute_metrics, preprocess_logits_for_metrics
 
+    gapped = load_task("gapped", vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=1,
+                       num_validation=7, num_test=1)
     torch.manual_seed(0)
-    model = SelectivBenchForTokenClassification(model_config(TrainArgs(mixer="gru", d_model=16), task)).eval()
-    col = SelectivBenchCollator(task.params.vocab_size)
-    batch = col([task.data["validation"][i] for i in range(5)])
+    model = SelectivBenchForTokenClassification(model_config(TrainArgs(mixer="gru", d_model=16), gapped)).eval()
+    col = SelectivBenchCollator(gapped.params.vocab_size)
+    batches = [col([gapped.data["validation"][i] for i in rows]) for rows in (range(5), range(5, 7))]
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"]).logits
-    preds = preprocess_logits_for_metrics(logits, (batch["labels"], batch["element_index"]))
-    assert preds.shape == (*batch["input_ids"].shape, 2)
-    got = compute_metrics(EvalPrediction(predictions=preds.numpy(),
-                                         label_ids=(batch["labels"].numpy(), batch["element_index"].numpy())))
-    ref = element_accuracy(logits, batch["labels"], batch["element_index"])
-    assert got == {"element_accuracy": ref["element_accuracy"], "step_accuracy": ref["step_accuracy"]}
+        logits = [model(input_ids=b["input_ids"]).logits for b in batches]
+    preds = [preprocess_logits_for_metrics(lg, (b["labels"], b["element_index"])) for lg, b in zip(logits, batches)]
+    assert preds[0].shape == (*batches[0]["input_ids"].shape, 3)
+    T = max(b["labels"].shape[1] for b in batches)  # Trainer pads predictions and labels with -100 across batches
+    assert T > min(b["labels"].shape[1] for b in batches)
+    pad = lambda x: torch.nn.functional.pad(x, (0, 0, 0, T - x.shape[1]) if x.dim() == 3 else (0, T - x.shape[1]),
+                                            value=-100)  # noqa: E731
+    got = compute_metrics(EvalPrediction(
+        predictions=torch.cat([pad(p) for p in preds]).numpy(),
+        label_ids=tuple(torch.cat([pad(b[k]) for b in batches]).numpy() for k in ("labels", "element_index"))))
+    counts = sum(per_sample_counts(lg, b["labels"], b["element_index"]).sum(0) for lg, b in zip(logits, batches))
+    streaming = ElementAccuracy()
+    for lg, b in zip(logits, batches):
+        streaming.update(lg, b["labels"], b["element_index"])
+    ref = streaming.compute()
+    assert {k: got[k] for k in ("element_accuracy", "step_accuracy")} == {
+        "element_accuracy": ref["element_accuracy"], "step_accuracy": ref["step_accuracy"]}
+    assert got["token_loss"] == pytest.approx(counts[4].item() / counts[3].item(), rel=1e-6)
 
 
 def _log(path):

@@ -79,13 +79,22 @@ def element_accuracy(scores, labels, element_index, scores_are: str = "logits") 
 # --- transformers.Trainer glue: TrainingArguments(label_names=["labels", "element_index"]) ---
 
 def preprocess_logits_for_metrics(logits, labels):
-    """Reduce (B, T, classes) logits to (B, T, 2) predictions before Trainer accumulates them."""
+    """Reduce (B, T, classes) logits to (B, T, 3) before Trainer accumulates them: the step's and its
+    element's predicted class (exact as float32 below 2^24 classes) and the step's cross-entropy."""
     labels, element_index = labels
     step_pred, element_pred = window_predictions(logits, labels, element_index)
-    return torch.stack([step_pred, element_pred], -1)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    return torch.stack([step_pred.to(loss.dtype), element_pred.to(loss.dtype), loss], -1)
 
 
 def compute_metrics(eval_pred) -> dict:
-    preds = eval_pred.predictions
+    """Element and step accuracy, and `token_loss`: the cross-entropy summed over the labelled steps
+    over their number, the `loss` of `selectivbench evaluate`. (Trainer's own eval_loss averages
+    the batches' means, so with sequences of different lengths it weighs steps unequally.)"""
+    preds = np.asarray(eval_pred.predictions)
     labels, element_index = eval_pred.label_ids
-    return accuracies(count_correct(preds[..., 0], preds[..., 1], labels, element_index))
+    step_pred, element_pred = (preds[..., i].round().astype(np.int64) for i in (0, 1))
+    valid = np.asarray(labels) != IGNORE
+    token_loss = float(preds[..., 2].astype(np.float64)[valid].sum() / max(int(valid.sum()), 1))
+    return {**accuracies(count_correct(step_pred, element_pred, labels, element_index)), "token_loss": token_loss}

@@ -55,8 +55,9 @@ def place(tmp_path_factory):
     (root / "notes.jsonl").write_text("my notes\n")
     for name, file, content in (("res_csv", "results.csv", "my,own,table\n"), ("res_md", "summary.md", "# my notes\n"),
                                 ("res_png", "accuracy_vs_parameters.png", "my plot"), ("res_rec", "outputs.json", "{}"),
-                                ("res_bad", "results.jsonl", '{"run": "a"}\n{"run": \n{"run": "b"}\n'),
-                                ("res_odd", "results.jsonl", '{"run": "a"}\n[1, 2]\n')):
+                                ("res_bad", "results.jsonl", '\n{"run": \n{"run": "b"}\n'),
+                                ("res_odd", "results.jsonl", '[1, 2]\n'),
+                                ("res_nosplit", "results.jsonl", '{"run": "x"}\n')):
         (root / name / "complexity_smoke").mkdir(parents=True)
         (root / name / "complexity_smoke" / file).write_text(content)
     (root / "noconfig.jsonl").write_text(json.dumps({"model": str(root / "run" / "model"), "split": "test"}) + "\n")
@@ -178,6 +179,9 @@ CLI_CASES = [
                                                                          r"an empty folder or a run folder"),
     (["train", "--output-dir", "{root}/t", "--num-test", "99999999999999999999"], r"num_test=99999999999999999999 is invalid"),
     (["train", "--bogus"], r"unrecognized arguments: --bogus"),
+    (["train", "--output-dir", "", *TINY_FLAGS], r"output_dir='' is invalid: allowed a folder path \(not empty\)"),
+    (["reproduce", "--task", "gapped", "--scale", "smoke", "--out", ""], r"out='' is invalid: allowed a folder path"),
+    (["inspect", "gapped", "--grammar-json", ""], r"grammar_json='' is invalid: allowed a file path \(not empty\)"),
     # evaluate
     (["evaluate", "{root}/run/model", "--out", ""], r"out='' is invalid: allowed a table path ending in a file name"),
     (["evaluate", "{root}/run/model", "--out", "{root}/.."], r"out=.* is invalid: allowed a table path ending"),
@@ -230,6 +234,8 @@ CLI_CASES = [
      r"results=.*none.jsonl.* is invalid: allowed a readable .jsonl table"),
     (["publish-model", "{ckpt}", "--repo-id", "a/b", "--results", "{root}/other.jsonl", "--dry-run"],
      r"results=.*other.jsonl.* is invalid: allowed a table with rows of"),
+    (["publish-model", "{root}/cut_ckpt", "--repo-id", "a/b", "--results", "{root}/other.jsonl", "--dry-run"],
+     r"checkpoint=.*cut_ckpt.* is invalid: allowed a folder whose weights and config.json load"),
     (["publish-model", "{ckpt}", "--repo-id", "a/b", "--dataset-repo", "bad id!", "--dry-run"],
      r"dataset_repo='bad id!' is invalid"),
     (["publish-model", "{ckpt}", "--repo-id", "a/b", "--results", "{root}/noconfig.jsonl", "--dry-run"],
@@ -284,12 +290,15 @@ CLI_CASES = [
     (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_rec"],
      r"out=.*res_rec.* is invalid: allowed a sweep folder whose outputs.json is this command's record"),
     (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_bad"],
-     r"file=.*res_bad/complexity_smoke/results.jsonl.* is invalid: allowed one JSON object with a 'run' key per "
+     r"file=.*res_bad/complexity_smoke/results.jsonl.* is invalid: allowed one JSON object with the keys \(run, "
+     r"split, .*\) per "
      r"line \(line 2: Expecting value"),
     (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_bad", "--dry-run"],
      r"file=.*results.jsonl.* is invalid: .*line 2"),
     (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_odd"],
-     r"file=.*results.jsonl.* is invalid: .*\(line 2: not an object with a 'run' key"),
+     r"file=.*results.jsonl.* is invalid: .*\(line 1: not an object with a 'run' key"),
+    (["reproduce", "--task", "complexity", "--scale", "smoke", "--out", "{root}/res_nosplit"],
+     r"file=.*results.jsonl.* is invalid: .*\(line 1: no 'split', 'mixer', .*'parameters'; fix or remove that line"),
     # the command itself
     ([], r"the following arguments are required: command"),
     (["nosuch"], r"invalid choice: 'nosuch'"),

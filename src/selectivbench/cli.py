@@ -109,7 +109,7 @@ def cmd_inspect(args) -> None:
     from .hub_dataset import render_sample
 
     p = task_params(args.config, **_task_overrides(args))
-    if args.grammar_json:
+    if args.grammar_json is not None:
         check_new_file(args.grammar_json, "grammar_json")
     g = make_grammar(p)
     s = Sampler(p, g)
@@ -120,7 +120,7 @@ def cmd_inspect(args) -> None:
     print(f"Bayes ceiling (validation, {args.samples} samples): element {c['element_accuracy']:.4f}  "
           f"step {c['step_accuracy']:.4f}")
     print(render_sample(s))
-    if args.grammar_json:
+    if args.grammar_json is not None:
         from .atomic import atomic_write_text
 
         atomic_write_text(args.grammar_json, json.dumps(g.to_json_dict(), indent=1))
@@ -131,6 +131,8 @@ def check_new_file(path: str, field: str) -> None:
     """A file we are asked to write: never over a user's file, and its folder must take it."""
     from pathlib import Path
 
+    if not path:
+        raise ParameterError(f"{field}='' is invalid: allowed a file path (not empty)")
     p = Path(path)
     if p.exists():
         raise ParameterError(f"{field}={path!r} is invalid: allowed a path that does not exist yet (never overwritten)")

@@ -110,7 +110,7 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     an upload in offline mode is refused. Without `results` the checkpoint is evaluated now and the
     rows are appended to `<run>/publish_eval.{jsonl,csv}` only once the card is written and uploaded
     (never on a dry run), so a failed upload leaves no rows that a retry would repeat."""
-    from .evaluate import append_rows, check_table_path
+    from .evaluate import append_rows, check_table_path, check_weights
 
     check_repo_id(repo_id)
     if dataset_repo is not None:
@@ -118,6 +118,7 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     if not dry_run:
         check_can_upload(repo_id)
     checkpoint_record(checkpoint)  # a checkpoint folder at all, before its README is looked at
+    check_weights(checkpoint)  # complete weights of this model, also when --results spares the evaluation
     readme = Path(checkpoint) / "README.md"
     if readme.exists() and not (readme.is_file() and is_our_card(readme.read_text(errors="replace"))):
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "

@@ -291,7 +291,7 @@ def estimate(task: str, scale: str, mixers=None, out: str = "results", launcher:
     s = SCALES[scale].for_task(task)
     runs = plan(task, scale, mixers)
     folder = Path(out) / f"{task}_{scale}"
-    done, _ = complete_runs(read_rows(folder / "results.jsonl"), s, runs)
+    done, _ = complete_runs(read_rows(folder / "results.jsonl", keys=ROW_KEYS), s, runs)
     check_outputs(folder, out)
     todo = [r for r in runs if r.key not in done]
     flops = sum(run_flops(task, s, r) for r in todo)
@@ -388,6 +388,8 @@ def check_arguments(task, scale, mixers, launcher, gpus_per_run=None, cpus_per_r
     if cpus_per_run is not None and not (_is_number(cpus_per_run) and cpus_per_run > 0):
         raise ParameterError(f"cpus_per_run={cpus_per_run!r} is invalid: allowed a number > 0")
     if out is not None:
+        if not out:
+            raise ParameterError("out='' is invalid: allowed a folder path (not empty)")
         check_out_folder(out, Path(out) / f"{task}_{scale}")
     if launcher == "ray":
         try:
@@ -410,14 +412,14 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
     cpus_per_run = 1 if cpus_per_run is None else cpus_per_run
     folder = Path(out) / f"{task}_{scale}"
     read_rows(folder / "failures.jsonl")  # both records readable before anything is written
-    read_rows(folder / "results.jsonl")
+    read_rows(folder / "results.jsonl", keys=ROW_KEYS)
     check_outputs(folder, out)
     folder.mkdir(parents=True, exist_ok=True)
     with sweep_lock(folder, out):
         s = SCALES[scale].for_task(task)
         table = folder / "results.jsonl"
         runs = plan(task, scale, mixers)
-        rows = read_rows(table, repair=True)
+        rows = read_rows(table, repair=True, keys=ROW_KEYS)
         done, partial = complete_runs(rows, s, runs)
         if partial:  # their rows go, and the runs are redone whole
             atomic_write_text(table, "".join(json.dumps(r) + "\n" for r in rows if r["run"] not in partial))
@@ -435,7 +437,7 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
             launch = (functools.partial(launch_ray, ray, specs, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
                       if ray is not None else functools.partial(launch_local, specs))
             _run_all(specs, outcome, folder, f"reproduce {task} ({scale})", launch)
-        rows = read_rows(table)
+        rows = read_rows(table, keys=ROW_KEYS)
         complete, _ = complete_runs(rows, s, runs)
         write_outputs(task, folder, rows, out, missing=len(runs) - len(complete))
         return outcome
@@ -580,10 +582,15 @@ def launch_ray(ray, specs, finished, failed, gpus_per_run, cpus_per_run) -> None
 
 
 # --- result files ------------------------------------------------------------------------------------
-def read_rows(path: Path, repair: bool = False) -> list[dict]:
-    """The rows of a JSON-lines file; a last line cut short by a killed writer is dropped (and its run
-    is then redone). `repair` (the driver, before it appends) also trims it from the file, so that
-    the next append starts on a fresh line."""
+# the keys of a results.jsonl row that the driver reads (a row missing one was a KeyError, naming no file)
+ROW_KEYS = ("run", "split", "mixer", "sweep", "axis", "d_model", "lr", "warmup", "train_seed", "element_accuracy",
+            "bayes_element_accuracy", "parameters")
+
+
+def read_rows(path: Path, repair: bool = False, keys: tuple = ("run",)) -> list[dict]:
+    """The rows of a JSON-lines file, each an object with `keys`; a last line cut short by a killed
+    writer is dropped (and its run is then redone). `repair` (the driver, before it appends) also
+    trims it from the file, so that the next append starts on a fresh line."""
     if not path.exists():
         return []
     text = path.read_text()
@@ -599,9 +606,12 @@ def read_rows(path: Path, repair: bool = False) -> list[dict]:
             row = json.loads(line)
         except ValueError as err:
             row = err
-        if not (isinstance(row, dict) and "run" in row):  # a corrupt line, or a file of another kind
-            why = f"{row.msg}" if isinstance(row, json.JSONDecodeError) else "not an object with a 'run' key"
-            raise ParameterError(f"file={str(path)!r} is invalid: allowed one JSON object with a 'run' key per "
+        missing = [k for k in keys if k not in row] if isinstance(row, dict) else None
+        if missing != []:  # a corrupt line, or a file of another kind
+            why = (row.msg if isinstance(row, json.JSONDecodeError) else "not an object with a 'run' key"
+                   if missing is None or "run" in missing else f"no {', '.join(repr(k) for k in missing)}")
+            what = "a 'run' key" if keys == ("run",) else f"the keys ({', '.join(keys)})"
+            raise ParameterError(f"file={str(path)!r} is invalid: allowed one JSON object with {what} per "
                                  f"line (line {number}: {why}; fix or remove that line)")
         rows.append(row)
     return rows

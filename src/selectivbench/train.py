@@ -247,6 +247,8 @@ def with_absolute_data_dir(args: TrainArgs) -> TrainArgs:
 def check_output_dir(out: Path, args: TrainArgs) -> None:
     """A run folder is new, or the same run resumed: never mixes two runs' files, never touches a
     folder that is not a run's (a run folder holds the train_args.json of the same arguments)."""
+    if not args.output_dir:  # Path("") is the current folder: "" is a mistake, not a choice of "."
+        raise ParameterError("output_dir='' is invalid: allowed a folder path (not empty)")
     if out.exists() and not out.is_dir():
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a folder (it is a file)")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -598,3 +599,25 @@ def test_publish_dataset_uploads_a_checked_folder_with_its_card_pointing_at_the_
     assert main(["publish-dataset", str(folder), "--repo-id", "me/sb-data"]) == 0
     assert hub.uploads == [(str(folder), "me/sb-data", "dataset")]
     assert 'load_dataset("me/sb-data"' in (folder / "README.md").read_text()
+
+
+def test_a_table_write_that_fails_leaves_both_tables_as_they_were(tmp_path, monkeypatch):
+    """The disk fills while the csv is written: the jsonl must not have taken the rows alone (a retry
+    would then add them to it twice)."""
+    from selectivbench.evaluate import FIELDS, append_rows
+
+    out = tmp_path / "eval"
+    row = {k: 1 for k in FIELDS}
+    append_rows(str(out), [row])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    write_bytes = Path.write_bytes
+
+    def full_disk(self, data):
+        if self.name.startswith(".eval.csv"):
+            raise OSError(28, "No space left on device")
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        append_rows(str(out), [row])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left either

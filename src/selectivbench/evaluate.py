@@ -217,16 +217,13 @@ def append_rows(out: str, rows: list[dict]) -> None:
     check_table_path(out)
     jsonl, csv_path = table_paths(out)
     jsonl.parent.mkdir(parents=True, exist_ok=True)
-    _append_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
     lines = io.StringIO()
     w = csv.DictWriter(lines, fieldnames=FIELDS, extrasaction="ignore")
     if not csv_path.exists():
         w.writeheader()
     w.writerows(rows)
-    _append_text(csv_path, lines.getvalue())
-
-
-def _append_text(path: Path, text: str) -> None:
-    old = path.read_bytes() if path.exists() else b""
-    with replaced(path) as tmp:
-        tmp.write_bytes(old + text.encode())
+    # both new versions written in full before either is renamed: a full disk leaves both tables as they were
+    with replaced(jsonl) as new_jsonl, replaced(csv_path) as new_csv:
+        for path, tmp, text in ((jsonl, new_jsonl, "".join(json.dumps(r) + "\n" for r in rows)),
+                                (csv_path, new_csv, lines.getvalue())):
+            tmp.write_bytes((path.read_bytes() if path.exists() else b"") + text.encode())

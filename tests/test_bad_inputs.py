@@ -621,3 +621,22 @@ def test_a_table_write_that_fails_leaves_both_tables_as_they_were(tmp_path, monk
     with pytest.raises(OSError, match="No space left"):
         append_rows(str(out), [row])
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left either
+
+
+def test_a_grammar_json_that_appears_while_inspect_runs_is_kept(tmp_path, monkeypatch, capsys):
+    """--grammar-json is checked new at the start; a file the user writes there meanwhile is not
+    replaced at the end (the write links, which fails on an existing name)."""
+    import selectivbench.builders as builders
+
+    path = tmp_path / "grammar.json"
+    draw = builders.make_grammar
+
+    def user_writes_meanwhile(params):
+        path.write_text("user data")
+        return draw(params)
+
+    monkeypatch.setattr(builders, "make_grammar", user_writes_meanwhile)
+    assert main(["inspect", "gapped", "--samples", "2", "--grammar-json", str(path), *TINY_FLAGS[:3]]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("selectivbench")]
+    assert len(err) == 1 and "grammar_json=" in err[0] and "never overwritten" in err[0]
+    assert path.read_text() == "user data" and sorted(p.name for p in tmp_path.iterdir()) == ["grammar.json"]

@@ -12,21 +12,22 @@ os.umask(UMASK)
 
 
 @contextmanager
-def replaced(path: str | Path, prefix: str | None = None):
+def replaced(path: str | Path, prefix: str | None = None, new: bool = False):
     """Yield a temporary path beside `path`; when the block ends without error it becomes `path`,
-    with the permissions a plain `open` would give; on error it is removed."""
+    with the permissions a plain `open` would give; on error it is removed. new=True: `path` must
+    not exist (FileExistsError, checked by the link itself, so a file that appeared meanwhile stays)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.tmp-", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private
-        os.replace(tmp, path)
+        os.link(tmp, path) if new else os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def atomic_write_text(path: str | Path, text: str, prefix: str | None = None) -> None:
-    with replaced(path, prefix) as tmp:
+def atomic_write_text(path: str | Path, text: str, prefix: str | None = None, new: bool = False) -> None:
+    with replaced(path, prefix, new) as tmp:
         tmp.write_text(text)

@@ -123,7 +123,11 @@ def cmd_inspect(args) -> None:
     if args.grammar_json is not None:
         from .atomic import atomic_write_text
 
-        atomic_write_text(args.grammar_json, json.dumps(g.to_json_dict(), indent=1))
+        try:
+            atomic_write_text(args.grammar_json, json.dumps(g.to_json_dict(), indent=1), new=True)
+        except FileExistsError:  # it appeared while the samples were drawn: the user's file stays
+            raise ParameterError(f"grammar_json={args.grammar_json!r} is invalid: allowed a path that does not "
+                                 "exist yet (a file appeared there while this ran; never overwritten)") from None
         print(f"grammar written to {args.grammar_json}")
 
 

@@ -1,5 +1,6 @@
 """Bad input, one policy: every CLI failure is one line `selectivbench: error: ...` naming the field
 or file, exit code 2, no traceback, and nothing written; the API raises one clear exception."""
+import dataclasses
 import json
 import os
 import re
@@ -640,3 +641,26 @@ def test_a_grammar_json_that_appears_while_inspect_runs_is_kept(tmp_path, monkey
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("selectivbench")]
     assert len(err) == 1 and "grammar_json=" in err[0] and "never overwritten" in err[0]
     assert path.read_text() == "user data" and sorted(p.name for p in tmp_path.iterdir()) == ["grammar.json"]
+
+
+@pytest.mark.parametrize("damaged, content, pattern", [
+    ("model/selectivbench_run.json", "{", r"file .*selectivbench_run.json is invalid: allowed JSON"),
+    ("model/selectivbench_run.json", "[]", r"file .*selectivbench_run.json is invalid: allowed the "
+                                           r"selectivbench_run.json that `selectivbench train` writes"),
+    ("state/step-2/optimizer.json", json.dumps({"__dict__": [["state", 5], ["param_groups", 7]]}),
+     r"state .*step-2 is invalid: allowed the optimizer.json that training writes"),
+    ("state/step-2/schedule.json", json.dumps({"__dict__": [["scheduler", 5], ["scaler", None]]}),
+     r"state .*step-2 is invalid: allowed the schedule and random states that training writes"),
+])
+def test_resuming_from_damaged_run_files_is_one_clear_error(tmp_path, damaged, content, pattern):
+    """Files of a run folder whose JSON reads but whose content does not (a raw KeyError or
+    AttributeError before): one ParameterError naming the file, the run record's before the data is built."""
+    args = TrainArgs(config="gapped", output_dir=str(tmp_path / "run"), mixer="gru", d_model=8, max_steps=4,
+                     warmup_steps=0, batch_size=8, eval_every=2, save_every=2, cpu=True, quiet=True,
+                     task_overrides=TINY)
+    train(args, stop_after=2)
+    target = tmp_path / "run" / damaged
+    assert target.exists()
+    target.write_text(content)
+    with pytest.raises(ParameterError, match=pattern):
+        train(dataclasses.replace(args, resume=True))

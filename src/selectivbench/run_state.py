@@ -154,10 +154,17 @@ def load_newest_state(accelerator, state_dir: Path, model, optimizer, scheduler)
         except ValueError as err:  # parameter groups of another version's weight-decay rule
             raise ParameterError(f"state {folder} is invalid for this run: allowed an optimizer state of the same "
                                  f"parameter groups ({err})") from None
-        scheduler.load_state_dict(state["schedule"]["scheduler"])
-        if accelerator.scaler is not None and state["schedule"]["scaler"] is not None:
-            accelerator.scaler.load_state_dict(state["schedule"]["scaler"])
-        set_rng_state(state["rng"])
+        except Exception as err:  # a damaged optimizer.json: its JSON reads, its layout does not
+            raise ParameterError(f"state {folder} is invalid: allowed the optimizer.json that training writes "
+                                 f"({type(err).__name__}: {err})") from None
+        try:
+            scheduler.load_state_dict(state["schedule"]["scheduler"])
+            if accelerator.scaler is not None and state["schedule"]["scaler"] is not None:
+                accelerator.scaler.load_state_dict(state["schedule"]["scaler"])
+            set_rng_state(state["rng"])
+        except Exception as err:
+            raise ParameterError(f"state {folder} is invalid: allowed the schedule and random states that training "
+                                 f"writes ({type(err).__name__}: {err})") from None
         accelerator.print(f"resumed from {folder} at step {state['progress']['step']}")
         return state["progress"]
     return None

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from .builders.config import ParameterError
-from .data import RUN_FILE, SelectivBenchCollator, Task, grammar_sha256, load_task, model_view, resolve_hub_id
+from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, grammar_sha256, load_task, model_view,
+                   resolve_hub_id)
 from .metrics import IGNORE
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from .atomic import atomic_write_text
@@ -93,13 +94,14 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     if args.batch_size % accelerator.num_processes:
         raise ParameterError(f"batch_size={args.batch_size} is invalid: allowed a multiple of the "
                              f"{accelerator.num_processes} processes (it is the global batch)")
+    saved_run = saved_record(out)
     set_seed(args.train_seed)
     task = task or load_task(args.config, args.data_dir, **args.task_overrides)
     for split in ("train", "validation"):
         if len(task.data.get(split, ())) == 0:
             raise ParameterError(f"{split}={args.data_dir or args.config!r} is invalid: allowed a task with at least "
                                  f"1 {split} sample to train")
-    check_same_grammar(out, task)
+    check_same_grammar(out, task, saved_run)
     from .evaluate import evaluate_loader
 
     model = SelectivBenchForTokenClassification(model_config(args, task))
@@ -278,11 +280,15 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
                              f"run there ({'; '.join(differs)})")
 
 
-def check_same_grammar(out: Path, task: Task) -> None:
+def saved_record(out: Path) -> dict | None:
+    """The run record of the checkpoint a run folder holds (checked, read before any work), or None."""
+    return checkpoint_record(out / "model") if (out / "model" / RUN_FILE).exists() else None
+
+
+def check_same_grammar(out: Path, task: Task, record: dict | None) -> None:
     """A resumed run trains on the grammar it started on (a data folder may have been regenerated)."""
-    record = out / "model" / RUN_FILE
-    if record.exists():
-        saved = json.loads(record.read_text()).get("grammar_sha256")
+    if record is not None:
+        saved = record.get("grammar_sha256")
         if saved != grammar_sha256(task.grammar):
             raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the grammar the run was "
                                  f"trained on (sha256 {saved}; the task's data now has {grammar_sha256(task.grammar)})")

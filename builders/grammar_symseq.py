@@ -20,9 +20,11 @@ State order: our `Grammar` keeps '#' at index 0; the other states follow in the 
 """
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .config import LETTERS, ParameterError, TaskParams
 from .grammar import END, Grammar, distance_to_end
@@ -64,16 +66,39 @@ def _check_expressible(params: TaskParams, num_states: int) -> None:
             f"(no start state of a grammar with {num_states - 1} letter states can need more edges)")
 
 
+def _check_drawable(params: TaskParams, num_states: int) -> None:
+    """Reject a density at which no draw can be expected to pass: every letter state needs an edge out
+    and some state an edge into '#'. Each edge is kept with probability min(n density / d, 1) for the
+    n states emitting its symbol (1, or d for an ambiguous letter), so a draw passes with probability
+    at most min(q_out, q_end); below 1e-6 / 100,000 the loop would run for hours and then fail."""
+    d, k, V = params.ambiguity_depth, params.ambiguities, params.vocab_size
+    p_one, p_amb = min(params.density / d, 1.0), min(params.density, 1.0)
+    log_no_edge = (V - k) * math.log1p(-p_one) + k * math.log1p(-p_amb) if p_one < 1 and p_amb < 1 else -math.inf
+    log_q_out = (num_states - 1) * math.log1p(-math.exp(log_no_edge)) if log_no_edge < 0 else -math.inf
+    log_q_end = math.log1p(-math.exp((num_states - 1) * math.log1p(-p_one))) if p_one < 1 else 0.0
+    log_q = min(log_q_out, log_q_end)
+    if log_q < math.log(1e-6 / PAPER_MAX_DRAWS):
+        raise ParameterError(
+            f"density={params.density} is invalid: allowed a density at which the paper's generator can draw a "
+            f"grammar (with {num_states - 1} letter states a draw passes with probability at most "
+            f"{'0' if log_q == -math.inf else f'e^{log_q:.0f}'}: every letter state needs an edge out, "
+            f"one an edge into '#'; "
+            f"it tries {PAPER_MAX_DRAWS:,} times)")
+
+
 def symseq_grammar(params: TaskParams) -> Grammar:
     """The grammar the paper's code draws for `params` (see the module docstring)."""
     depth, k = params.ambiguity_depth, params.ambiguities
     letters = list(LETTERS[: params.vocab_size - 1])
     _check_expressible(params, len(paper_states(letters, letters[:k], depth)))
+    _check_drawable(params, len(paper_states(letters, letters[:k], depth)))
     rng = np.random.default_rng(params.seed)
     py_random = random.Random(int(rng.integers(0, 100)))
     density_per_state = params.density / depth  # the paper's transition_density, divided first
     symbol_index = {x: a for a, x in enumerate(["#"] + letters)}
-    for _ in range(PAPER_MAX_DRAWS):
+    # a bar only once drawing takes a while: a rare grammar (a min_string_length close to seq_len) can
+    # need many of the 100,000 draws, each a few tenths of a second on the paper's large alphabets
+    for _ in tqdm(range(PAPER_MAX_DRAWS), delay=10, desc="drawing grammars (paper's generator)", leave=False):
         ambiguous = py_random.sample(letters, k) if k else []
         names = paper_states(letters, ambiguous, depth)
         emits = np.array([symbol_index[n[0]] for n in names])

@@ -78,6 +78,21 @@ def counter(element, purpose, step=0):
     return (e << np.uint64(24)) | np.uint64(purpose << 20) | np.asarray(step, dtype=np.uint64)
 
 
+def check_law_memory(max_len: int, num_states: int, max_degree: int) -> None:
+    """The law's tables (h and cum below) take max_len x states x (max out-degree + 1) float64s: refused
+    before they are allocated when over half of this machine's memory (a seq_len of 100,000 on the
+    paper's 1601-state grammars asked for 31 GiB, and the kernel's OOM killer answered)."""
+    import os
+
+    per_step = num_states * (max_degree + 1) * 8
+    budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    if max_len * per_step > budget:
+        raise ParameterError(f"seq_len={max_len} is invalid: allowed at most {budget // per_step} for this grammar "
+                             f"({num_states} states, out-degree up to {max_degree}): its string law takes "
+                             f"{max_len * per_step / 2**30:.1f} GiB, over half this machine's memory "
+                             f"({budget / 2**30:.1f} GiB)")
+
+
 class StringLaw:
     """The conditioned string law of a grammar: strings of at most `max_len` elements."""
 
@@ -86,6 +101,7 @@ class StringLaw:
         S = grammar.num_states
         deg = grammar.out_degree
         D = max(int(deg.max()), 1)
+        check_law_memory(max_len, S, D)
         # successors of each state in symbol order, padded with state 0
         order = np.argsort(grammar.next_state < 0, axis=1, kind="stable")[:, :D]
         self.succ = np.take_along_axis(grammar.next_state, order, axis=1)

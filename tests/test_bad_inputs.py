@@ -183,6 +183,13 @@ CLI_CASES = [
     (["train", "--bogus"], r"unrecognized arguments: --bogus"),
     (["train", "--output-dir", "", *TINY_FLAGS], r"output_dir='' is invalid: allowed a folder path \(not empty\)"),
     (["reproduce", "--task", "gapped", "--scale", "smoke", "--out", ""], r"out='' is invalid: allowed a folder path"),
+    (["inspect", "complexity", "--samples", "2", "--density", "1e-9"], r"density=1e-09 is invalid: allowed a density "
+     r"at which the paper's generator can draw a grammar \(with 1600 letter states a draw passes with probability"),
+    (["inspect", "gapped", "--samples", "2", *TINY_FLAGS[:3], "--seq-len", "1000000000"],
+     r"seq_len=1000000000 is invalid: allowed at most \d+ for this grammar \(8 states, out-degree up to \d\): its "
+     r"string law takes \d+\.\d GiB, over half this machine's memory"),
+    (["generate", "gapped", "--out", "{root}/short", *TINY_FLAGS[:3], "--seq-len", "2"],
+     r"seq_len=2 is invalid: allowed \[4, inf\) for this grammar"),  # before the folder is made
     (["inspect", "gapped", "--grammar-json", ""], r"grammar_json='' is invalid: allowed a file path \(not empty\)"),
     # evaluate
     (["evaluate", "{root}/run/model", "--out", ""], r"out='' is invalid: allowed a table path ending in a file name"),

@@ -200,3 +200,18 @@ def test_parquet_row_groups_are_the_shards(tmp_path):
     generate_folder(["gapped"], out, **{**SMALL, "num_train": 2500})
     meta = pq.ParquetFile(out / "gapped" / "train-00000-of-00001.parquet").metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 500]
+
+
+def test_a_damaged_record_of_another_config_is_refused_before_any_build(tmp_path, monkeypatch):
+    """The card is rebuilt from every config's record: a damaged one used to fail only after the new
+    config had been built (and the build thrown away)."""
+    import selectivbench.hub_dataset as hub
+
+    out = tmp_path / "data"
+    generate_folder(["gapped"], out, **SMALL, grammar_rng="selectivbench")
+    (out / "gapped" / "generation.json").write_text('{"format": "x"}')
+    before = snapshot(out)
+    monkeypatch.setattr(hub, "build_config", lambda *a, **k: pytest.fail("a config was built"))
+    with pytest.raises(ParameterError, match=r"gapped/generation.json.* is invalid"):
+        generate_folder(["complexity"], out, **SMALL, grammar_rng="selectivbench")
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["README.md", "gapped"]

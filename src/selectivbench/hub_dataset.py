@@ -219,6 +219,7 @@ def _plan(config: str, kwargs: dict) -> SelectivBenchBuilderConfig:
         raise ParameterError(f"num_train={plan.num_train!r} is invalid: allowed at least one sample in num_train, "
                              "num_validation or num_test (a config without any would not load)")
     plan.description = task_description(config, plan.params)
+    sampler_for(plan.params)  # the grammar drawn and its law sized now, before the folder is touched (cached)
     return plan
 
 
@@ -248,6 +249,7 @@ def _prepare_out(out: Path, configs: list[str]) -> None:
             if foreign:
                 raise _out_error(out, f"a folder whose {name}/ was written by `selectivbench generate` "
                                       f"(it holds files selectivbench did not write: {foreign[:5]})")
+        folder_records(out, leave_out=configs)  # the card reads the other configs' records: readable now
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f"{BUILD_PREFIX}probe-{os.getpid()}-", dir=out)

@@ -490,3 +490,22 @@ def test_resuming_a_finished_run_returns_its_final_metrics(tmp_path):
     first = train(args)
     assert set(first) >= {"element_accuracy", "loss"}
     assert train(dataclasses.replace(args, resume=True)) == first  # it returned {}
+
+
+def test_a_checkpoint_whose_data_folder_is_gone_is_scored_on_the_rebuilt_task(tmp_path):
+    """evaluate rebuilds the task from the checkpoint's record when its local data folder was
+    removed (it refused: "allowed a folder with a 'gapped' config"); the samples are the same."""
+    import shutil
+
+    from selectivbench.hub_dataset import generate_folder
+
+    sizes = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=20, num_train=16, num_validation=6,
+                 num_test=6)
+    generate_folder(["gapped"], tmp_path / "data", **sizes)
+    train(TrainArgs(config="gapped", data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "run"), mixer="gru",
+                    d_model=8, max_steps=2, warmup_steps=0, batch_size=8, eval_every=2, save_every=2, cpu=True,
+                    quiet=True))
+    model = str(tmp_path / "run" / "model")
+    with_folder = evaluate([model], splits=["validation", "test"], cpu=True)
+    shutil.rmtree(tmp_path / "data")
+    assert evaluate([model], splits=["validation", "test"], cpu=True) == with_folder

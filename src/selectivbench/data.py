@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,11 +166,14 @@ def _run_record_problem(run) -> str | None:
 def checkpoint_task(checkpoint: str | Path, splits: list[str] | None = None, config: str | None = None,
                     num_proc=None, with_train: bool = True, check=None) -> Task:
     """Rebuild the task a checkpoint was trained on from its record: every TaskParams field, from
-    its data folder when that is still there, else on the fly; only `splits` are built."""
+    its data folder when that is still there, else on the fly (the same samples: a sample is a pure
+    function of the parameters, seed, split and index; the grammar's hash is checked after); only
+    `splits` are built."""
     run = checkpoint_record(checkpoint)
     config = config or run["task"]
     data_dir = run.get("data_dir")
-    if data_dir is not None:
+    gone = data_dir is not None and os.path.isabs(data_dir) and not os.path.exists(data_dir)  # not a Hub id
+    if data_dir is not None and not gone:
         return load_task(config, data_dir, splits=splits, num_proc=num_proc, with_train=with_train, check=check)
     sizes = {f"num_{s}": n for s, n in run.get("split_sizes", {}).items() if s in ("train", "validation", "test")}
     task_params = {k: tuple(v) if k == "test_gaps" else v for k, v in run["task_params"].items()}

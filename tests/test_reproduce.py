@@ -384,3 +384,17 @@ def test_a_killed_ray_driver_is_resumed_with_only_the_missing_runs(tmp_path):
     assert not again.failed and sorted(again.ran) == sorted(planned - first)
     rows = rep.read_rows(table)
     assert len(rows) == len({(r["run"], r["split"]) for r in rows}) == 2 * len(planned)
+
+
+def test_a_run_folder_holding_a_users_file_is_refused_before_any_run(tmp_path, monkeypatch, capsys):
+    """runs/<key>/ with a file of the user's: one error before anything trains (it used to be a
+    failure recorded after every other run had trained); the file stays."""
+    victim = rep.plan("gapped", "smoke")[-1].key
+    mine = tmp_path / "gapped_smoke" / "runs" / victim / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    monkeypatch.setattr(rep, "execute", lambda spec: pytest.fail("a run was trained"))
+    assert main(["reproduce", "--task", "gapped", "--scale", "smoke", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"output_dir='{mine.parent}' is invalid" in err and err.count("\n") == 1
+    assert mine.read_text() == "mine" and sorted(p.name for p in mine.parent.iterdir()) == ["notes.txt"]

@@ -427,8 +427,12 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
         # local runs use a GPU when there is one; a Ray run only when it was given one
         cpu = launcher == "ray" and not gpus_per_run
         specs = [run_spec(task, s, r, folder, cpu) for r in runs if r.key not in done]
-        for spec in specs:  # a bad combination is one error now, not a failure per run later
-            check_train_args(TrainArgs(**spec["train"]))
+        from .train import check_output_dir
+
+        for spec in specs:  # a bad combination, or a run folder holding a user's files, is one error now,
+            args = TrainArgs(**spec["train"])  # not a failure per run after the others trained
+            check_train_args(args)
+            check_output_dir(Path(args.output_dir), args)
         outcome = Outcome(folder, len(runs))
         with ray_cluster(address, ray_init or {}) if launcher == "ray" else contextlib.nullcontext() as ray:
             if ray is not None and specs:  # before the progress bar: a refusal is then the only line

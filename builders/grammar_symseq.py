@@ -66,24 +66,34 @@ def _check_expressible(params: TaskParams, num_states: int) -> None:
             f"(no start state of a grammar with {num_states - 1} letter states can need more edges)")
 
 
-def _check_drawable(params: TaskParams, num_states: int) -> None:
-    """Reject a density at which no draw can be expected to pass: every letter state needs an edge out
-    and some state an edge into '#'. Each edge is kept with probability min(n density / d, 1) for the
-    n states emitting its symbol (1, or d for an ambiguous letter), so a draw passes with probability
-    at most min(q_out, q_end); below 1e-6 / 100,000 the loop would run for hours and then fail."""
+def _log_pass_bound(density: float, params: TaskParams, num_states: int) -> float:
+    """log of an upper bound on the probability that one draw passes: every letter state needs an
+    edge out and some state an edge into '#'. Each edge is kept with probability min(n density / d, 1)
+    for the n states emitting its symbol (1, or d for an ambiguous letter)."""
     d, k, V = params.ambiguity_depth, params.ambiguities, params.vocab_size
-    p_one, p_amb = min(params.density / d, 1.0), min(params.density, 1.0)
+    p_one, p_amb = min(density / d, 1.0), min(density, 1.0)
     log_no_edge = (V - k) * math.log1p(-p_one) + k * math.log1p(-p_amb) if p_one < 1 and p_amb < 1 else -math.inf
-    log_q_out = (num_states - 1) * math.log1p(-math.exp(log_no_edge)) if log_no_edge < 0 else -math.inf
-    log_q_end = math.log1p(-math.exp((num_states - 1) * math.log1p(-p_one))) if p_one < 1 else 0.0
-    log_q = min(log_q_out, log_q_end)
-    if log_q < math.log(1e-6 / PAPER_MAX_DRAWS):
-        raise ParameterError(
-            f"density={params.density} is invalid: allowed a density at which the paper's generator can draw a "
-            f"grammar (with {num_states - 1} letter states a draw passes with probability at most "
-            f"{'0' if log_q == -math.inf else f'e^{log_q:.0f}'}: every letter state needs an edge out, "
-            f"one an edge into '#'; "
-            f"it tries {PAPER_MAX_DRAWS:,} times)")
+    # log(1 - e^x) as log(-expm1(x)): log1p(-exp(x)) fails once exp(x) rounds to 1 (density 1e-20)
+    log_1m_exp = lambda x: math.log(-math.expm1(x)) if x < 0 else -math.inf  # noqa: E731
+    log_q_out = (num_states - 1) * log_1m_exp(log_no_edge)
+    log_q_end = log_1m_exp((num_states - 1) * math.log1p(-p_one)) if p_one < 1 else 0.0
+    return min(log_q_out, log_q_end)
+
+
+def _check_drawable(params: TaskParams, num_states: int) -> None:
+    """Reject a density at which a draw passes with probability below 1e-6 / 100,000: the loop would
+    run for hours and then fail. The message names the smallest density that is allowed."""
+    floor = math.log(1e-6 / PAPER_MAX_DRAWS)
+    if _log_pass_bound(params.density, params, num_states) >= floor:
+        return
+    low, high = 0.0, 1.0  # the bound grows with the density: bisect (on a log scale) for the smallest allowed
+    for _ in range(200):
+        mid = math.sqrt(max(low, 1e-300) * high)
+        low, high = (low, mid) if _log_pass_bound(mid, params, num_states) >= floor else (mid, high)
+    raise ParameterError(
+        f"density={params.density} is invalid: allowed [{high:.3g}, 1] for this alphabet (below it a draw of the "
+        f"paper's generator passes with probability under 1e-11, and it tries {PAPER_MAX_DRAWS:,} times: every "
+        f"one of the {num_states - 1} letter states needs an edge out, one an edge into '#')")
 
 
 def symseq_grammar(params: TaskParams) -> Grammar:

@@ -85,7 +85,10 @@ def check_law_memory(max_len: int, num_states: int, max_degree: int) -> None:
     import os
 
     per_step = num_states * (max_degree + 1) * 8
-    budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    try:
+        budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): the memory cannot be read, not checked
+        return
     if max_len * per_step > budget:
         raise ParameterError(f"seq_len={max_len} is invalid: allowed at most {budget // per_step} for this grammar "
                              f"({num_states} states, out-degree up to {max_degree}): its string law takes "

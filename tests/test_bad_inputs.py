@@ -183,8 +183,9 @@ CLI_CASES = [
     (["train", "--bogus"], r"unrecognized arguments: --bogus"),
     (["train", "--output-dir", "", *TINY_FLAGS], r"output_dir='' is invalid: allowed a folder path \(not empty\)"),
     (["reproduce", "--task", "gapped", "--scale", "smoke", "--out", ""], r"out='' is invalid: allowed a folder path"),
-    (["inspect", "complexity", "--samples", "2", "--density", "1e-9"], r"density=1e-09 is invalid: allowed a density "
-     r"at which the paper's generator can draw a grammar \(with 1600 letter states a draw passes with probability"),
+    (["inspect", "complexity", "--samples", "2", "--density", "1e-9"], r"density=1e-09 is invalid: allowed "
+     r"\[0.0986, 1\] for this alphabet \(below it a draw of the paper's generator passes with probability under"),
+    (["inspect", "complexity", "--samples", "2", "--density", "1e-20"], r"density=1e-20 is invalid: allowed \[0.0986"),
     (["inspect", "gapped", "--samples", "2", *TINY_FLAGS[:3], "--seq-len", "1000000000"],
      r"seq_len=1000000000 is invalid: allowed at most \d+ for this grammar \(8 states, out-degree up to \d\): its "
      r"string law takes \d+\.\d GiB, over half this machine's memory"),
@@ -616,7 +617,7 @@ def test_a_table_write_that_fails_leaves_both_tables_as_they_were(tmp_path, monk
 
     out = tmp_path / "eval"
     row = {k: 1 for k in FIELDS}
-    append_rows(str(out), [row])
+    append_rows(out, [row])  # a Path as well as a str
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     write_bytes = Path.write_bytes
 

@@ -1,7 +1,10 @@
 """grammar_rng='symseq' gives the very grammars of the paper's code (github symseqbench/selectivbench)."""
+import dataclasses
 import gzip
 import hashlib
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -141,3 +144,17 @@ def test_grammar_rng_is_a_cli_flag_and_a_builder_kwarg_recorded_in_grammar_json(
         assert b.grammar.to_json_dict() == make_grammar(task_params("complexity", **small, grammar_rng=rng)).to_json_dict()
     with pytest.raises(ParameterError, match=r"grammar_rng='paper' is invalid: allowed one of \('symseq', 'selectivbench'\)"):
         make_builder("complexity", grammar_rng="paper").config.params
+
+
+def test_the_smallest_density_the_error_names_is_drawable_and_one_below_is_not():
+    """The bisected floor of the density check: allowed at the named value, refused just below it."""
+    from selectivbench.builders.grammar_symseq import PAPER_MAX_DRAWS, _check_drawable, _log_pass_bound
+
+    p = task_params("complexity")
+    S = p.vocab_size - 1 - p.ambiguities + p.ambiguities * p.ambiguity_depth + 1
+    with pytest.raises(ParameterError, match=r"allowed \[([0-9.e-]+), 1\]") as err:
+        _check_drawable(dataclasses.replace(p, density=1e-30), S)
+    floor = float(re.search(r"allowed \[([0-9.e-]+), 1\]", str(err.value)).group(1))
+    limit = math.log(1e-6 / PAPER_MAX_DRAWS)
+    assert _log_pass_bound(floor * 1.001, p, S) >= limit > _log_pass_bound(floor * 0.99, p, S)
+    assert _log_pass_bound(p.density, p, S) >= limit  # the paper's own density is far above it

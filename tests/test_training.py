@@ -462,24 +462,26 @@ def test_no_two_training_seeds_share_an_epochs_order(tmp_path, monkeypatch):
     assert list(orders[0][1]) == expected
 
 
-def test_a_checkpoints_card_holds_the_validation_of_its_own_weights(tmp_path):
-    """Saved every 3 steps, evaluated every 4: the step-9 checkpoint's card used to carry step 8's
-    validation. The evaluation added at a save step leaves the training itself alone."""
+def test_a_checkpoints_card_says_which_step_its_validation_is_of(tmp_path):
+    """Saved every 3 steps, evaluated every 4: the step-9 checkpoint's card carries step 8's validation
+    and says so (it passed it off as its own). No evaluation is added at a save: with dropout it would
+    move torch's generator, and the training would depend on save_every."""
     sizes = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=20, num_train=32, num_validation=10,
                  num_test=4)
     args = TrainArgs(config="gapped", output_dir=str(tmp_path / "r"), mixer="gru", d_model=16, max_steps=10,
-                     warmup_steps=0, lr=1e-2, batch_size=8, eval_every=4, save_every=3, cpu=True, quiet=True,
-                     task_overrides=sizes)
+                     warmup_steps=0, lr=1e-2, batch_size=8, eval_every=4, save_every=3, dropout=0.1, cpu=True,
+                     quiet=True, task_overrides=sizes)
     train(args, stop_after=9)
     card = json.loads((tmp_path / "r" / "model" / "selectivbench_run.json").read_text())
-    ours = evaluate([str(tmp_path / "r" / "model")], splits=["validation"], cpu=True, batch_size=8)[0]
-    assert card["step"] == 9
-    assert card["validation"]["loss"] == pytest.approx(ours["loss"], rel=1e-6)
-    assert card["validation"]["element_accuracy"] == ours["element_accuracy"]
+    logged = {r["step"]: r for r in _log(tmp_path / "r" / "metrics.jsonl")}
+    assert card["step"] == 9 and card["validation_step"] == 8
+    assert card["validation"]["loss"] == logged[8]["eval_loss"]
     train(dataclasses.replace(args, output_dir=str(tmp_path / "s"), save_every=100), stop_after=9)
-    losses = [[json.loads(line)["loss"] for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
-              for r in ("r", "s")]
+    losses = [[r["loss"] for r in _log(tmp_path / r / "metrics.jsonl")] for r in ("r", "s")]
     assert len(losses[0]) == 9 and losses[0] == losses[1]
+    train(dataclasses.replace(args, resume=True))  # the last save is the last evaluation: its own step
+    card = json.loads((tmp_path / "r" / "model" / "selectivbench_run.json").read_text())
+    assert card["step"] == card["validation_step"] == 10
 
 
 def test_resuming_a_finished_run_returns_its_final_metrics(tmp_path):
@@ -492,7 +494,7 @@ def test_resuming_a_finished_run_returns_its_final_metrics(tmp_path):
     assert train(dataclasses.replace(args, resume=True)) == first  # it returned {}
 
 
-def test_a_checkpoint_whose_data_folder_is_gone_is_scored_on_the_rebuilt_task(tmp_path):
+def test_a_checkpoint_whose_data_folder_is_gone_is_scored_on_the_rebuilt_task(tmp_path, monkeypatch):
     """evaluate rebuilds the task from the checkpoint's record when its local data folder was
     removed (it refused: "allowed a folder with a 'gapped' config"); the samples are the same."""
     import shutil
@@ -508,4 +510,8 @@ def test_a_checkpoint_whose_data_folder_is_gone_is_scored_on_the_rebuilt_task(tm
     model = str(tmp_path / "run" / "model")
     with_folder = evaluate([model], splits=["validation", "test"], cpu=True)
     shutil.rmtree(tmp_path / "data")
+    assert evaluate([model], splits=["validation", "test"], cpu=True) == with_folder
+    record = tmp_path / "run" / "model" / "selectivbench_run.json"  # recorded relative (the Trainer script did)
+    record.write_text(json.dumps({**json.loads(record.read_text()), "data_dir": "data"}))
+    monkeypatch.chdir(tmp_path)
     assert evaluate([model], splits=["validation", "test"], cpu=True) == with_folder

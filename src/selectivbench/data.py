@@ -172,7 +172,8 @@ def checkpoint_task(checkpoint: str | Path, splits: list[str] | None = None, con
     run = checkpoint_record(checkpoint)
     config = config or run["task"]
     data_dir = run.get("data_dir")
-    gone = data_dir is not None and os.path.isabs(data_dir) and not os.path.exists(data_dir)  # not a Hub id
+    # a local folder no longer there (a path that is no Hub id: absolute, or relative like 'data')
+    gone = data_dir is not None and not os.path.exists(data_dir) and resolve_hub_id(data_dir) is None
     if data_dir is not None and not gone:
         return load_task(config, data_dir, splits=splits, num_proc=num_proc, with_train=with_train, check=check)
     sizes = {f"num_{s}": n for s, n in run.get("split_sizes", {}).items() if s in ("train", "validation", "test")}

@@ -172,6 +172,7 @@ def check_table_path(out: str) -> None:
     """`out` names a table this command may write: `<out>.jsonl` and `<out>.csv` each new, or a
     table this command wrote (csv: its header is exactly FIELDS; jsonl: one or more lines, each a
     JSON object with exactly the FIELDS keys). Any other file is a user's and is never appended to."""
+    out = os.fspath(out)
     base = Path(out)
     if out.replace(os.sep, "/").rsplit("/", 1)[-1] in ("", ".", ".."):  # as typed: Path("runs/.") is "runs"
         raise ParameterError(f"out={out!r} is invalid: allowed a table path ending in a file name (<out>.csv and "

@@ -162,10 +162,8 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
                 bar.set_postfix(acc=f"{metrics['element_accuracy']:.4f}")
             log(accelerator, out, record, args.report_to)
             if step % args.save_every == 0 or step == steps or stop:
-                if metrics_step != step:  # a checkpoint's card holds the validation of its own weights
-                    metrics, metrics_step = evaluate_loader(model, eval_loader, accelerator), step
                 save_state(accelerator, out / "state", step, model, optimizer, scheduler, progress)
-                save_model(accelerator, model, out, run_card(args, task, step, metrics))
+                save_model(accelerator, model, out, run_card(args, task, step, metrics, metrics_step))
             if stop_after is not None and step >= stop_after:
                 return {"stopped_at": step}
             if step >= steps or stop:
@@ -332,19 +330,23 @@ def drop_log_after(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def run_card(args: TrainArgs | dict, task: Task, step: int, metrics: dict) -> dict:
+def run_card(args: TrainArgs | dict, task: Task, step: int, metrics: dict, metrics_step: int | None = None) -> dict:
     """What a checkpoint records about how it was made: enough to rebuild its task exactly
-    (`data.checkpoint_task`) and to refuse data of another grammar."""
+    (`data.checkpoint_task`) and to refuse data of another grammar. `validation_step`: the step the
+    validation numbers are of (a save between evaluations keeps the last ones; None: none yet).
+    Not evaluated afresh at a save: the evaluation draws from torch's generator, and with dropout the
+    training would then depend on save_every."""
     train_args = asdict(args) if isinstance(args, TrainArgs) else dict(args)
     return {"train_args": train_args, "task": task.name, "task_params": task.params.to_dict(),
             "split_sizes": {s: len(d) for s, d in task.data.items()}, "data_dir": train_args.get("data_dir"),
-            "grammar_sha256": grammar_sha256(task.grammar), "step": step, "validation": metrics}
+            "grammar_sha256": grammar_sha256(task.grammar), "step": step, "validation": metrics,
+            "validation_step": metrics_step if metrics else None}
 
 
 def write_run_record(folder: str | Path, task: Task, args: TrainArgs | dict, step: int = 0,
                      metrics: dict | None = None) -> None:
     """Record next to a save_pretrained folder how it was made (read by evaluate and publish-model)."""
-    atomic_write_text(Path(folder) / RUN_FILE, json.dumps(run_card(args, task, step, metrics or {}), indent=1))
+    atomic_write_text(Path(folder) / RUN_FILE, json.dumps(run_card(args, task, step, metrics or {}, step), indent=1))
 
 
 def save_model(accelerator, model, out: Path, meta: dict) -> None:

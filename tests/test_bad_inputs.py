@@ -672,3 +672,22 @@ def test_resuming_from_damaged_run_files_is_one_clear_error(tmp_path, damaged, c
     target.write_text(content)
     with pytest.raises(ParameterError, match=pattern):
         train(dataclasses.replace(args, resume=True))
+
+
+def test_a_readme_that_appears_while_publish_model_scores_is_kept(place, tmp_path, monkeypatch, capsys):
+    """No README.md at the check; the user writes one while the checkpoint is evaluated: the card is
+    not renamed over it (it was)."""
+    import selectivbench.publish as publish
+
+    ckpt = copy_folder(place / "run" / "model", tmp_path / "model")
+    score = publish.results_for
+
+    def user_writes_meanwhile(*args):
+        (ckpt / "README.md").write_text("my notes")
+        return score(*args)
+
+    monkeypatch.setattr(publish, "results_for", user_writes_meanwhile)
+    assert main(["publish-model", str(ckpt), "--repo-id", "me/model", "--dry-run"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("selectivbench")]
+    assert len(err) == 1 and "README.md" in err[0] and "never overwritten" in err[0]
+    assert (ckpt / "README.md").read_text() == "my notes" and not list(ckpt.glob(".README*"))

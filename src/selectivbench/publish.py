@@ -120,6 +120,7 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     checkpoint_record(checkpoint)  # a checkpoint folder at all, before its README is looked at
     check_weights(checkpoint)  # complete weights of this model, also when --results spares the evaluation
     readme = Path(checkpoint) / "README.md"
+    ours = readme.exists()  # then our card (checked here), replaced; else linked in new, never over one that appears
     if readme.exists() and not (readme.is_file() and is_our_card(readme.read_text(errors="replace"))):
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
                              "publish-model` (this one is not, and would be replaced by the card: move it away)")
@@ -128,8 +129,12 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
         check_table_path(table)
     rows = results_for(Path(checkpoint), results)
     card = model_card(checkpoint, repo_id, rows, dataset_repo)
-    with replaced(readme) as tmp:
-        card.save(tmp)
+    try:
+        with replaced(readme, new=not ours) as tmp:
+            card.save(tmp)
+    except FileExistsError:  # a README.md appeared while the checkpoint was scored: the user's stays
+        raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
+                             "publish-model` (one appeared while this ran; never overwritten)") from None
     files = sorted(str(p.relative_to(checkpoint)) for p in Path(checkpoint).rglob("*") if p.is_file())
     if not dry_run:
         from huggingface_hub import HfApi

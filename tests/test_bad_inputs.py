@@ -660,7 +660,7 @@ def test_a_grammar_json_that_appears_while_inspect_runs_is_kept(tmp_path, monkey
     ("state/step-2/schedule.json", json.dumps({"__dict__": [["scheduler", 5], ["scaler", None]]}),
      r"state .*step-2 is invalid: allowed the schedule and random states that training writes"),
 ])
-def test_resuming_from_damaged_run_files_is_one_clear_error(tmp_path, damaged, content, pattern):
+def test_resuming_from_damaged_run_files_is_one_clear_error(tmp_path, monkeypatch, damaged, content, pattern):
     """Files of a run folder whose JSON reads but whose content does not (a raw KeyError or
     AttributeError before): one ParameterError naming the file, the run record's before the data is built."""
     args = TrainArgs(config="gapped", output_dir=str(tmp_path / "run"), mixer="gru", d_model=8, max_steps=4,
@@ -670,6 +670,8 @@ def test_resuming_from_damaged_run_files_is_one_clear_error(tmp_path, damaged, c
     target = tmp_path / "run" / damaged
     assert target.exists()
     target.write_text(content)
+    if damaged.startswith("model/"):  # refused before the task is loaded
+        monkeypatch.setattr("selectivbench.train.load_task", lambda *a, **k: pytest.fail("the data was built first"))
     with pytest.raises(ParameterError, match=pattern):
         train(dataclasses.replace(args, resume=True))
 

@@ -22,8 +22,9 @@ def hub_repo(tmp_path_factory):
     generate_folder(["gapped"], folder, **SMALL)
     repo = tmp_path_factory.mktemp("cache") / "datasets--org--selectivbench"
     shutil.copytree(folder, repo / "snapshots" / COMMIT)
-    (repo / "refs").mkdir()
+    (repo / "refs" / "refs" / "pr").mkdir(parents=True)
     (repo / "refs" / "main").write_text(COMMIT)
+    (repo / "refs" / "refs" / "pr" / "1").write_text(COMMIT)  # a pull request's revision, as the Hub names it
     cache = repo.parent
     old = constants.HF_HUB_CACHE
     constants.HF_HUB_CACHE = str(cache)
@@ -32,7 +33,8 @@ def hub_repo(tmp_path_factory):
 
 
 @pytest.mark.parametrize("spec", ["org/selectivbench", f"org/selectivbench@{COMMIT}",
-                                  "hf://datasets/org/selectivbench", f"hf://datasets/org/selectivbench@{COMMIT}"])
+                                  "hf://datasets/org/selectivbench", f"hf://datasets/org/selectivbench@{COMMIT}",
+                                  "org/selectivbench@refs/pr/1", "hf://datasets/org/selectivbench@refs%2Fpr%2F1"])
 def test_a_hub_id_loads_the_same_rows_as_the_folder(hub_repo, spec):
     local = load_task("gapped", str(hub_repo), splits=["validation"])
     hub = load_task("gapped", spec, splits=["validation"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,19 @@ from .metrics import IGNORE
 
 MODEL_COLUMNS = ("input_ids", "labels", "element_index", "index")
 RUN_FILE = "selectivbench_run.json"  # written next to a checkpoint by `selectivbench train`
-_HUB_ID = re.compile(r"^(?:hf://datasets/)?([\w.-]+/[\w.-]+)(?:@([\w./-]+?))?(?:/(.*))?$")
+def parse_hub_id(data_dir: str) -> tuple[str, str | None, str | None] | None:
+    """(ORG/NAME, revision, folder in the repo) of a Hub dataset id, or None. huggingface_hub's own
+    parser, a bare `ORG/NAME[@revision][/folder]` read as `hf://datasets/...`: it knows revisions
+    with slashes (`refs/pr/1`, or URL-encoded), which a regular expression split at the first '/'."""
+    from huggingface_hub.utils import parse_hf_uri
+
+    try:
+        uri = parse_hf_uri(data_dir if data_dir.startswith("hf://") else f"hf://datasets/{data_dir}")
+    except Exception:  # HfUriError and kin: not a Hub id
+        return None
+    if uri.type != "dataset" or uri.id.count("/") != 1:
+        return None
+    return uri.id, uri.revision, uri.path_in_repo.strip("/") or None
 
 
 @dataclass
@@ -54,8 +65,8 @@ def resolve_hub_id(data_dir: str | None) -> str | None:
     """`ORG/NAME` when `data_dir` names a Hub dataset rather than a local folder, else None."""
     if data_dir is None or Path(data_dir).exists() or str(data_dir).startswith((".", "/", "~")):
         return None
-    match = _HUB_ID.match(str(data_dir))
-    return match.group(1) if match else None
+    parsed = parse_hub_id(str(data_dir))
+    return parsed[0] if parsed else None
 
 
 def resolve_data_dir(data_dir: str, config: str) -> Path:
@@ -67,14 +78,14 @@ def resolve_data_dir(data_dir: str, config: str) -> Path:
             raise ParameterError(f"data_dir={data_dir!r} is invalid: allowed a folder with a {config!r} config "
                                  "(made by `selectivbench generate`)")
         return local
-    match = _HUB_ID.match(data_dir)
-    if not match:
+    parsed = parse_hub_id(data_dir)
+    if not parsed:
         raise ParameterError(f"data_dir={data_dir!r} is invalid: allowed a generated folder, ORG/NAME[@revision] "
                              "or hf://datasets/ORG/NAME[@revision]")
-    repo_id, revision, sub = match.groups()
+    repo_id, revision, sub = parsed
     from huggingface_hub import snapshot_download
 
-    prefix = f"{sub.strip('/')}/" if sub else ""
+    prefix = f"{sub}/" if sub else ""
     try:
         root = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision,
                                       allow_patterns=[f"{prefix}{config}/*", f"{prefix}README.md"]))

@@ -578,6 +578,7 @@ class FlakyHub:
         if self.down:
             raise ConnectionError("the Hub cannot be reached")
         self.uploads.append((folder_path, repo_id, kw.get("repo_type")))
+        self.kwargs = kw
 
 
 def test_a_failed_model_upload_leaves_no_rows_and_the_retry_replaces_its_own_card(place, tmp_path, monkeypatch,
@@ -608,6 +609,41 @@ def test_publish_dataset_uploads_a_checked_folder_with_its_card_pointing_at_the_
     assert main(["publish-dataset", str(folder), "--repo-id", "me/sb-data"]) == 0
     assert hub.uploads == [(str(folder), "me/sb-data", "dataset")]
     assert 'load_dataset("me/sb-data"' in (folder / "README.md").read_text()
+
+
+def test_publish_dataset_sends_exactly_the_dataset_and_replaces_its_configs_remote_files(place, tmp_path, monkeypatch,
+                                                                                        capsys):
+    """A user's files beside the data (an .env, notes, an old copy) are not uploaded (they were), and
+    remote files of the published configs that the folder no longer has (a split sharded differently
+    before) are deleted in the same commit (they stayed, and the card's globs loaded them too)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    folder = tmp_path / "data"
+    shutil.copytree(place / "data", folder)
+    (folder / ".env").write_text("HF_TOKEN=secret")
+    (folder / "notes.txt").write_text("mine")
+    (folder / "old").mkdir()
+    (folder / "old" / "test-00000-of-00001.parquet").write_bytes(b"old")
+    hub = FlakyHub(monkeypatch, down=False)
+    assert main(["publish-dataset", str(folder), "--repo-id", "me/sb-data"]) == 0
+    listed = [line.strip() for line in capsys.readouterr().out.splitlines()[1:]]
+    record = json.loads((folder / "gapped" / "generation.json").read_text())
+    expected = ["README.md"] + sorted(["gapped/generation.json", "gapped/grammar.json"] + [
+        f"gapped/{f['name']}" for split in record["splits"].values() for f in split["files"]])
+    present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    sent = sorted(filter_repo_objects(present, allow_patterns=hub.kwargs["allow_patterns"]))
+    assert listed == expected and sent == sorted(expected)
+    assert hub.kwargs["delete_patterns"] == ["gapped/*"]
+
+
+def test_publish_dataset_refuses_a_folder_without_configs(place, tmp_path, capsys):
+    folder = tmp_path / "data"
+    shutil.copytree(place / "data", folder)
+    shutil.rmtree(folder / "gapped")
+    card = (folder / "README.md").read_text()
+    assert main(["publish-dataset", str(folder), "--repo-id", "me/sb-data", "--dry-run"]) == 2
+    assert "allowed a folder with at least one generated config" in capsys.readouterr().err
+    assert (folder / "README.md").read_text() == card  # the card was deleted by the dry run
 
 
 def test_a_table_write_that_fails_leaves_both_tables_as_they_were(tmp_path, monkeypatch):

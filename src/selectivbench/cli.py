@@ -94,7 +94,9 @@ def cmd_publish_dataset(args) -> None:
 
     files = publish_folder(args.folder, args.repo_id, dry_run=args.dry_run, private=args.private)
     verb = "Would upload" if args.dry_run else "Uploaded"
-    print(f"{verb} {len(files)} files to https://huggingface.co/datasets/{args.repo_id}:")
+    configs = sorted({f.split("/")[0] for f in files if "/" in f})
+    print(f"{verb} {len(files)} files to https://huggingface.co/datasets/{args.repo_id} (its other files under "
+          f"{', '.join(c + '/' for c in configs)} {'would be' if args.dry_run else 'were'} deleted):")
     for f in files:
         print("  " + f)
 

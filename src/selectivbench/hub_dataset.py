@@ -26,7 +26,6 @@ import pyarrow.parquet as pq
 from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
-from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
 from .atomic import UMASK, atomic_write_text
 from .builders import (TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
@@ -548,17 +547,22 @@ def publish_folder(folder: str | Path, repo_id: str, dry_run: bool = False, priv
     check_repo_id(repo_id)
     if not dry_run:
         check_can_upload(repo_id)
-    for name in TASKS:  # every file whole, as its generation.json records it (a config without one is refused)
-        if (folder / name).exists():
-            check_config_folder(folder, name)
+    # every file whole, as its generation.json records it (a config without one is refused)
+    records = [check_config_folder(folder, name) for name in TASKS if (folder / name).exists()]
+    if not records:
+        raise ParameterError(f"folder={str(folder)!r} is invalid: allowed a folder with at least one generated config "
+                             f"(it has none of {TASKS})")
     write_card(folder, repo_id)
-    # the files upload_folder sends: it also leaves out .git/ and .cache/huggingface/ (its defaults)
-    files = list(filter_repo_objects(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()),
-                                     ignore_patterns=[f"{BUILD_PREFIX}*", *DEFAULT_IGNORE_PATTERNS]))
+    # exactly the dataset: the card and each config's recorded files, nothing else the folder holds (a
+    # user's notes, an .env, an old copy); the remote files of these configs that are not among them
+    # (a split of another size, sharded differently) are deleted in the same commit
+    files = ["README.md"] + sorted(f"{r['config']}/{name}" for r in records for name in
+                                   [RECORD, "grammar.json", *(f["name"] for s in r["splits"].values() for f in s["files"])])
     if not dry_run:
         from huggingface_hub import HfApi
         api = HfApi()
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
-                          commit_message="Upload SelectivBench data", ignore_patterns=[f"{BUILD_PREFIX}*"])
+                          commit_message="Upload SelectivBench data", allow_patterns=files,
+                          delete_patterns=[f"{r['config']}/*" for r in records])
     return files

@@ -215,3 +215,17 @@ def test_a_damaged_record_of_another_config_is_refused_before_any_build(tmp_path
     with pytest.raises(ParameterError, match=r"gapped/generation.json.* is invalid"):
         generate_folder(["complexity"], out, **SMALL, grammar_rng="selectivbench")
     assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["README.md", "gapped"]
+
+
+def test_the_cards_example_is_a_sample_of_a_split_the_config_has(tmp_path):
+    """Without a validation split the card showed a "first validation sample" that is in no split."""
+    from selectivbench.builders import make_grammar
+    from selectivbench.builders.sampler import Sampler
+    from selectivbench.hub_dataset import render_sample
+
+    out = tmp_path / "data"
+    generate_folder(["complexity"], out, **{**SMALL, "num_validation": 0}, grammar_rng="selectivbench")
+    card = (out / "README.md").read_text()
+    p = task_params("complexity", seq_len=SMALL["seq_len"], grammar_rng="selectivbench")
+    assert "First train sample of `complexity`" in card and "validation sample" not in card
+    assert render_sample(Sampler(p, make_grammar(p)), "train") in card

@@ -71,7 +71,7 @@ def cmd_generate(args) -> None:
     if args.num_proc is not None and args.num_proc < 1:
         raise ParameterError(f"num_proc={args.num_proc} is invalid: allowed an integer >= 1")
     from .builders import Sampler, make_grammar
-    from .hub_dataset import generate_folder, render_sample
+    from .hub_dataset import example_split, generate_folder, render_sample
 
     result = generate_folder(args.configs, args.out, num_proc=args.num_proc, repo_id=args.repo_id,
                              command="selectivbench " + shlex.join(sys.argv[1:]),
@@ -82,9 +82,10 @@ def cmd_generate(args) -> None:
         for row in c["ceiling"]:
             print(f"  Bayes ceiling {row['split']:>12}: element {row['element_accuracy']:.4f}  "
                   f"step {row['step_accuracy']:.4f}  ({row['num_samples']} samples)")
-    first = result["configs"][0]["p"]
-    print("\nExample (first validation sample):")
-    print(render_sample(Sampler(first, make_grammar(first))))
+    first = result["configs"][0]
+    split = example_split([s for s, n in first["sizes"].items() if n])
+    print(f"\nExample (first {split} sample):")
+    print(render_sample(Sampler(first["p"], make_grammar(first["p"])), split))
     print(f"\nWrote {args.out} (card: {result['card']}).")
     print(f"Load it with: datasets.load_dataset({str(args.out)!r}, {args.configs[0]!r})")
 

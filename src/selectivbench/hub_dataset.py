@@ -71,6 +71,11 @@ def _stats_job(p: TaskParams) -> dict:
     return grammar_stats(sampler_for(p))
 
 
+def example_split(splits) -> str:
+    """The split a card's example is drawn from: validation, else the first split the config has."""
+    return "validation" if "validation" in splits else next(iter(splits))
+
+
 def render_sample(sampler, split="validation", steps=24) -> str:
     """Two aligned lines: what the model sees, and the hidden states it must report."""
     g, p = sampler.grammar, sampler.params
@@ -505,7 +510,8 @@ def render_card(out: Path, records: list[dict], repo_id: str) -> DatasetCard:
                         "sizes": ", ".join(f"{k} {v:,}" for k, v in r["sizes"].items())})
     first = records[0]
     sampler = Sampler(TaskParams.from_dict(first["params"]), grammars[first["config"]])
-    example = {"config": first["config"], "steps": 24, "text": render_sample(sampler)}
+    split = example_split(first["splits"])
+    example = {"config": first["config"], "split": split, "steps": 24, "text": render_sample(sampler, split)}
     return DatasetCard.from_template(data, template_path=str(CARD_TEMPLATE), configs=configs, example=example,
                                      repo_id=repo_id, citation=CITATION, marker=CARD_MARKER)
 

@@ -78,6 +78,14 @@ class BayesFilter:
         den = sum(w for k, w in self.gap_pmf.items() if k >= j)
         return num / den if den > 0 else 0.0
 
+    def continues(self, e: int) -> float:
+        """P(the sample has an element e + 1 | it has element e). The element count is seq_len, or
+        uniform on [seq_len_min, seq_len]; drawn apart from the strings and gaps. Matters where a
+        symbol may be a distractor or the next element: after the last element it is a distractor."""
+        high, low = self.params.seq_len, self.params.seq_len_min or self.params.seq_len
+        beyond = lambda m: max(high - max(low, m + 1) + 1, 0)  # noqa: E731  (counts n in [low, high], n > m)
+        return beyond(e + 1) / beyond(e) if beyond(e) else 0.0
+
     def gap_likelihood(self, s: int, x: int) -> float:
         gap_id = self.params.gap_id
         if self.params.gap_content == "silence":
@@ -127,9 +135,12 @@ class BayesFilter:
                         lik = self.gap_likelihood(s, x)
                         if lik > 0:
                             new[(s, pos, e, j + 1)] += w * hz * lik
-                    if hz < 1:
+                    more = cache.get(e)
+                    if more is None:
+                        more = cache[e] = self.continues(e)
+                    if hz < 1 and more > 0:
                         for s2, pos2, w2 in self._elements_from(s, pos, x):
-                            new[(s2, pos2, e + 1, 0)] += w * (1 - hz) * w2
+                            new[(s2, pos2, e + 1, 0)] += w * (1 - hz) * w2 * more
             total = sum(new.values())
             if total <= 0:
                 raise ValueError(f"step {t}: input {x} has probability 0 under the task's law")

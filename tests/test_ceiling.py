@@ -4,7 +4,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from selectivbench.builders import Sampler, TaskParams, bayes_ceiling, make_grammar
+from selectivbench.builders import ParameterError, Sampler, TaskParams, bayes_ceiling, make_grammar
 from selectivbench.builders.ceiling import BayesFilter
 
 from helpers import complete_strings
@@ -15,11 +15,14 @@ TINY = dict(vocab_size=3, ambiguities=1, ambiguity_depth=2, density=0.9, start_s
 GAP_PMF = {1: 0.25, 2: 0.5, 3: 0.25}  # uniform(0.1, 0.3) rounded to 0.1, 0.2, 0.3 with weights 1/4, 1/2, 1/4
 
 
-def tiny_sampler(content):
+def tiny_sampler(content, **overrides):
     """A tiny grammar whose two start states emit the same letter (ambiguous starts)."""
     for seed in range(200):
-        p = TaskParams(**TINY, gap_content=content, seed=seed)
-        g = make_grammar(p)
+        p = TaskParams(**{**TINY, **overrides}, gap_content=content, seed=seed)
+        try:
+            g = make_grammar(p)
+        except ParameterError:  # a start state too far from '#' for a short seq_len
+            continue
         symbols = g.state_symbol[g.start_states]
         n_forbidden = [len(g.forbidden_symbols(s)) for s in range(1, g.num_states)]
         if symbols[0] == symbols[1] and 0 in n_forbidden and max(n_forbidden) > 0:
@@ -27,15 +30,16 @@ def tiny_sampler(content):
     raise AssertionError("no tiny grammar with ambiguous starts")
 
 
-def enumerate_prefixes(sampler):
-    """P(inputs_1..T, labels_1..T) for every hidden path, straight from the generative story."""
+def enumerate_prefixes(sampler, steps=T):
+    """P(inputs_1..steps, labels_1..steps) for every hidden path, straight from the generative story;
+    a sample that ends sooner (after seq_len elements and the last one's gap) is recorded whole."""
     p, g = sampler.params, sampler.grammar
     strings = complete_strings(g, p.seq_len)
     table = defaultdict(float)
 
     def emit(xs, ys, prob, e, rest):
-        if len(xs) >= T:
-            table[(tuple(xs[:T]), tuple(ys[:T]))] += prob
+        if len(xs) >= steps or e == p.seq_len:
+            table[(tuple(xs[:steps]), tuple(ys[:steps]))] += prob
             return
         if not rest:
             for string, q in strings.items():
@@ -48,7 +52,7 @@ def enumerate_prefixes(sampler):
             fill(xs, ys, prob * q, s, n, lambda xs2, ys2, q2: emit(xs2, ys2, q2, e + 1, rest))
 
     def fill(xs, ys, prob, s, n, then):
-        if n == 0 or len(xs) >= T:
+        if n == 0 or len(xs) >= steps:
             return then(xs, ys, prob)
         forbidden = g.forbidden_symbols(s).tolist()
         if p.gap_content == "silence" or not forbidden:
@@ -60,20 +64,24 @@ def enumerate_prefixes(sampler):
     return table
 
 
-@pytest.mark.parametrize("content", ["distractor", "silence"])
-def test_filter_posteriors_equal_brute_force(content):
-    sampler = tiny_sampler(content)
-    table = enumerate_prefixes(sampler)
+@pytest.mark.parametrize("content, seq_len, steps", [("distractor", 8, T), ("silence", 8, T),
+                                                   ("distractor", 3, 12), ("silence", 3, 12)])
+def test_filter_posteriors_equal_brute_force(content, seq_len, steps):
+    """Prefixes of T steps; and whole samples of 3 elements, where after the last element a symbol can
+    only be a distractor (the filter once also read it as a next element)."""
+    sampler = tiny_sampler(content, seq_len=seq_len)
+    table = enumerate_prefixes(sampler, steps)
     assert sum(table.values()) == pytest.approx(1.0, abs=1e-12)
     filt = BayesFilter(sampler, "train")
     inputs = {xs for xs, _ in table}
     assert len(inputs) > 20
+    assert seq_len == 8 or any(len(xs) < steps for xs in inputs)  # some samples end within the window
     for xs in inputs:
         posts = filt.posteriors(np.array(xs))
-        for t in range(T):
+        for t in range(len(xs)):
             joint = defaultdict(float)
             for (xs2, ys2), q in table.items():
-                if xs2[: t + 1] == xs[: t + 1]:
+                if len(xs2) > t and xs2[: t + 1] == xs[: t + 1]:
                     joint[ys2[t]] += q
             z = sum(joint.values())
             expected = {s: q / z for s, q in joint.items() if q > 0}

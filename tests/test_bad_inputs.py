@@ -712,12 +712,16 @@ def test_resuming_from_damaged_run_files_is_one_clear_error(tmp_path, monkeypatc
         train(dataclasses.replace(args, resume=True))
 
 
-def test_a_readme_that_appears_while_publish_model_scores_is_kept(place, tmp_path, monkeypatch, capsys):
-    """No README.md at the check; the user writes one while the checkpoint is evaluated: the card is
-    not renamed over it (it was)."""
+@pytest.mark.parametrize("card_before", [False, True])
+def test_a_readme_that_appears_while_publish_model_scores_is_kept(place, tmp_path, monkeypatch, capsys, card_before):
+    """No README.md at the check, or our card from an earlier call; the user writes theirs while the
+    checkpoint is evaluated: the card is not put over it (it was, in both cases)."""
     import selectivbench.publish as publish
 
     ckpt = copy_folder(place / "run" / "model", tmp_path / "model")
+    if card_before:
+        assert main(["publish-model", str(ckpt), "--repo-id", "me/model", "--dry-run"]) == 0
+        capsys.readouterr()
     score = publish.results_for
 
     def user_writes_meanwhile(*args):
@@ -729,3 +733,27 @@ def test_a_readme_that_appears_while_publish_model_scores_is_kept(place, tmp_pat
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("selectivbench")]
     assert len(err) == 1 and "README.md" in err[0] and "never overwritten" in err[0]
     assert (ckpt / "README.md").read_text() == "my notes" and not list(ckpt.glob(".README*"))
+
+
+def test_a_dangling_readme_link_is_refused_as_not_our_card(place, tmp_path, capsys):
+    ckpt = copy_folder(place / "run" / "model", tmp_path / "model")
+    (ckpt / "README.md").symlink_to(tmp_path / "nowhere.md")
+    assert main(["publish-model", str(ckpt), "--repo-id", "me/model", "--dry-run"]) == 2
+    assert "(this one is not, and would be replaced by the card" in capsys.readouterr().err
+    assert (ckpt / "README.md").is_symlink()
+
+
+def test_a_new_file_is_written_where_hard_links_are_not_supported(tmp_path, monkeypatch):
+    """new=True links the file in; a filesystem without hard links (EPERM) falls back to a check and a
+    rename, still never over an existing file."""
+    from selectivbench.atomic import atomic_write_text
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    atomic_write_text(tmp_path / "a.json", "new", new=True)
+    assert (tmp_path / "a.json").read_text() == "new"
+    with pytest.raises(FileExistsError):
+        atomic_write_text(tmp_path / "a.json", "again", new=True)
+    assert (tmp_path / "a.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]

@@ -22,10 +22,26 @@ def replaced(path: str | Path, prefix: str | None = None, new: bool = False):
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private
-        os.link(tmp, path) if new else os.replace(tmp, path)
+        if new:
+            _link_new(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """tmp becomes path only if path does not exist: a hard link fails on an existing name. Where the
+    filesystem has no hard links (some FUSE, SMB, exFAT mounts), a check then a rename (a short race)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        if os.path.lexists(path):
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
 
 
 def atomic_write_text(path: str | Path, text: str, prefix: str | None = None, new: bool = False) -> None:

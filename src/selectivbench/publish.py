@@ -9,6 +9,7 @@ evaluating the checkpoint now on the task it recorded (validation and test split
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -120,8 +121,9 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     checkpoint_record(checkpoint)  # a checkpoint folder at all, before its README is looked at
     check_weights(checkpoint)  # complete weights of this model, also when --results spares the evaluation
     readme = Path(checkpoint) / "README.md"
-    ours = readme.exists()  # then our card (checked here), replaced; else linked in new, never over one that appears
-    if readme.exists() and not (readme.is_file() and is_our_card(readme.read_text(errors="replace"))):
+    # what is there now (our card, checked next, or nothing): compared again just before the card is written
+    seen = readme.read_bytes() if readme.is_file() else None
+    if os.path.lexists(readme) and not (seen is not None and is_our_card(seen.decode(errors="replace"))):
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
                              "publish-model` (this one is not, and would be replaced by the card: move it away)")
     table = str(Path(checkpoint).parent / EVAL_TABLE)
@@ -130,11 +132,13 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     rows = results_for(Path(checkpoint), results)
     card = model_card(checkpoint, repo_id, rows, dataset_repo)
     try:
-        with replaced(readme, new=not ours) as tmp:
+        if (readme.read_bytes() if readme.is_file() else None) != seen:  # rewritten while the checkpoint was scored
+            raise FileExistsError(readme)
+        with replaced(readme, new=seen is None) as tmp:  # new: a link, which fails if one appears meanwhile
             card.save(tmp)
-    except FileExistsError:  # a README.md appeared while the checkpoint was scored: the user's stays
+    except FileExistsError:  # a README.md appeared or changed while the checkpoint was scored: the user's stays
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
-                             "publish-model` (one appeared while this ran; never overwritten)") from None
+                             "publish-model` (one appeared or changed while this ran; never overwritten)") from None
     files = sorted(str(p.relative_to(checkpoint)) for p in Path(checkpoint).rglob("*") if p.is_file())
     if not dry_run:
         from huggingface_hub import HfApi

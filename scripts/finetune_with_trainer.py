@@ -21,11 +21,11 @@ from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from selectivbench.data import SelectivBenchCollator, load_task, model_view, resolve_hub_id
+from selectivbench.data import SelectivBenchCollator, load_task, model_view
 from selectivbench.hf_trainer import SelectivBenchTrainer
 from selectivbench.metrics import compute_metrics, preprocess_logits_for_metrics
 from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from selectivbench.train import write_run_record
+from selectivbench.train import absolute_data_dir, write_run_record
 
 
 @dataclass
@@ -78,9 +78,7 @@ def main():
     final = Path(training.output_dir) / "model"
     trainer.save_model(str(final))
     if trainer.is_world_process_zero():
-        local = margs.data_dir is not None and resolve_hub_id(margs.data_dir) is None and Path(margs.data_dir).exists()
-        data_dir = str(Path(margs.data_dir).resolve()) if local else margs.data_dir  # read later from elsewhere
-        record = {**asdict(margs), "data_dir": data_dir, "trainer": "transformers.Trainer",
+        record = {**asdict(margs), "data_dir": absolute_data_dir(margs.data_dir), "trainer": "transformers.Trainer",
                   "lr": training.learning_rate,
                   "max_steps": trainer.state.max_steps, "train_seed": training.seed,
                   "batch_size": training.per_device_train_batch_size * training.world_size}

@@ -236,12 +236,16 @@ class RepeatedRows:
 RESUME_MAY_CHANGE = ("output_dir", "resume", "quiet", "report_to", "cpu")
 
 
-def with_absolute_data_dir(args: TrainArgs) -> TrainArgs:
-    """A local data folder is recorded as an absolute path: the run and its checkpoint are read
+def absolute_data_dir(data_dir: str | None) -> str | None:
+    """A local data folder as an absolute path, a Hub id as it is: the run and its checkpoint are read
     later from other directories (a relative 'o/sb' would then read as a Hub id)."""
-    if args.data_dir is not None and resolve_hub_id(args.data_dir) is None and Path(args.data_dir).exists():
-        return replace(args, data_dir=str(Path(args.data_dir).resolve()))
-    return args
+    if data_dir is not None and resolve_hub_id(data_dir) is None and Path(data_dir).exists():
+        return str(Path(data_dir).resolve())
+    return data_dir
+
+
+def with_absolute_data_dir(args: TrainArgs) -> TrainArgs:
+    return replace(args, data_dir=absolute_data_dir(args.data_dir))
 
 
 def check_output_dir(out: Path, args: TrainArgs) -> None:
@@ -268,7 +272,7 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
                              f"folder (its {saved_path.name} is missing or unreadable)") from None
     given = json.loads(json.dumps(asdict(args)))  # as the file holds them (tuples as lists)
     # runs of earlier versions recorded a local data folder as given, maybe relative
-    saved["data_dir"] = with_absolute_data_dir(TrainArgs(data_dir=saved.get("data_dir"))).data_dir
+    saved["data_dir"] = absolute_data_dir(saved.get("data_dir"))
     # a field an earlier version did not record had its default's behaviour then
     defaults = json.loads(json.dumps(asdict(TrainArgs())))
     differs = [f"{k}={v!r} (the run's: {saved.get(k, defaults[k])!r})" for k, v in given.items()

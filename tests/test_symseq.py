@@ -13,8 +13,8 @@ from selectivbench.builders import Grammar, ParameterError, TaskParams, make_gra
 from selectivbench.builders import grammar_symseq
 from selectivbench.builders.config import TASKS
 
-# CI and the worktrees keep the paper's grammars beside the repository: ../shared/reference_grammars
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference_grammars"
+# grammars drawn by the paper's code, kept in the repository (provenance: tests/data/README.md)
+REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "reference_grammars"
 REFERENCE_FILES = sorted(REFERENCE_DIR.glob("grammar_*.json.gz"))
 MISSING = f"reference grammars not found: expected grammar_*.json.gz files in {REFERENCE_DIR}"
 

@@ -128,7 +128,7 @@ def write_parquet_file(p: TaskParams, split: str, shards: list[tuple[int, int]],
                        ceiling_upto: int) -> dict:
     """A worker's job: one parquet file of a split, one row group per shard, and the Bayes ceiling
     counts of its samples below ceiling_upto. zstd without dictionaries: measured the smallest files
-    for the cost (README, "Data generation: speed and storage")."""
+    for the cost (docs/data-and-storage.md, "How a folder is written")."""
     exit_if_orphaned()
     schema = features_of(p, sampler_for(p).grammar).arrow_schema  # carries the features (state names)
     rows = num_bytes = 0

@@ -5,7 +5,7 @@
     distractor      mixers x widths (one forbidden symbol after 10% of the elements from element 50)
     generalization  mixers x widths trained as gapped, tested with longer fixed gaps
 
-Scales: `paper` is the paper's grids (PAPER_SETUP.md: 8 layers, widths 256-1296, seeds 1-4 tying
+Scales: `paper` is the paper's grids (docs/reproducing.md: 8 layers, widths 256-1296, seeds 1-4 tying
 the task and the training seed, lr x warm-up, one Adam pass over 200,000 sequences, cosine to 0
 as the paper's code does, though its text says 0.1 lr); `small` is sized for a 2-core CPU;
 `smoke` is a handful of tiny runs that exercise the whole machinery (tests). Where a scale has
@@ -54,7 +54,7 @@ TASKS = ("complexity", "gapped", "distractor", "generalization")
 LAUNCHERS = ("local", "ray")
 CLUSTER_EXTRA = "pip install -e '.[cluster]' (or pip install 'selectivbench[cluster]')"
 
-# --- the paper's rules (PAPER_SETUP.md) ------------------------------------------------------------
+# --- the paper's rules (docs/reproducing.md) --------------------------------------------------------
 PAPER_MIXERS = ("mamba2", "mamba", "transformer", "deltanet", "gated_deltanet", "gated_deltaproduct", "gla")
 PAPER_WIDTHS = (256, 384, 512, 648, 768, 960, 1024, 1152, 1296)
 # The paper's transformer avoids widths whose head size is odd (its rotary embedding needs pairs);

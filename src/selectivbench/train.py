@@ -1,7 +1,7 @@
 """`selectivbench train`: train one model on one task config with Accelerate.
 
 Defaults are sized for a CPU; `--optimizer adam --min-lr-ratio 0.1 --epochs 1 --dropout 0.2` with
-the paper's widths is the paper's recipe (PAPER_SETUP.md). `--batch-size` is the global batch, split
+the paper's widths is the paper's recipe (docs/reproducing.md). `--batch-size` is the global batch, split
 over the processes, and the schedule steps once per optimizer step: 1 and N processes follow the same
 learning-rate curve over the same steps. Every optimizer step minimises the mean loss over all the
 labelled steps of its samples, whatever the number of processes and `--grad-accum` (each micro-batch

@@ -22,15 +22,15 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from .builders.config import ParameterError
-from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, grammar_sha256, load_task, model_view,
-                   resolve_hub_id)
+from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, fingerprint_differences, grammar_sha256,
+                   load_task, model_view, resolve_hub_id)
 from .metrics import IGNORE
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from .atomic import atomic_write_text
@@ -86,6 +86,7 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
                         ("validation", args.task_overrides.get("num_validation"))):
         if size == 0:
             raise ParameterError(f"num_{split}=0 is invalid: allowed at least 1 sample to train")
+    check_precision(args.mixed_precision, PartialState(cpu=args.cpu).device)  # before Accelerator takes it
     # no gradient_accumulation_steps: accumulate_step weighs the micro-batches itself
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu, log_with=args.report_to,
                               project_dir=str(out),
@@ -101,7 +102,7 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
         if len(task.data.get(split, ())) == 0:
             raise ParameterError(f"{split}={args.data_dir or args.config!r} is invalid: allowed a task with at least "
                                  f"1 {split} sample to train")
-    check_same_grammar(out, task, saved_run)
+    check_same_task(out, task, saved_run)
     from .evaluate import evaluate_loader
 
     model = SelectivBenchForTokenClassification(model_config(args, task))
@@ -179,6 +180,14 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     accelerator.free_memory()
     accelerator.end_training()
     return metrics
+
+
+def check_precision(mixed_precision: str, device: torch.device) -> None:
+    """fp16 autocast needs an accelerator: on a CPU accelerate runs float32 and the record would say
+    fp16 (bf16 autocast does run on a CPU)."""
+    if mixed_precision == "fp16" and device.type == "cpu":
+        raise ParameterError("mixed_precision='fp16' is invalid on a CPU: allowed no or bf16 there (fp16 autocast "
+                             "would not run: the model would train in float32)")
 
 
 def windows(items, n: int):
@@ -287,13 +296,12 @@ def saved_record(out: Path) -> dict | None:
     return checkpoint_record(out / "model") if (out / "model" / RUN_FILE).exists() else None
 
 
-def check_same_grammar(out: Path, task: Task, record: dict | None) -> None:
-    """A resumed run trains on the grammar it started on (a data folder may have been regenerated)."""
-    if record is not None:
-        saved = record.get("grammar_sha256")
-        if saved != grammar_sha256(task.grammar):
-            raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the grammar the run was "
-                                 f"trained on (sha256 {saved}; the task's data now has {grammar_sha256(task.grammar)})")
+def check_same_task(out: Path, task: Task, record: dict | None) -> None:
+    """A resumed run trains on the task it started on: every task parameter and split size of its
+    record (a data folder may have been regenerated with another seq_len or noise)."""
+    if record is not None and (differs := fingerprint_differences(record, task)):
+        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the task the run was "
+                             f"trained on (its {RUN_FILE} differs from the data now: {'; '.join(differs)})")
 
 
 def early_stop(progress: dict, score: float, patience: int) -> bool:
@@ -342,7 +350,7 @@ def run_card(args: TrainArgs | dict, task: Task, step: int, metrics: dict, metri
     training would then depend on save_every."""
     train_args = asdict(args) if isinstance(args, TrainArgs) else dict(args)
     return {"train_args": train_args, "task": task.name, "task_params": task.params.to_dict(),
-            "split_sizes": {s: len(d) for s, d in task.data.items()}, "data_dir": train_args.get("data_dir"),
+            "split_sizes": task.split_sizes, "data_dir": train_args.get("data_dir"),
             "grammar_sha256": grammar_sha256(task.grammar), "step": step, "validation": metrics,
             "validation_step": metrics_step if metrics else None}
 

@@ -6,9 +6,11 @@ import builtins
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from selectivbench.builders import ParameterError
 from selectivbench.cli import main
@@ -243,3 +245,54 @@ def test_fp16_on_a_cpu_is_refused_before_any_work(made, tmp_path, capsys):
                      "--mixer", "gru", "--d-model", "8", "--max-steps", "1", "--mixed-precision", "fp16"], capsys)
     assert code == 2 and err.startswith("selectivbench: error: mixed_precision='fp16' is invalid on a CPU")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- dropout: N processes = 1 process
+
+
+@pytest.mark.parametrize("mixer", ["gru", "transformer"])
+def test_seeded_dropout_masks_depend_on_the_sample_alone(mixer):
+    """With a seed per sample, a sample's masks are the same alone or in a batch padded longer, in
+    the chunked and the recurrent form; another seed gives other masks; about p of the units drop."""
+    from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
+    from selectivbench.models.layers import SeededDropout
+
+    torch.manual_seed(0)
+    config = SelectivBenchConfig(mixer=mixer, d_model=16, n_layers=2, n_heads=2, vocab_size=5, num_labels=4,
+                                 dropout=0.3)
+    model = SelectivBenchForTokenClassification(config).train()
+    ids, seeds = torch.randint(0, 6, (3, 9)), torch.tensor([5, 99, 2**32 - 1])
+    batch = model(ids, dropout_seed=seeds).logits
+    torch.manual_seed(1)  # torch's generator is not used
+    alone = model(ids[1:2, :7], dropout_seed=seeds[1:2]).logits
+    assert torch.allclose(batch[1:2, :7], alone, atol=1e-6)
+    assert torch.allclose(model(ids, dropout_seed=seeds, recurrent=True).logits, batch, atol=1e-5)
+    assert not torch.allclose(model(ids, dropout_seed=seeds + 1).logits, batch, atol=1e-3)
+    drop = SeededDropout(0.1)
+    drop.sample_seeds = torch.arange(64)
+    assert (drop(torch.ones(64, 50, 32)) == 0).float().mean().item() == pytest.approx(0.1, abs=0.005)
+
+
+def test_dropout_gives_the_same_losses_on_one_and_two_processes(tmp_path):
+    """The README promises the same numbers on N processes; with dropout on they differed (torch's
+    generator on each process): the masks are now a function of (seed, sample, epoch, layer)."""
+    import os
+    import subprocess
+
+    from test_training import LAUNCH_TIMEOUT, launch
+
+    settings = dict(config="gapped", mixer="gru", d_model=16, max_steps=6, warmup_steps=1, eval_every=3,
+                    save_every=3, batch_size=8, dropout=0.1, lr=0.01, **TINY)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    one = subprocess.run([sys.executable, "-m", "selectivbench", "train", "--output-dir", str(tmp_path / "one"),
+                          "--cpu", "--quiet", *flags], capture_output=True, text=True, cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(launch() + ["-m", "selectivbench", "train", "--output-dir", str(tmp_path / "two"), "--cpu",
+                                     "--quiet", *flags], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "ACCELERATE_USE_CPU": "true"}, timeout=LAUNCH_TIMEOUT)
+    assert two.returncode == 0, two.stderr[-3000:]
+    logs = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+            for run in ("one", "two")]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == list(range(1, 7))
+    assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], rel=1e-6)
+    assert logs[1][-1]["eval_element_accuracy"] == pytest.approx(logs[0][-1]["eval_element_accuracy"], abs=1e-9)

@@ -232,6 +232,15 @@ def check_compatible(checkpoint: str | Path, task: Task, same_task: bool = False
             f"ambiguities={task.params.ambiguities}; grammar hashes differ)")
 
 
+DROPOUT_STREAM = 1  # a fifth SeedSequence entry: the dropout seeds' stream, apart from the noise's
+
+
+def dropout_seed_for(seed: int, split: str, index: int, epoch: int) -> int:
+    """The 32-bit seed of a sample's dropout masks in an epoch (it is seen once per epoch): a pure
+    function of (seed, split, sample index, epoch), whatever process or batch the sample is in."""
+    return int(np.random.SeedSequence([seed, split_code(split), int(index), epoch, DROPOUT_STREAM]).generate_state(1)[0])
+
+
 def noise_for(seed: int, split: str, index: int, epoch: int, shape, amplitude: float) -> torch.Tensor:
     entropy = np.random.SeedSequence([seed, split_code(split), int(index), epoch]).generate_state(2)
     gen = torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
@@ -259,6 +268,8 @@ class SelectivBenchCollator:
                 batch[key][i, :n] = torch.as_tensor(r[key])
         if "index" in rows[0]:
             batch["index"] = torch.tensor([int(r["index"]) for r in rows])
+            batch["dropout_seed"] = torch.tensor([dropout_seed_for(self.seed, self.split, r["index"], self.epoch)
+                                                  for r in rows])
         if self.noise > 0:
             noise = torch.zeros(B, T, self.vocab_size)
             for i, r in enumerate(rows):

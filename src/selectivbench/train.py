@@ -215,8 +215,8 @@ def accumulate_step(accelerator, model, batches: list[dict]) -> torch.Tensor:
     for i, (batch, share) in enumerate(zip(batches, shares)):
         # gradients are averaged over the processes once, after the last micro-batch
         with accelerator.no_sync(model) if i < len(batches) - 1 else nullcontext():
-            mean = model(input_ids=batch["input_ids"], labels=batch["labels"],
-                         input_noise=batch.get("input_noise")).loss
+            mean = model(input_ids=batch["input_ids"], labels=batch["labels"], input_noise=batch.get("input_noise"),
+                         dropout_seed=batch.get("dropout_seed")).loss
             accelerator.backward(mean * (share * accelerator.num_processes))
         step_loss += mean.detach() * share
     return accelerator.reduce(step_loss, "sum")

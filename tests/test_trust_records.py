@@ -155,6 +155,21 @@ def test_resume_refuses_a_data_folder_regenerated_with_another_task(made, tmp_pa
     assert (tmp_path / "run" / "model" / "selectivbench_run.json").read_bytes() == before
 
 
+def test_resume_refuses_a_state_of_another_task_when_the_checkpoint_is_missing(made, tmp_path):
+    """A run killed between its first state and its first checkpoint has no record beside its state:
+    the state itself records the task it was trained on."""
+    data = copy_folder(made / "data", tmp_path / "data")
+    args = TrainArgs(output_dir=str(tmp_path / "run"), data_dir=str(data), **{**RUN, "max_steps": 3})
+    train(args, stop_after=1)
+    shutil.rmtree(tmp_path / "run" / "model")
+    _regenerate(data, seq_len=10)
+    with pytest.raises(ParameterError, match=r"allowed with --resume the task the run was trained on \(its newest "
+                                             r"state's task differs from the data now: seq_len: 12 in the record, "
+                                             r"10 in the data\)"):
+        train(dataclasses_replace(args, resume=True))
+    assert not (tmp_path / "run" / "model").exists()
+
+
 def dataclasses_replace(args, **changes):
     import dataclasses
 

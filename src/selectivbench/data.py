@@ -65,10 +65,17 @@ def task_fingerprint(task_params: dict, split_sizes: dict) -> dict:
     return json.loads(json.dumps(fields))
 
 
+def fingerprint_of(task: Task) -> dict:
+    return task_fingerprint(task.params.to_dict(), task.split_sizes)
+
+
 def fingerprint_differences(run: dict, task: Task) -> list[str]:
     """The fields in which a checkpoint's record and a task differ, each with both values."""
-    recorded = task_fingerprint(run.get("task_params") or {}, run.get("split_sizes") or {})
-    now = task_fingerprint(task.params.to_dict(), task.split_sizes)
+    return differences(task_fingerprint(run.get("task_params") or {}, run.get("split_sizes") or {}),
+                       fingerprint_of(task))
+
+
+def differences(recorded: dict, now: dict) -> list[str]:
     return [f"{k}: {recorded.get(k, 'absent')!r} in the record, {now.get(k, 'absent')!r} in the data"
             for k in sorted(set(recorded) | set(now)) if recorded.get(k) != now.get(k)]
 

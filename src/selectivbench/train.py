@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from .builders.config import ParameterError
-from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, fingerprint_differences, grammar_sha256,
-                   load_task, model_view, resolve_hub_id)
+from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, differences, fingerprint_differences,
+                   fingerprint_of, grammar_sha256, load_task, model_view, resolve_hub_id)
 from .metrics import IGNORE
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from .atomic import atomic_write_text
@@ -122,7 +122,9 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     progress = {"step": 0, "best": -1.0, "bad_evals": 0}
     metrics, metrics_step, stop = {}, None, False  # the last validation metrics and the step they are of
+    fingerprint = fingerprint_of(task)  # saved with each state: a state of another task is never continued
     if args.resume and (restored := load_newest_state(accelerator, out / "state", model, optimizer, scheduler)):
+        check_state_task(out, restored, fingerprint)
         progress = {k: restored[k] for k in progress}
         stop = 0 < args.patience <= progress["bad_evals"]  # the run had stopped early: it stays finished
     if accelerator.is_main_process:  # forget what was logged after the state it starts from (0: all)
@@ -163,7 +165,8 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
                 bar.set_postfix(acc=f"{metrics['element_accuracy']:.4f}")
             log(accelerator, out, record, args.report_to)
             if step % args.save_every == 0 or step == steps or stop:
-                save_state(accelerator, out / "state", step, model, optimizer, scheduler, progress)
+                save_state(accelerator, out / "state", step, model, optimizer, scheduler,
+                           {**progress, "task": fingerprint})
                 save_model(accelerator, model, out, run_card(args, task, step, metrics, metrics_step))
             if stop_after is not None and step >= stop_after:
                 return {"stopped_at": step}
@@ -302,6 +305,14 @@ def check_same_task(out: Path, task: Task, record: dict | None) -> None:
     if record is not None and (differs := fingerprint_differences(record, task)):
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the task the run was "
                              f"trained on (its {RUN_FILE} differs from the data now: {'; '.join(differs)})")
+
+
+def check_state_task(out: Path, restored: dict, fingerprint: dict) -> None:
+    """The newest state was saved by a run of this task (its model/ record may be missing: a run
+    killed between its first state and its first checkpoint)."""
+    if (differs := differences(restored.get("task") or {}, fingerprint)):
+        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the task the run was "
+                             f"trained on (its newest state's task differs from the data now: {'; '.join(differs)})")
 
 
 def early_stop(progress: dict, score: float, patience: int) -> bool:

@@ -219,6 +219,18 @@ def test_a_split_file_of_the_recorded_size_and_rows_but_other_content_is_refused
         load_task("gapped", str(data), splits=["validation"])  # any load checks every file
 
 
+def test_a_folder_loads_the_files_generation_json_records_whatever_the_card_says(made, tmp_path):
+    """The card's YAML is a user's to edit; the data a config holds is what generation.json records."""
+    from selectivbench.hub_dataset import load_config_folder
+
+    data = copy_folder(made / "data", tmp_path / "data")
+    card = data / "README.md"
+    card.write_text(card.read_text().replace("path: gapped/test-*", "path: gapped/validation-*"))
+    loaded = load_config_folder(data, "gapped")
+    assert loaded["test"]["input_ids"] == load_config_folder(data, "gapped", split="test")["input_ids"]
+    assert loaded["test"]["input_ids"] != loaded["validation"]["input_ids"]
+
+
 # ---------------------------------------------------------------- what a command is asked
 
 

@@ -474,11 +474,12 @@ def load_config_folder(folder: str | Path, config: str, split: str | None = None
     """Load a config of a generated folder after checking its files (ParameterError naming a bad file).
 
     With `split`, only that split's parquet files are read (a `datasets.Dataset`); without, every
-    split (a `DatasetDict`, as `load_dataset(folder, config)`).
+    split (a `DatasetDict`, as `load_dataset(folder, config)`). Either way the files are those that
+    generation.json records (the card's YAML, a user's to edit, does not choose them).
     """
     record = check_config_folder(folder, config)
     if split is None:
-        return datasets.load_dataset(str(folder), config, cache_dir=cache_dir)
+        return datasets.DatasetDict({s: load_config_folder(folder, config, s, cache_dir) for s in record["splits"]})
     if split not in record["splits"]:
         raise ParameterError(f"split={split!r} is invalid: allowed one of {sorted(record['splits'])}")
     p = TaskParams.from_dict(record["params"])

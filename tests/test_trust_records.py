@@ -127,7 +127,7 @@ def _regenerate(folder: Path, **overrides) -> None:
     generate_folder(["gapped"], folder, **{**TINY, **overrides})
 
 
-def test_evaluate_refuses_a_data_folder_regenerated_with_another_task(made, tmp_path, capsys):
+def test_evaluate_and_publish_refuse_a_data_folder_regenerated_with_another_task(made, tmp_path, capsys):
     """The record's every task parameter and split size against the folder's: the grammar alone
     matched, and a folder of 7-step sequences without a test split was scored (exit 0, one row)."""
     ckpt = copy_folder(made / "run" / "model", tmp_path / "ckpt")
@@ -141,6 +141,9 @@ def test_evaluate_refuses_a_data_folder_regenerated_with_another_task(made, tmp_
     assert "seq_len: 12 in the record, 7 in the data" in err
     assert "split_sizes.test: 8 in the record, 'absent' in the data" in err
     assert not (tmp_path / "ev.jsonl").exists()
+    code, err = cli(["publish-model", ckpt, "--repo-id", "me/m", "--dry-run"], capsys)  # it evaluates the same way
+    assert code == 2 and "seq_len: 12 in the record, 7 in the data" in err
+    assert not (ckpt / "README.md").exists()
 
 
 def test_resume_refuses_a_data_folder_regenerated_with_another_task(made, tmp_path):

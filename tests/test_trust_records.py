@@ -3,6 +3,7 @@ task that was asked for: a checkpoint's record, a data folder's records and its 
 command refuses (one line, exit code 2) before any work."""
 import ast
 import builtins
+import dataclasses
 import json
 import math
 import shutil
@@ -154,7 +155,7 @@ def test_resume_refuses_a_data_folder_regenerated_with_another_task(made, tmp_pa
     _regenerate(data, seq_len=10, noise=0.1)  # gapped's noise: 0.2
     with pytest.raises(ParameterError, match=r"output_dir=.*allowed with --resume the task the run was trained on.*"
                                              r"noise: 0.2 in the record, 0.1 in the data; seq_len: 12 in the record, 10 in the data"):
-        train(dataclasses_replace(args, resume=True))
+        train(dataclasses.replace(args, resume=True))
     assert (tmp_path / "run" / "model" / "selectivbench_run.json").read_bytes() == before
 
 
@@ -169,14 +170,8 @@ def test_resume_refuses_a_state_of_another_task_when_the_checkpoint_is_missing(m
     with pytest.raises(ParameterError, match=r"allowed with --resume the task the run was trained on \(its newest "
                                              r"state's task differs from the data now: seq_len: 12 in the record, "
                                              r"10 in the data\)"):
-        train(dataclasses_replace(args, resume=True))
+        train(dataclasses.replace(args, resume=True))
     assert not (tmp_path / "run" / "model").exists()
-
-
-def dataclasses_replace(args, **changes):
-    import dataclasses
-
-    return dataclasses.replace(args, **changes)
 
 
 # ---------------------------------------------------------------- a folder's records agree

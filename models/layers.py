@@ -198,3 +198,40 @@ def log_uniform(n: int, low: float, high: float):
 def state_zeros(like, *shape):
     """A zero recurrent state of `shape`, in float32 at least (states accumulate over many steps)."""
     return torch.zeros(*shape, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)
+
+
+def _mul32(x, c: int):
+    """x * c mod 2**32 for int64 x in [0, 2**32), in two halves so that no product leaves int64."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & 0xFFFFFFFF
+
+
+def hash32(x):
+    """A bijective 32-bit integer hash (Wellons' lowbias32) of int64 tensors holding 32-bit values."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+class SeededDropout(nn.Dropout):
+    """nn.Dropout whose mask, while `sample_seeds` (one 32-bit seed per sample) is set, is a pure
+    function of (sample seed, this module's `salt`, position, feature): no generator state, so the
+    masks do not depend on which process or batch a sample is in, nor on the padded length. Without
+    seeds (or in eval mode) it is nn.Dropout."""
+
+    def __init__(self, p: float = 0.5, salt: int = 0):
+        super().__init__(p)
+        self.salt, self.sample_seeds, self.position = salt, None, 0
+
+    def forward(self, x):
+        if not self.training or self.p == 0 or self.sample_seeds is None:
+            return super().forward(x)
+        steps = x if x.dim() == 3 else x.unsqueeze(1)  # (B, D): one step at self.position (the recurrent form)
+        B, T, D = steps.shape
+        seeds = self.sample_seeds.to(device=x.device, dtype=torch.long).reshape(B, 1, 1)
+        cells = (torch.arange(self.position, self.position + T, device=x.device).view(T, 1) * D
+                 + torch.arange(D, device=x.device)) & 0xFFFFFFFF
+        bits = hash32(hash32((seeds + self.salt * 0x9E3779B9) & 0xFFFFFFFF) ^ hash32(cells))
+        keep = bits >= round(self.p * 2**32)
+        return (steps * keep / (1 - self.p)).reshape(x.shape)

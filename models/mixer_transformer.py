@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import merge_heads, rotary, split_heads
+from .layers import SeededDropout, merge_heads, rotary, split_heads
 from .mixer_state import AttentionState, Mixer
 
 TAXONOMY = dict(transition="none (attention over all past keys)", input_gating="no",
@@ -55,7 +55,7 @@ class TransformerMixer(Mixer):
         # the paper's linear1 (d -> 8d: the swish-gated half, then the other) and linear2 (4d -> d)
         self.ffn_in, self.ffn_out = nn.Linear(D, 8 * D), nn.Linear(4 * D, D)
         self.swish_beta = nn.Parameter(torch.ones(1))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = SeededDropout(config.dropout)
 
     def init_own_weights(self, init):
         init.ones_(self.swish_beta)

@@ -27,7 +27,7 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_selectivbench import IGNORE_INDEX, SelectivBenchConfig
-from .layers import RMSNorm, at_least_fp32
+from .layers import RMSNorm, SeededDropout, at_least_fp32
 from .mixer_deltanet import DeltaNetMixer
 from .mixer_fox import FoxMixer
 from .mixer_gated_deltanet import GatedDeltaNetMixer
@@ -95,7 +95,7 @@ class SelectivBenchBlock(nn.Module):
     def __init__(self, config: SelectivBenchConfig):
         super().__init__()
         self.mixer = MIXER_CLASSES[config.mixer](config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = SeededDropout(config.dropout)
         self.norm = {"layernorm": nn.LayerNorm, "rmsnorm": RMSNorm}[config.norm](config.d_model)
 
     def forward(self, x, state=None):
@@ -155,10 +155,18 @@ class SelectivBenchModel(SelectivBenchPreTrainedModel):
         super().__init__(config)
         self.embed = OneHotInput(config.vocab_size, config.d_model)
         self.layers = nn.ModuleList(SelectivBenchBlock(config) for _ in range(config.n_layers))
+        self.dropouts = [m for m in self.modules() if isinstance(m, SeededDropout)]  # a plain list: no submodules
+        for salt, module in enumerate(self.dropouts):  # each its own masks
+            module.salt = salt
         self.post_init()
 
+    def _seed_dropout(self, seeds, position: int = 0) -> None:
+        for module in self.dropouts:
+            module.sample_seeds, module.position = seeds, position
+
     def forward(self, input_ids, input_noise=None, state=None, use_cache=None, recurrent=False,
-                output_hidden_states=None, return_dict=None, attention_mask=None, element_index=None, index=None):
+                output_hidden_states=None, return_dict=None, attention_mask=None, element_index=None, index=None,
+                dropout_seed=None):
         """input_ids (B, T): symbols 0..vocab_size-1, and the silent gap id `vocab_size`.
 
         input_noise (B, T, vocab_size): noise added to the one-hot inputs. None: in training mode
@@ -173,33 +181,41 @@ class SelectivBenchModel(SelectivBenchPreTrainedModel):
         attention_mask: the models are causal, so a right-padding mask (ones, then zeros) needs no
             masking and is accepted when no state is returned; any other mask raises ValueError.
         element_index, index: dataset columns the metric and the collator use; not model inputs.
+        dropout_seed (B,): one 32-bit seed per sample (the collator's); in training mode every dropout
+            mask is then a function of (that seed, layer, position, feature), so the number of processes
+            or the batch a sample lands in cannot change it. None: torch's generator, as nn.Dropout.
         """
         use_cache = state is not None if use_cache is None else use_cache
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        self._check_inputs(input_ids, input_noise, state, attention_mask, use_cache)
+        self._check_inputs(input_ids, input_noise, state, attention_mask, use_cache, dropout_seed)
         if input_noise is None and self.training and self.config.input_noise > 0:
             input_noise = torch.rand(*input_ids.shape, self.config.vocab_size, device=input_ids.device)
             input_noise = input_noise * self.config.input_noise
         x = self.embed(input_ids, input_noise)
         states = list(state) if state is not None else [None] * len(self.layers)
-        if x.shape[0] == 0 or x.shape[1] == 0:  # nothing to mix: the state stays as it is
-            hidden = [x] * (len(self.layers) + 1)
-        elif recurrent or x.shape[1] == 1:
-            x, hidden = self._recurrent(x, states)
-        else:
-            hidden = [x]
-            for i, layer in enumerate(self.layers):
-                x, states[i] = layer(x, states[i])
-                hidden.append(x)
+        self._seed_dropout(dropout_seed)
+        try:
+            if x.shape[0] == 0 or x.shape[1] == 0:  # nothing to mix: the state stays as it is
+                hidden = [x] * (len(self.layers) + 1)
+            elif recurrent or x.shape[1] == 1:
+                x, hidden = self._recurrent(x, states, dropout_seed)
+            else:
+                hidden = [x]
+                for i, layer in enumerate(self.layers):
+                    x, states[i] = layer(x, states[i])
+                    hidden.append(x)
+        finally:
+            self._seed_dropout(None)
         out = SelectivBenchModelOutput(last_hidden_state=x,
                                        hidden_states=tuple(hidden) if output_hidden_states else None,
                                        state=SelectivBenchCache(states) if use_cache else None)
         return out if return_dict else out.to_tuple()
 
-    def _recurrent(self, x, states):
+    def _recurrent(self, x, states, dropout_seed=None):
         """The per-token loop; fills `states` in place. Returns the last hidden states and every layer's."""
         per_layer = [[] for _ in range(len(self.layers) + 1)]
-        for x_t in x.unbind(1):
+        for t, x_t in enumerate(x.unbind(1)):
+            self._seed_dropout(dropout_seed, position=t)  # the masks of the chunked form's step t
             per_layer[0].append(x_t)
             for i, layer in enumerate(self.layers):
                 x_t, states[i] = layer.step(x_t, states[i])
@@ -207,7 +223,7 @@ class SelectivBenchModel(SelectivBenchPreTrainedModel):
         hidden = [torch.stack(steps, 1) for steps in per_layer]
         return hidden[-1], hidden
 
-    def _check_inputs(self, input_ids, input_noise, state, attention_mask, use_cache):
+    def _check_inputs(self, input_ids, input_noise, state, attention_mask, use_cache, dropout_seed=None):
         """One clear error before any work."""
         V = self.config.vocab_size
         if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.is_floating_point():
@@ -220,6 +236,10 @@ class SelectivBenchModel(SelectivBenchPreTrainedModel):
                                         or tuple(input_noise.shape) != (*input_ids.shape, V)):
             raise ValueError(f"input_noise={_describe(input_noise)} is invalid: allowed a tensor of shape "
                              f"{(*input_ids.shape, V)} (batch, time, vocab_size)")
+        if dropout_seed is not None and (not torch.is_tensor(dropout_seed) or dropout_seed.is_floating_point()
+                                         or tuple(dropout_seed.shape) != (input_ids.shape[0],)):
+            raise ValueError(f"dropout_seed={_describe(dropout_seed)} is invalid: allowed an integer tensor of shape "
+                             f"{(input_ids.shape[0],)} (one seed per sample)")
         if state is not None:
             if not isinstance(state, SelectivBenchCache) or len(state) != len(self.layers):
                 raise ValueError(f"state={_describe(state)} is invalid: allowed a SelectivBenchCache of "
@@ -250,7 +270,7 @@ class SelectivBenchForTokenClassification(SelectivBenchPreTrainedModel):
 
     def forward(self, input_ids, labels=None, input_noise=None, state=None, use_cache=None, recurrent=False,
                 output_hidden_states=None, return_dict=None, attention_mask=None, element_index=None, index=None,
-                num_items_in_batch=None):
+                num_items_in_batch=None, dropout_seed=None):
         """As `SelectivBenchModel.forward`, plus labels (B, T) with IGNORE_INDEX (-100) at skipped steps:
         the loss is the mean cross-entropy over the other steps (0.0 when every step is ignored), or
         their summed cross-entropy over `num_items_in_batch` when given (Trainer's count of the
@@ -260,7 +280,8 @@ class SelectivBenchForTokenClassification(SelectivBenchPreTrainedModel):
             raise ValueError(f"labels={_describe(labels)} is invalid: allowed a tensor shaped like input_ids, "
                              f"{tuple(input_ids.shape)}")
         out = self.model(input_ids, input_noise=input_noise, state=state, use_cache=use_cache, recurrent=recurrent,
-                         output_hidden_states=output_hidden_states, return_dict=True, attention_mask=attention_mask)
+                         output_hidden_states=output_hidden_states, return_dict=True, attention_mask=attention_mask,
+                         dropout_seed=dropout_seed)
         logits = self.classifier(out.last_hidden_state)
         loss = None if labels is None else token_loss(logits, labels, num_items_in_batch)
         result = SelectivBenchTokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,

@@ -447,7 +447,9 @@ def test_resume_continues_only_the_run_that_is_there(tmp_path):
                                              r"run's: 4\)\)"):
         train(TrainArgs(output_dir=str(folder), **{**run, "config": "complexity", "max_steps": 8}), task=task)
     other_grammar = load_task("gapped", **{**TINY, "seed": 5})
-    with pytest.raises(ParameterError, match=r"allowed with --resume the grammar the run was trained on"):
+    with pytest.raises(ParameterError, match=r"allowed with --resume the task the run was trained on \(its "
+                                             r"selectivbench_run.json differs from the data now: seed: 1 in the "
+                                             r"record, 5 in the data\)"):
         train(TrainArgs(output_dir=str(folder), **run), task=other_grammar)
     assert _files(folder) == before
     # what only reports may change: quiet, report_to, cpu

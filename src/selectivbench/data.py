@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +47,37 @@ class Task:
     data: DatasetDict
     params: TaskParams
     grammar: Grammar
+    sizes: dict = field(default_factory=dict)  # every non-empty split's size, also of splits not loaded
 
     @property
     def num_labels(self) -> int:
         return self.grammar.num_states
+
+    @property
+    def split_sizes(self) -> dict:
+        return self.sizes or {s: len(d) for s, d in self.data.items()}
+
+
+def task_fingerprint(task_params: dict, split_sizes: dict) -> dict:
+    """Everything that makes a task's samples what they are: every task parameter and every
+    non-empty split's size, as JSON holds them (a run record is compared with it field by field)."""
+    fields = {**task_params, **{f"split_sizes.{s}": n for s, n in split_sizes.items() if n}}
+    return json.loads(json.dumps(fields))
+
+
+def fingerprint_of(task: Task) -> dict:
+    return task_fingerprint(task.params.to_dict(), task.split_sizes)
+
+
+def fingerprint_differences(run: dict, task: Task) -> list[str]:
+    """The fields in which a checkpoint's record and a task differ, each with both values."""
+    return differences(task_fingerprint(run.get("task_params") or {}, run.get("split_sizes") or {}),
+                       fingerprint_of(task))
+
+
+def differences(recorded: dict, now: dict) -> list[str]:
+    return [f"{k}: {recorded.get(k, 'absent')!r} in the record, {now.get(k, 'absent')!r} in the data"
+            for k in sorted(set(recorded) | set(now)) if recorded.get(k) != now.get(k)]
 
 
 def grammar_sha256(grammar: Grammar) -> str:
@@ -108,23 +135,25 @@ def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = 
                                  "allowed only when the data is built here (omit --data-dir)")
         folder = resolve_data_dir(str(data_dir), config)
         record = check_config_folder(folder, config)  # every file whole before anything is read
-        grammar = Grammar.load(folder / config / "grammar.json")
-        params = TaskParams.from_dict({**grammar.params, "test_gaps": tuple(grammar.params.get("test_gaps", ()))})
+        grammar = Grammar.load(folder / config / "grammar.json")  # its params are generation.json's (checked)
+        params = TaskParams.from_dict({**record["params"], "test_gaps": tuple(record["params"].get("test_gaps", ()))})
+        sizes = {s: v["num_examples"] for s, v in record["splits"].items()}
         splits = _wanted_splits(config, splits, list(record["splits"]), with_train)
         if check:
-            check(Task(config, DatasetDict(), params, grammar))
+            check(Task(config, DatasetDict(), params, grammar, sizes))
         data = {s: load_config_folder(folder, config, split=s, cache_dir=cache_dir) for s in splits}
-        return Task(config, DatasetDict(data), params, grammar)
+        return Task(config, DatasetDict(data), params, grammar, sizes)
     from .builders.builder import build_split
 
     builder = make_builder(config, cache_dir=cache_dir, **overrides)
     sizes = builder.config.split_sizes  # validates every parameter
     params, grammar = builder.config.params, builder.grammar
-    splits = _wanted_splits(config, splits, [s for s, n in sizes.items() if n > 0], with_train)
+    sizes = {s: n for s, n in sizes.items() if n > 0}
+    splits = _wanted_splits(config, splits, list(sizes), with_train)
     if check:
-        check(Task(config, DatasetDict(), params, grammar))
+        check(Task(config, DatasetDict(), params, grammar, sizes))
     data = {s: build_split(params, s, sizes[s], cache_dir=cache_dir, num_proc=num_proc) for s in splits}
-    return Task(config, DatasetDict(data), params, grammar)
+    return Task(config, DatasetDict(data), params, grammar, sizes)
 
 
 def _wanted_splits(config: str, splits, available: list[str], with_train: bool) -> list[str]:
@@ -193,9 +222,13 @@ def checkpoint_task(checkpoint: str | Path, splits: list[str] | None = None, con
                      **sizes)
 
 
-def check_compatible(checkpoint: str | Path, task: Task) -> None:
-    """A checkpoint scores a task only when it was trained on the very same grammar."""
+def check_compatible(checkpoint: str | Path, task: Task, same_task: bool = False) -> None:
+    """A checkpoint scores a task only when it was trained on the very same grammar; `same_task`: only
+    the very task it recorded (every parameter and split size: a folder regenerated since is refused)."""
     run = checkpoint_record(checkpoint)
+    if same_task and (differs := fingerprint_differences(run, task)):
+        raise ParameterError(f"checkpoint {checkpoint} is invalid for config {task.name!r}: allowed the task it was "
+                             f"trained on (its data differs from its {RUN_FILE}: {'; '.join(differs)})")
     want = grammar_sha256(task.grammar)
     if run.get("grammar_sha256") != want:
         p = run.get("task_params", {})
@@ -204,6 +237,15 @@ def check_compatible(checkpoint: str | Path, task: Task) -> None:
             f"(checkpoint: seed={p.get('seed')}, vocab_size={p.get('vocab_size')}, ambiguities={p.get('ambiguities')}; "
             f"task: seed={task.params.seed}, vocab_size={task.params.vocab_size}, "
             f"ambiguities={task.params.ambiguities}; grammar hashes differ)")
+
+
+DROPOUT_STREAM = 1  # a fifth SeedSequence entry: the dropout seeds' stream, apart from the noise's
+
+
+def dropout_seed_for(seed: int, split: str, index: int, epoch: int) -> int:
+    """The 32-bit seed of a sample's dropout masks in an epoch (it is seen once per epoch): a pure
+    function of (seed, split, sample index, epoch), whatever process or batch the sample is in."""
+    return int(np.random.SeedSequence([seed, split_code(split), int(index), epoch, DROPOUT_STREAM]).generate_state(1)[0])
 
 
 def noise_for(seed: int, split: str, index: int, epoch: int, shape, amplitude: float) -> torch.Tensor:
@@ -233,6 +275,8 @@ class SelectivBenchCollator:
                 batch[key][i, :n] = torch.as_tensor(r[key])
         if "index" in rows[0]:
             batch["index"] = torch.tensor([int(r["index"]) for r in rows])
+            batch["dropout_seed"] = torch.tensor([dropout_seed_for(self.seed, self.split, r["index"], self.epoch)
+                                                  for r in rows])
         if self.noise > 0:
             noise = torch.zeros(B, T, self.vocab_size)
             for i, r in enumerate(rows):

@@ -30,6 +30,7 @@ from .builders.sampler import Sampler
 from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
 from .metrics import IGNORE, accuracies, window_predictions
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
+from .models.modeling_selectivbench import AUTO_MAP
 from .run_state import shapes, weights_mismatch
 
 FIELDS = ["model", "mixer", "config", "split", "seed", "noise_seed", "samples", "element_accuracy", "step_accuracy",
@@ -83,6 +84,7 @@ def check_weights(checkpoint: str | Path) -> None:
     from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
     folder = Path(checkpoint)
+    check_model_type(folder)
     single, index = folder / SAFE_WEIGHTS_NAME, folder / SAFE_WEIGHTS_INDEX_NAME
     if not (single.is_file() or index.is_file()):
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder with {SAFE_WEIGHTS_NAME} "
@@ -94,7 +96,7 @@ def check_weights(checkpoint: str | Path) -> None:
         for file in files:
             with safe_open(str(file), framework="pt") as f:
                 saved.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
-        config = SelectivBenchConfig.from_pretrained(folder)
+        config = SelectivBenchConfig.from_pretrained(folder, trust_remote_code=False)
         with torch.device("meta"):  # names and shapes only: no memory, no init
             model = SelectivBenchForTokenClassification(config)
     except Exception as err:  # unreadable weights or config: one line naming the checkpoint
@@ -108,6 +110,24 @@ def check_weights(checkpoint: str | Path) -> None:
                              "not imported selectivbench)")
 
 
+def check_model_type(folder: Path) -> None:
+    """config.json is this package's model: its model_type, and an auto_map naming only the code that
+    save_pretrained ships with it. Anything else is someone else's code, never imported here (and
+    transformers would ask whether to run it): one error before anything is loaded."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # nothing to run in it; loading it is refused next, naming the checkpoint
+    if not isinstance(config, dict) or config.get("model_type") != SelectivBenchConfig.model_type:
+        found = config.get("model_type") if isinstance(config, dict) else config
+        raise ParameterError(f"file={str(path)!r} is invalid: allowed model_type={SelectivBenchConfig.model_type!r} "
+                             f"(found {found!r}; code of another model is never run here)")
+    if config.get("auto_map") not in (None, AUTO_MAP):
+        raise ParameterError(f"file={str(path)!r} is invalid: allowed no auto_map or selectivbench's own "
+                             f"{AUTO_MAP} (found {config['auto_map']!r}; code shipped in a folder is never run here)")
+
+
 def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_dir, overrides) -> list[tuple]:
     """(task, checkpoints) pairs; every checkpoint is checked against its task's grammar before any
     split is read or built, and only the asked splits (default: all but train) are."""
@@ -119,14 +139,15 @@ def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_di
         checkpoint_record(c)
         check_weights(c)
 
-    def check(ckpts):
+    def check(ckpts, same_task=False):
         def every_checkpoint_fits(task):
             for c in ckpts:
-                check_compatible(c, task)
+                check_compatible(c, task, same_task)
         return every_checkpoint_fits
 
-    if configs is None:  # each checkpoint on the task it recorded
-        return [(checkpoint_task(c, splits=splits, with_train=False, check=check([c])), [c]) for c in checkpoints]
+    if configs is None:  # each checkpoint on the task it recorded, every parameter and split size as recorded
+        return [(checkpoint_task(c, splits=splits, with_train=False, check=check([c], same_task=True)), [c])
+                for c in checkpoints]
     return [(load_task(c, data_dir, splits=splits, with_train=False, check=check(checkpoints), **overrides),
              checkpoints) for c in configs]
 
@@ -141,6 +162,11 @@ def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str 
         raise ParameterError(f"num_samples={num_samples!r} is invalid: allowed an integer >= 1 (or unset: all)")
     if isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or not 0 <= noise_seed <= MAX_NOISE_SEED:
         raise ParameterError(f"noise_seed={noise_seed!r} is invalid: allowed an integer in [0, {MAX_NOISE_SEED}]")
+    for field, values in (("checkpoints", [str(Path(c).resolve()) for c in checkpoints]), ("configs", configs),
+                          ("splits", splits)):
+        if values is not None and len(set(values)) != len(values):  # every row would be scored and written twice
+            given = {"checkpoints": checkpoints, "configs": configs, "splits": splits}[field]
+            raise ParameterError(f"{field}={given!r} is invalid: allowed distinct names (each is scored once)")
     if out is not None:
         check_table_path(out)
     accelerator = Accelerator(cpu=cpu)
@@ -155,7 +181,7 @@ def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str 
             loader = accelerator.prepare(DataLoader(model_view(data), batch_size=batch_size, collate_fn=collator))
             for ckpt in ckpts:
                 model = SelectivBenchForTokenClassification.from_pretrained(
-                    ckpt, use_safetensors=True).to(accelerator.device)
+                    ckpt, use_safetensors=True, trust_remote_code=False).to(accelerator.device)
                 m = evaluate_loader(model, loader, accelerator, desc=f"{Path(ckpt).name} {task.name}/{split}")
                 rows.append({"model": ckpt, "mixer": model.config.mixer, "config": task.name, "split": split,
                              "seed": task.params.seed, "noise_seed": noise_seed, "samples": len(data), **m,

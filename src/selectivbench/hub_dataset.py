@@ -11,6 +11,7 @@ describes what the folder actually holds.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -37,7 +38,7 @@ from .builders.config import params_problem, task_description
 CARD_TEMPLATE = resources.files("selectivbench.dataset_cards") / "selectivbench.md"
 CARD_MARKER = "<!-- selectivbench-card: written by `selectivbench generate`"
 RECORD = "generation.json"
-RECORD_FORMAT = "selectivbench-config/1"
+RECORD_FORMAT = "selectivbench-config/2"  # 2: each file's sha256 recorded
 BUILD_PREFIX = ".selectivbench-build-"  # hidden siblings: configs being built, or old ones being removed
 CEILING_SAMPLES = 1000  # the Bayes ceiling scores the first samples of each split
 STATS_FIELDS = ("num_states", "num_edges", "mean_string_length", "topological_entropy")  # grammar_stats
@@ -151,7 +152,8 @@ def write_split(pool: ShardPool, p: TaskParams, split: str, n: int, folder: Path
     jobs = [(p, split, shards, str(folder / name), min(n, CEILING_SAMPLES)) for shards, name in zip(groups, names)]
     files, num_bytes, counts = [], 0, None
     for name, done in zip(names, pool.imap(write_parquet_file, jobs)):
-        files.append({"name": name, "bytes": (folder / name).stat().st_size, "rows": done["rows"]})
+        files.append({"name": name, "bytes": (folder / name).stat().st_size, "rows": done["rows"],
+                      "sha256": file_sha256(folder / name)})
         num_bytes += done["num_bytes"]
         if done["counts"] is not None:
             counts = done["counts"] if counts is None else {k: counts[k] + v for k, v in done["counts"].items()}
@@ -172,7 +174,7 @@ def build_config(config: SelectivBenchBuilderConfig, folder: Path, pool: ShardPo
     make_grammar(p).save(folder / "grammar.json")
     record = {"format": RECORD_FORMAT, "config": config.name, "description": config.description,
               "command": command, "params": p.to_dict(), "sizes": config.split_sizes, "stats": stats.get(),
-              "ceiling": ceiling, "splits": splits}
+              "ceiling": ceiling, "splits": splits, "grammar_sha256": file_sha256(folder / "grammar.json")}
     _write_atomic(folder / RECORD, json.dumps(record, indent=1))
     return record
 
@@ -352,6 +354,23 @@ def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+_SHA256_SEEN: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> sha256: each file hashed once per process
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256, computed once per version of the file (a rewrite changes its mtime or size)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA256_SEEN:
+        with open(path, "rb") as f:
+            _SHA256_SEEN[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _SHA256_SEEN[key]
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -379,6 +398,8 @@ def _record_problem(record, config: str) -> str | None:
     if not isinstance(ceiling, list) or not all(isinstance(c, dict) and isinstance(c.get("split"), str)
                                                 and all(_is_number(c.get(k)) for k in CEILING_FIELDS) for c in ceiling):
         return f"ceiling: allowed a list of objects with split and numbers {list(CEILING_FIELDS)}"
+    if not _is_sha256(record.get("grammar_sha256")):
+        return "grammar_sha256: allowed the sha256 of grammar.json (64 hex digits)"
     splits = record.get("splits")
     if not isinstance(splits, dict):
         return "splits: allowed an object of split name -> {num_examples, num_bytes, files}"
@@ -389,8 +410,10 @@ def _record_problem(record, config: str) -> str | None:
         for f in split["files"]:
             # A plain file name: the record must not point outside its config folder.
             if not (isinstance(f, dict) and isinstance(f.get("name"), str) and f["name"] == Path(f["name"]).name
-                    and f["name"] not in ("", ".", "..") and _is_count(f.get("bytes")) and _is_count(f.get("rows"))):
-                return f"splits.{name}.files: allowed objects {{name, bytes, rows}} naming a file of the config folder"
+                    and f["name"] not in ("", ".", "..") and _is_count(f.get("bytes")) and _is_count(f.get("rows"))
+                    and _is_sha256(f.get("sha256"))):
+                return (f"splits.{name}.files: allowed objects {{name, bytes, rows, sha256}} naming a file of the "
+                        "config folder")
     return None
 
 
@@ -412,12 +435,13 @@ def check_config_folder(folder: str | Path, config: str) -> dict:
             try:
                 size = path.stat().st_size
                 rows = pq.ParquetFile(path).metadata.num_rows if size == f["bytes"] else None
+                same = size == f["bytes"] and rows == f["rows"] and file_sha256(path) == f["sha256"]
             except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
                 raise ParameterError(f"file={str(path)!r} is invalid: allowed {allowed} ({err})") from None
-            if size != f["bytes"] or rows != f["rows"]:
-                raise ParameterError(f"file={str(path)!r} is invalid: allowed {allowed} (found {size} bytes)")
-    if not (base / "grammar.json").exists():
-        raise ParameterError(f"file={str(base / 'grammar.json')!r} is invalid: allowed the config's grammar.json")
+            if not same:  # a file of the same size and rows but other content: another split's, say
+                raise ParameterError(f"file={str(path)!r} is invalid: allowed {allowed}, sha256 {f['sha256']} "
+                                     f"(found {size} bytes{'' if size != f['bytes'] or rows != f['rows'] else ', another sha256'})")
+    check_grammar_file(base, record)
     foreign = _foreign_files(base, record)
     if foreign:  # the card's {config}/{split}-* patterns would load them as rows of the split
         raise ParameterError(f"folder={str(base)!r} is invalid: allowed only the files `selectivbench generate` "
@@ -425,15 +449,37 @@ def check_config_folder(folder: str | Path, config: str) -> dict:
     return record
 
 
+def check_grammar_file(base: Path, record: dict) -> None:
+    """grammar.json is the one generation.json records: its params agree with the record's field by
+    field (generation.json is authoritative: the task is built from it), and its bytes are the recorded ones."""
+    path = base / "grammar.json"
+    allowed = f"allowed the grammar.json that {RECORD} records"
+    try:
+        params = json.loads(path.read_bytes()).get("params")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ParameterError(f"file={str(path)!r} is invalid: {allowed} ({type(err).__name__})") from None
+    if not isinstance(params, dict):
+        raise ParameterError(f"file={str(path)!r} is invalid: {allowed} (params: allowed an object)")
+    differs = [f"{k}={params.get(k, 'absent')!r} ({RECORD}: {record['params'].get(k, 'absent')!r})"
+               for k in sorted(set(params) | set(record["params"])) if params.get(k) != record["params"].get(k)]
+    if differs:
+        raise ParameterError(f"file={str(path)!r} is invalid: {allowed}, whose params disagree with {RECORD} "
+                             f"({'; '.join(differs)})")
+    if file_sha256(path) != record["grammar_sha256"]:
+        raise ParameterError(f"file={str(path)!r} is invalid: {allowed} (sha256 {record['grammar_sha256']}; "
+                             "this one was changed)")
+
+
 def load_config_folder(folder: str | Path, config: str, split: str | None = None, cache_dir=None):
     """Load a config of a generated folder after checking its files (ParameterError naming a bad file).
 
     With `split`, only that split's parquet files are read (a `datasets.Dataset`); without, every
-    split (a `DatasetDict`, as `load_dataset(folder, config)`).
+    split (a `DatasetDict`, as `load_dataset(folder, config)`). Either way the files are those that
+    generation.json records (the card's YAML, a user's to edit, does not choose them).
     """
     record = check_config_folder(folder, config)
     if split is None:
-        return datasets.load_dataset(str(folder), config, cache_dir=cache_dir)
+        return datasets.DatasetDict({s: load_config_folder(folder, config, s, cache_dir) for s in record["splits"]})
     if split not in record["splits"]:
         raise ParameterError(f"split={split!r} is invalid: allowed one of {sorted(record['splits'])}")
     p = TaskParams.from_dict(record["params"])

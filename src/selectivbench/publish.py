@@ -43,11 +43,12 @@ def results_for(checkpoint: Path, results: str | None) -> list[dict]:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, json.JSONDecodeError) as err:
         raise ParameterError(f"results={results!r} is invalid: allowed a readable .jsonl table ({err})") from None
+    splits = sorted(checkpoint_record(checkpoint).get("split_sizes") or {})  # the splits its task has
     mine = []  # every row names its model; this checkpoint's rows must hold what the card shows
     for number, row in enumerate(rows, 1):
         problem = _row_problem(row, ROW_FIELDS[:1])
         if not problem and Path(row["model"]).resolve() == checkpoint.resolve():
-            problem = _row_problem(row, ROW_FIELDS)
+            problem = _row_problem(row, ROW_FIELDS) or _score_problem(row, splits)
             mine.append(row)
         if problem:
             raise ParameterError(f"results={results!r} is invalid: allowed a table of `selectivbench evaluate` rows "
@@ -67,6 +68,17 @@ def _row_problem(row, fields) -> str | None:
     return None
 
 
+def _score_problem(row: dict, splits: list[str]) -> str | None:
+    """A row the card may show: accuracies that are finite numbers in [0, 1], of a split the
+    checkpoint's task has (a NaN or 7.5, or a `test_gap999`, would go into the model-index as a score)."""
+    for field in ("element_accuracy", "step_accuracy", "bayes_element_accuracy"):
+        if not 0.0 <= row[field] <= 1.0:  # False for NaN too
+            return f"{field}={row[field]!r}: allowed a number in [0, 1]"
+    if row["split"] not in splits:
+        return f"split={row['split']!r}: allowed a split of the checkpoint's task {splits}"
+    return None
+
+
 def dataset_args(run: dict) -> dict:
     """The task parameters that differ from the named config's defaults (seed, k, V, ...)."""
     defaults = task_params(run["task"]).to_dict()
@@ -75,13 +87,13 @@ def dataset_args(run: dict) -> dict:
 
 def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_repo: str | None = None) -> ModelCard:
     """The card of a checkpoint scored by `rows` (rows of `selectivbench evaluate`)."""
-    from transformers import AutoConfig
-
-    from .models import taxonomy_rows
+    from .evaluate import check_model_type
+    from .models import SelectivBenchConfig, taxonomy_rows
 
     checkpoint = Path(checkpoint)
     run = checkpoint_record(checkpoint)
-    config = AutoConfig.from_pretrained(checkpoint)
+    check_model_type(checkpoint)  # nothing shipped in the folder is imported, and nothing prompts
+    config = SelectivBenchConfig.from_pretrained(checkpoint, trust_remote_code=False)
     dataset_repo = dataset_repo or resolve_hub_id(run.get("data_dir"))
     over = dataset_args(run)
     evals = [EvalResult(task_type="token-classification", task_name="Hidden-state tracking",

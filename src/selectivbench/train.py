@@ -22,15 +22,15 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from .builders.config import ParameterError
-from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, grammar_sha256, load_task, model_view,
-                   resolve_hub_id)
+from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, differences, fingerprint_differences,
+                   fingerprint_of, grammar_sha256, load_task, model_view, resolve_hub_id)
 from .metrics import IGNORE
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from .atomic import atomic_write_text
@@ -86,6 +86,7 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
                         ("validation", args.task_overrides.get("num_validation"))):
         if size == 0:
             raise ParameterError(f"num_{split}=0 is invalid: allowed at least 1 sample to train")
+    check_precision(args.mixed_precision, PartialState(cpu=args.cpu).device)  # before Accelerator takes it
     # no gradient_accumulation_steps: accumulate_step weighs the micro-batches itself
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu, log_with=args.report_to,
                               project_dir=str(out),
@@ -101,7 +102,7 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
         if len(task.data.get(split, ())) == 0:
             raise ParameterError(f"{split}={args.data_dir or args.config!r} is invalid: allowed a task with at least "
                                  f"1 {split} sample to train")
-    check_same_grammar(out, task, saved_run)
+    check_same_task(out, task, saved_run)
     from .evaluate import evaluate_loader
 
     model = SelectivBenchForTokenClassification(model_config(args, task))
@@ -121,7 +122,9 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     progress = {"step": 0, "best": -1.0, "bad_evals": 0}
     metrics, metrics_step, stop = {}, None, False  # the last validation metrics and the step they are of
+    fingerprint = fingerprint_of(task)  # saved with each state: a state of another task is never continued
     if args.resume and (restored := load_newest_state(accelerator, out / "state", model, optimizer, scheduler)):
+        check_state_task(out, restored, fingerprint)
         progress = {k: restored[k] for k in progress}
         stop = 0 < args.patience <= progress["bad_evals"]  # the run had stopped early: it stays finished
     if accelerator.is_main_process:  # forget what was logged after the state it starts from (0: all)
@@ -162,7 +165,8 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
                 bar.set_postfix(acc=f"{metrics['element_accuracy']:.4f}")
             log(accelerator, out, record, args.report_to)
             if step % args.save_every == 0 or step == steps or stop:
-                save_state(accelerator, out / "state", step, model, optimizer, scheduler, progress)
+                save_state(accelerator, out / "state", step, model, optimizer, scheduler,
+                           {**progress, "task": fingerprint})
                 save_model(accelerator, model, out, run_card(args, task, step, metrics, metrics_step))
             if stop_after is not None and step >= stop_after:
                 return {"stopped_at": step}
@@ -179,6 +183,14 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     accelerator.free_memory()
     accelerator.end_training()
     return metrics
+
+
+def check_precision(mixed_precision: str, device: torch.device) -> None:
+    """fp16 autocast needs an accelerator: on a CPU accelerate runs float32 and the record would say
+    fp16 (bf16 autocast does run on a CPU)."""
+    if mixed_precision == "fp16" and device.type == "cpu":
+        raise ParameterError("mixed_precision='fp16' is invalid on a CPU: allowed no or bf16 there (fp16 autocast "
+                             "would not run: the model would train in float32)")
 
 
 def windows(items, n: int):
@@ -206,8 +218,8 @@ def accumulate_step(accelerator, model, batches: list[dict]) -> torch.Tensor:
     for i, (batch, share) in enumerate(zip(batches, shares)):
         # gradients are averaged over the processes once, after the last micro-batch
         with accelerator.no_sync(model) if i < len(batches) - 1 else nullcontext():
-            mean = model(input_ids=batch["input_ids"], labels=batch["labels"],
-                         input_noise=batch.get("input_noise")).loss
+            mean = model(input_ids=batch["input_ids"], labels=batch["labels"], input_noise=batch.get("input_noise"),
+                         dropout_seed=batch.get("dropout_seed")).loss
             accelerator.backward(mean * (share * accelerator.num_processes))
         step_loss += mean.detach() * share
     return accelerator.reduce(step_loss, "sum")
@@ -287,13 +299,20 @@ def saved_record(out: Path) -> dict | None:
     return checkpoint_record(out / "model") if (out / "model" / RUN_FILE).exists() else None
 
 
-def check_same_grammar(out: Path, task: Task, record: dict | None) -> None:
-    """A resumed run trains on the grammar it started on (a data folder may have been regenerated)."""
-    if record is not None:
-        saved = record.get("grammar_sha256")
-        if saved != grammar_sha256(task.grammar):
-            raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the grammar the run was "
-                                 f"trained on (sha256 {saved}; the task's data now has {grammar_sha256(task.grammar)})")
+def check_same_task(out: Path, task: Task, record: dict | None) -> None:
+    """A resumed run trains on the task it started on: every task parameter and split size of its
+    record (a data folder may have been regenerated with another seq_len or noise)."""
+    if record is not None and (differs := fingerprint_differences(record, task)):
+        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the task the run was "
+                             f"trained on (its {RUN_FILE} differs from the data now: {'; '.join(differs)})")
+
+
+def check_state_task(out: Path, restored: dict, fingerprint: dict) -> None:
+    """The newest state was saved by a run of this task (its model/ record may be missing: a run
+    killed between its first state and its first checkpoint)."""
+    if (differs := differences(restored.get("task") or {}, fingerprint)):
+        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the task the run was "
+                             f"trained on (its newest state's task differs from the data now: {'; '.join(differs)})")
 
 
 def early_stop(progress: dict, score: float, patience: int) -> bool:
@@ -342,7 +361,7 @@ def run_card(args: TrainArgs | dict, task: Task, step: int, metrics: dict, metri
     training would then depend on save_every."""
     train_args = asdict(args) if isinstance(args, TrainArgs) else dict(args)
     return {"train_args": train_args, "task": task.name, "task_params": task.params.to_dict(),
-            "split_sizes": {s: len(d) for s, d in task.data.items()}, "data_dir": train_args.get("data_dir"),
+            "split_sizes": task.split_sizes, "data_dir": train_args.get("data_dir"),
             "grammar_sha256": grammar_sha256(task.grammar), "step": step, "validation": metrics,
             "validation_step": metrics_step if metrics else None}
 

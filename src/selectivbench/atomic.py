@@ -3,6 +3,7 @@ sibling, then rename it over the target (atomic within one filesystem)."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,3 +48,26 @@ def _link_new(tmp: str, path: Path) -> None:
 def atomic_write_text(path: str | Path, text: str, prefix: str | None = None, new: bool = False) -> None:
     with replaced(path, prefix, new) as tmp:
         tmp.write_text(text)
+
+
+@contextmanager
+def file_lock(path: str | Path, busy: str | None = None, what: str = "one writer at a time"):
+    """An exclusive flock on the file `path` (created if absent) for the block; the system drops it
+    when the process ends, however it ends. `busy`: the ParameterError raised at once when another
+    process holds it; None: wait for it (a writer that holds it for a moment). Where there are no
+    locks (Windows, some cluster mounts) the block runs unlocked, with a warning that says `what`."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): keeping to one writer is then the user's
+        yield
+        return
+    from .builders.config import ParameterError
+
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy is not None else 0))
+        except BlockingIOError:  # held by another process
+            raise ParameterError(busy) from None
+        except OSError as err:  # a filesystem without locks: run, and say so
+            print(f"warning: {Path(path).parent} cannot be locked ({err.strerror}): {what} there", file=sys.stderr)
+        yield

@@ -146,6 +146,9 @@ def check_new_file(path: str, field: str) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ParameterError(f"{field}={path!r} is invalid: allowed a path in a writable folder ({parent})")
+    from .hub_dataset import check_outside_configs
+
+    check_outside_configs(parent, field)
 
 
 def cmd_taxonomy(args) -> None:

@@ -233,6 +233,18 @@ def _summary(record: dict) -> dict:
             "command": record["command"]}
 
 
+def check_outside_configs(path: str | Path, field: str) -> None:
+    """Nothing is written inside a generated config folder (a folder named for a config, holding
+    its generation.json): a file there that its record does not name makes the config refuse to
+    load and to publish."""
+    resolved = Path(path).resolve()
+    for folder in (resolved, *resolved.parents):
+        if folder.name in TASKS and (folder / RECORD).is_file():
+            raise ParameterError(f"{field}={str(path)!r} is invalid: allowed a path outside a generated config "
+                                 f"folder ({folder} holds the dataset config {folder.name!r}: a file written there "
+                                 "would make it unloadable)")
+
+
 def _out_error(out: Path, allowed: str) -> ParameterError:
     return ParameterError(f"out={str(out)!r} is invalid: allowed {allowed}")
 
@@ -241,6 +253,7 @@ def _prepare_out(out: Path, configs: list[str]) -> None:
     """Refuse, before any work, an `out` that is a file, is not writable, or holds files of others."""
     if out.exists() and not out.is_dir():
         raise _out_error(out, "a folder (it is an existing file)")
+    check_outside_configs(out, "out")
     if out.is_dir():
         if any(p.suffix == ".py" for p in out.glob("*")):
             raise _out_error(out, "a folder without Python files")

@@ -126,6 +126,7 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     if os.path.lexists(readme) and not (seen is not None and is_our_card(seen.decode(errors="replace"))):
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
                              "publish-model` (this one is not, and would be replaced by the card: move it away)")
+    files = model_files(checkpoint)  # exactly what is sent: checked before any work
     table = str(Path(checkpoint).parent / EVAL_TABLE)
     if results is None:
         check_table_path(table)
@@ -139,15 +140,49 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     except FileExistsError:  # a README.md appeared or changed while the checkpoint was scored: the user's stays
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
                              "publish-model` (one appeared or changed while this ran; never overwritten)") from None
-    files = sorted(str(p.relative_to(checkpoint)) for p in Path(checkpoint).rglob("*") if p.is_file())
     if not dry_run:
         from huggingface_hub import HfApi
 
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(checkpoint), repo_id=repo_id, commit_message="Upload SelectivBench model")
+        api.upload_folder(folder_path=str(checkpoint), repo_id=repo_id, commit_message="Upload SelectivBench model",
+                          allow_patterns=files)
     if results is None and not dry_run:
         append_rows(table, rows)
+    return files
+
+
+def model_files(checkpoint: str | Path) -> list[str]:
+    """The files of the model a checkpoint folder holds, and only those, as upload patterns: its
+    config, weights (`evaluate.weight_files`), run record, card, and the code its config's auto_map
+    names with the files that code imports (relative imports: what save_pretrained copies). Anything
+    else there (an .env, notes, a link to a system file) stays home. A model file that is a link is
+    refused: its target, from anywhere, would be sent."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    from .data import RUN_FILE
+    from .evaluate import weight_files
+
+    folder = Path(checkpoint)
+    try:
+        auto_map = json.loads((folder / "config.json").read_text()).get("auto_map") or {}
+        modules = {ref.split("--")[-1].rsplit(".", 1)[0] for ref in auto_map.values()}
+        assert all(m and "/" not in m and "\\" not in m and m not in (".", "..") for m in modules)
+    except Exception:
+        raise ParameterError(f"file={str(folder / 'config.json')!r} is invalid: allowed a config whose auto_map "
+                             "names modules of the checkpoint folder (MODULE.CLASS)") from None
+    code = {f"{m}.py" for m in modules}
+    for name in list(code):
+        try:  # read as text, never run
+            code |= {Path(f).name for f in get_relative_import_files(folder / name)}
+        except OSError as err:  # the module, or a file it imports, is missing: named below or here
+            code.add(Path(err.filename).name if err.filename else name)
+    files = sorted({"config.json", RUN_FILE, *weight_files(folder), *code} | {"README.md"})
+    for name in files:
+        path = folder / name
+        if path.is_symlink() or (name != "README.md" and not path.is_file()):
+            raise ParameterError(f"file={str(path)!r} is invalid: allowed a regular file of the checkpoint folder "
+                                 f"({'a link, whose target would be uploaded' if path.is_symlink() else 'missing'})")
     return files
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_text, replaced
+from .atomic import atomic_write_text, file_lock, replaced
 from .builders import ParameterError, TaskParams, task_params
 from .builders.builder import PAPER_SIZES
 from .builders.config import duration_to_steps, gap_of_split, gap_split
@@ -474,27 +474,12 @@ def _run_all(specs, outcome: Outcome, folder: Path, desc: str, launch) -> None:
 LOCK_FILE = ".reproduce.lock"
 
 
-@contextlib.contextmanager
 def sweep_lock(folder: Path, out: str):
     """One driver per sweep folder: a second one (a batch job resubmitted while the first runs) would
-    train the same runs into the same folders and record their rows twice. An flock: the system
-    drops it when the driver's process ends, however it ends."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX (Windows): one driver per folder is then the user's to keep
-        yield
-        return
-    with open(folder / LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # held by another process
-            raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder no other `selectivbench "
-                                 f"reproduce` is running in ({folder} is in use: wait for that driver or stop "
-                                 "it)") from None
-        except OSError as err:  # a filesystem without locks (some cluster mounts): run, and say so
-            print(f"warning: {folder} cannot be locked ({err.strerror}): run one driver at a time there",
-                  file=sys.stderr)
-        yield
+    train the same runs into the same folders and record their rows twice."""
+    return file_lock(folder / LOCK_FILE, busy=f"out={str(out)!r} is invalid: allowed a sweep folder no other "
+                     f"`selectivbench reproduce` is running in ({folder} is in use: wait for that driver or stop it)",
+                     what="run one driver at a time")
 
 
 def check_ray_address(address: str, timeout: float = 10.0) -> None:
@@ -645,6 +630,9 @@ def check_out_folder(out: str, folder: Path) -> None:
     for path in (Path(out), folder):
         if path.exists() and not path.is_dir():
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder ({path} is a file)")
+    from .hub_dataset import check_outside_configs
+
+    check_outside_configs(folder, "out")
     existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder that can be made and written "

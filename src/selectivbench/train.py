@@ -17,13 +17,13 @@ import json
 import math
 import os
 import shutil
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
@@ -33,7 +33,7 @@ from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, gra
                    resolve_hub_id)
 from .metrics import IGNORE
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, file_lock
 from .run_state import load_newest_state, save_state
 from .train_args import TrainArgs, check_train_args
 
@@ -94,6 +94,12 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     if args.batch_size % accelerator.num_processes:
         raise ParameterError(f"batch_size={args.batch_size} is invalid: allowed a multiple of the "
                              f"{accelerator.num_processes} processes (it is the global batch)")
+    with run_folder_lock(accelerator, out, args):
+        return _train_locked(args, task, stop_after, accelerator, out)
+
+
+def _train_locked(args: TrainArgs, task: Task | None, stop_after: int | None, accelerator, out: Path) -> dict:
+    """`train` once its arguments are checked and the run folder is this run's alone."""
     saved_run = saved_record(out)
     set_seed(args.train_seed)
     task = task or load_task(args.config, args.data_dir, **args.task_overrides)
@@ -255,10 +261,13 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
         raise ParameterError("output_dir='' is invalid: allowed a folder path (not empty)")
     if out.exists() and not out.is_dir():
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a folder (it is a file)")
+    from .hub_dataset import check_outside_configs
+
+    check_outside_configs(out, "output_dir")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     if not os.access(probe, os.W_OK):
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a writable folder ({probe} is not writable)")
-    if not (out.exists() and any(out.iterdir())):
+    if not (out.exists() and any(p.name != TRAIN_LOCK for p in out.iterdir())):
         return
     if not args.resume:
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed an empty or new folder "
@@ -280,6 +289,34 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
     if differs:
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume only the arguments of the "
                              f"run there ({'; '.join(differs)})")
+
+
+TRAIN_LOCK = ".selectivbench-train.lock"  # in the run folder: held by the run writing there
+
+
+@contextmanager
+def run_folder_lock(accelerator, out: Path, args: TrainArgs):
+    """One `train` per run folder: a second run into it (started meanwhile, or a --resume while the
+    first runs) is refused at once, before anything is written; two would interleave their logs and
+    replace each other's files. The main process takes it and tells the others, so that every
+    process refuses together. The folder is checked again under the lock: a run may have written
+    there since the first check."""
+    with ExitStack() as held:
+        refusal = None
+        if accelerator.is_main_process:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                held.enter_context(file_lock(out / TRAIN_LOCK, busy=(
+                    f"output_dir={str(out)!r} is invalid: allowed a folder no other `selectivbench train` is writing "
+                    f"to ({out} is in use: wait for that run or stop it)")))
+                check_output_dir(out, args)
+            except (ParameterError, OSError) as err:
+                refusal = str(err) if isinstance(err, ParameterError) else \
+                    f"output_dir={str(out)!r} is invalid: allowed a folder that can be made ({err.strerror})"
+        refusal = broadcast_object_list([refusal])[0]
+        if refusal is not None:
+            raise ParameterError(refusal)
+        yield
 
 
 def saved_record(out: Path) -> dict | None:

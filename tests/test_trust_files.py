@@ -1,0 +1,213 @@
+"""Files and locks: a second writer is refused or waits, a user's files are never replaced nor sent,
+a swap cut short is repaired, and what would fail after the work is refused before it."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from selectivbench.builders import ParameterError
+from selectivbench.cli import main
+from selectivbench.hub_dataset import generate_folder
+from selectivbench.train import TRAIN_LOCK, TrainArgs, train
+
+TINY = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=32, num_validation=8, num_test=8)
+TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+TRAIN_FLAGS = ["train", "--config", "gapped", "--mixer", "gru", "--d-model", "8", "--max-steps", "2",
+               "--warmup-steps", "0", "--batch-size", "8", "--eval-every", "2", "--save-every", "2", "--cpu",
+               "--quiet", *TINY_FLAGS]
+
+
+def tiny_args(out, **kw) -> TrainArgs:
+    return TrainArgs(**{**dict(config="gapped", output_dir=str(out), mixer="gru", d_model=8, max_steps=2,
+                               warmup_steps=0, batch_size=8, eval_every=2, save_every=2, cpu=True, quiet=True,
+                               task_overrides=TINY), **kw})
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A finished run and a generated folder, copied by the tests that change them."""
+    root = tmp_path_factory.mktemp("trust")
+    train(tiny_args(root / "run"))
+    generate_folder(["gapped"], root / "data", **TINY)
+    return root
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("selectivbench: error: "), err
+    return err
+
+
+class LockHolder:
+    """Another process holding an flock on `path` until closed."""
+
+    def __init__(self, path: Path):
+        code = textwrap.dedent(f"""
+            import fcntl, sys
+            handle = open({str(path)!r}, "a")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            print("held", flush=True)
+            sys.stdin.read()
+        """)
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        assert self.process.stdout.readline().strip() == "held"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+# --- 1. one train per run folder ---------------------------------------------------------------------
+def test_a_second_train_into_a_folder_in_use_is_refused_at_once(made, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    with LockHolder(out / TRAIN_LOCK):  # another `train` is writing here (another process)
+        assert main([*TRAIN_FLAGS, "--output-dir", str(out)]) == 2
+        err = one_error_line(capsys)
+        assert f"output_dir='{out}' is invalid: allowed a folder no other `selectivbench train` is writing to" in err
+        assert sorted(p.name for p in out.iterdir()) == [TRAIN_LOCK]  # nothing written
+        finished = tmp_path / "finished"
+        shutil.copytree(made / "run", finished)
+        before = snapshot(finished)
+        with LockHolder(finished / TRAIN_LOCK):  # a --resume while the run is still going
+            assert main([*TRAIN_FLAGS, "--output-dir", str(finished), "--resume"]) == 2
+            assert "is in use: wait for that run or stop it" in one_error_line(capsys)
+        assert snapshot(finished) == before
+    assert main([*TRAIN_FLAGS, "--output-dir", str(out)]) == 0  # the lock released: the run goes ahead
+    assert (out / "model" / "config.json").is_file()
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+# --- 2. evaluate appends under a lock --------------------------------------------------------------------
+def test_two_evaluations_appending_to_one_table_keep_both_rows(tmp_path, monkeypatch):
+    """While this process has read the old table and not yet renamed the new one over it, another
+    process appends: without a lock, the rename dropped that process's row."""
+    from selectivbench.evaluate import FIELDS, append_rows
+
+    out = tmp_path / "eval"
+    append_rows(str(out), [{**{k: 0 for k in FIELDS}, "model": "first"}])
+    other = textwrap.dedent(f"""
+        from selectivbench.evaluate import FIELDS, append_rows
+        print("start", flush=True)
+        append_rows({str(out)!r}, [{{**{{k: 0 for k in FIELDS}}, "model": "other"}}])
+    """)
+    read_bytes, started = Path.read_bytes, []
+
+    def read_then_let_the_other_append(self):
+        data = read_bytes(self)
+        if self.name == "eval.jsonl" and not started:
+            started.append(subprocess.Popen([sys.executable, "-c", other], stdout=subprocess.PIPE, text=True))
+            assert started[0].stdout.readline().strip() == "start"
+            try:
+                started[0].wait(timeout=3)  # at once without a lock; with one it waits for this append
+            except subprocess.TimeoutExpired:
+                pass
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", read_then_let_the_other_append)
+    append_rows(str(out), [{**{k: 0 for k in FIELDS}, "model": "this"}])
+    monkeypatch.undo()
+    assert started[0].wait(timeout=120) == 0
+    models = [json.loads(line)["model"] for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert models == ["first", "this", "other"]
+    assert [line.split(",")[0] for line in (tmp_path / "eval.csv").read_text().splitlines()] == \
+        ["model", "first", "this", "other"]
+
+
+# --- 6. nothing written inside a generated config folder -------------------------------------------------
+@pytest.mark.parametrize("argv, field", [
+    (["generate", "gapped", "--out", "{data}/gapped", *TINY_FLAGS], "out"),
+    (["generate", "gapped", "--out", "{data}/gapped/more", *TINY_FLAGS], "out"),
+    ([*TRAIN_FLAGS, "--output-dir", "{data}/gapped/run"], "output_dir"),
+    (["evaluate", "{run}/model", "--out", "{data}/gapped/x"], "out"),
+    (["inspect", "gapped", "--samples", "1", "--grammar-json", "{data}/gapped/g.json"], "grammar_json"),
+    (["reproduce", "--task", "gapped", "--scale", "smoke", "--out", "{data}/gapped"], "out"),
+])
+def test_outputs_inside_a_generated_config_folder_are_refused_before_work(made, tmp_path, capsys, argv, field):
+    data = tmp_path / "data"
+    shutil.copytree(made / "data", data)
+    before = snapshot(data)
+    argv = [a.replace("{data}", str(data)).replace("{run}", str(made / "run")) for a in argv]
+    assert main(argv) == 2
+    err = one_error_line(capsys)
+    assert f"{field}=" in err and "is invalid: allowed a path outside a generated config folder" in err
+    assert f"({data / 'gapped'} holds the dataset config 'gapped'" in err
+    assert snapshot(data) == before
+    assert capsys.readouterr().out == ""  # refused before any work (no report of one)
+
+
+# --- 4. publish-model sends exactly the model ------------------------------------------------------------
+class RecordedHub:
+    """HfApi's upload calls, recorded, offline."""
+
+    def __init__(self, monkeypatch):
+        from huggingface_hub import HfApi, constants
+
+        self.uploads = []
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: None)
+        monkeypatch.setattr(HfApi, "upload_folder", lambda api, **kw: self.uploads.append(kw))
+
+    def sent(self, folder: Path) -> list[str]:
+        """What upload_folder sends of the folder: its files that the patterns allow (links followed)."""
+        from huggingface_hub.utils import filter_repo_objects
+
+        (call,) = self.uploads
+        assert call["folder_path"] == str(folder)
+        present = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+        return sorted(filter_repo_objects(present, allow_patterns=call.get("allow_patterns"),
+                                          ignore_patterns=call.get("ignore_patterns")))
+
+
+def test_publish_model_uploads_exactly_the_models_files(made, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    ckpt = run / "model"
+    model = sorted(p.name for p in ckpt.iterdir()) + ["README.md"]
+    (ckpt / ".env").write_text("HF_TOKEN=secret")
+    (ckpt / "passwd").symlink_to("/etc/passwd")
+    (ckpt / "notes").mkdir()
+    (ckpt / "notes" / "todo.md").write_text("mine")
+    (ckpt / "extra.py").write_text("print('not imported by the model')")
+    hub = RecordedHub(monkeypatch)
+    assert main(["publish-model", str(ckpt), "--repo-id", "me/model"]) == 0
+    listed = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert hub.sent(ckpt) == sorted(model) and listed == sorted(model)
+    assert {"modeling_selectivbench.py", "layers.py", "mixer_gru.py", "model.safetensors"} <= set(listed)
+
+
+def test_publish_model_refuses_a_model_file_that_is_a_link_or_a_shard_outside_the_folder(made, tmp_path, capsys):
+    ckpt = tmp_path / "model"
+    shutil.copytree(made / "run" / "model", ckpt)
+    code = ckpt / "layers.py"
+    code.rename(tmp_path / "layers.py")
+    code.symlink_to(tmp_path / "layers.py")
+    assert main(["publish-model", str(ckpt), "--repo-id", "me/model", "--dry-run"]) == 2
+    assert f"file='{code}' is invalid: allowed a regular file of the checkpoint folder (a link" in \
+        one_error_line(capsys)
+    assert not (ckpt / "README.md").exists()
+    code.unlink()
+    (tmp_path / "layers.py").rename(code)
+    weights = ckpt / "model.safetensors"
+    weights.rename(tmp_path / "model-00001-of-00001.safetensors")
+    index = ckpt / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {"lm.weight": "../model-00001-of-00001.safetensors"}}))
+    assert main(["publish-model", str(ckpt), "--repo-id", "me/model", "--dry-run"]) == 2
+    assert f"file='{index}' is invalid: allowed shards that are files of the checkpoint folder itself" in \
+        one_error_line(capsys)
+    assert main(["evaluate", str(ckpt), "--out", str(tmp_path / "eval")]) == 2  # nor read from outside it
+    assert "allowed shards that are files of the checkpoint folder itself" in one_error_line(capsys)
+    assert not (ckpt / "README.md").exists() and not (tmp_path / "eval.jsonl").exists()

@@ -1,5 +1,6 @@
 """Files and locks: a second writer is refused or waits, a user's files are never replaced nor sent,
 a swap cut short is repaired, and what would fail after the work is refused before it."""
+import dataclasses
 import json
 import os
 import shutil
@@ -9,9 +10,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
-from selectivbench.builders import ParameterError
 from selectivbench.cli import main
+from selectivbench import train as train_module
 from selectivbench.hub_dataset import generate_folder
 from selectivbench.train import TRAIN_LOCK, TrainArgs, train
 
@@ -211,3 +213,136 @@ def test_publish_model_refuses_a_model_file_that_is_a_link_or_a_shard_outside_th
     assert main(["evaluate", str(ckpt), "--out", str(tmp_path / "eval")]) == 2  # nor read from outside it
     assert "allowed shards that are files of the checkpoint folder itself" in one_error_line(capsys)
     assert not (ckpt / "README.md").exists() and not (tmp_path / "eval.jsonl").exists()
+
+
+# --- 3. a card the user edited is kept -------------------------------------------------------------------
+def test_an_edited_dataset_card_is_kept_and_the_command_refuses_naming_it(made, tmp_path, capsys):
+    from selectivbench.hub_dataset import CARD_RECORD
+    from selectivbench.owned import sha256
+
+    data = tmp_path / "data"
+    shutil.copytree(made / "data", data)
+    readme = data / "README.md"
+    assert json.loads((data / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
+    edited = readme.read_text() + "\n## My notes\n\nHow I use these configs.\n"  # the marker line stays
+    readme.write_text(edited)
+    before = snapshot(data)
+    for argv in (["generate", "distractor", "--out", str(data), *TINY_FLAGS],
+                 ["publish-dataset", str(data), "--repo-id", "me/sb-data", "--dry-run"]):
+        assert main(argv) == 2
+        err = one_error_line(capsys)
+        assert "its README.md was not written by selectivbench, or was edited since: it is never replaced; " \
+               f"move {readme} away" in err
+        assert snapshot(data) == before
+    readme.unlink()  # moved away: the next call writes a new card, recorded
+    assert main(["publish-dataset", str(data), "--repo-id", "me/sb-data", "--dry-run"]) == 0
+    assert 'load_dataset("me/sb-data"' in readme.read_text()
+    assert json.loads((data / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
+    assert main(["generate", "distractor", "--out", str(data), *TINY_FLAGS]) == 0  # our card: rebuilt
+    assert "distractor" in readme.read_text()
+    assert json.loads((data / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
+
+
+def test_a_dataset_card_of_a_folder_before_the_record_is_ours_by_its_marker(made, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(made / "data", data)
+    (data / "selectivbench_card.json").unlink()
+    generate_folder(["distractor"], data, **TINY)
+    assert "distractor" in (data / "README.md").read_text() and (data / "selectivbench_card.json").is_file()
+
+
+def test_an_edited_model_card_is_kept_and_publish_model_refuses_naming_it(made, tmp_path, capsys):
+    from selectivbench.owned import sha256
+    from selectivbench.publish import CARD_RECORD
+
+    ckpt = tmp_path / "run" / "model"
+    shutil.copytree(made / "run", tmp_path / "run")
+    argv = ["publish-model", str(ckpt), "--repo-id", "me/model", "--dry-run"]
+    assert main(argv) == 0
+    readme = ckpt / "README.md"
+    assert json.loads((ckpt / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
+    card = readme.read_bytes()
+    assert main(argv) == 0 and readme.read_bytes() == card  # our card, unchanged: rewritten (the same)
+    capsys.readouterr()
+    readme.write_text(card.decode() + "\n## Intended use\n\nMine.\n")
+    before = snapshot(ckpt)
+    assert main(argv) == 2
+    assert f"file='{readme}' is invalid: allowed a README.md written by `selectivbench publish-model` and unchanged " \
+           "since (this one is not, or was edited since" in one_error_line(capsys)
+    assert snapshot(ckpt) == before
+
+
+# --- 5. model/ swapped in by two renames: a kill between them is repaired --------------------------------
+class Killed(Exception):
+    """Stands for the process being killed at this point."""
+
+
+def killed_between_the_renames(monkeypatch, out: Path):
+    """os.replace of model.tmp -> model raises while model.old exists: the state a kill between
+    save_model's two renames leaves (the previous model/ moved aside, the new one not yet in place)."""
+    real_replace = os.replace
+
+    def replace(src, dst, *a, **kw):
+        if Path(src) == out / "model.tmp" and (out / "model.old").exists():
+            raise Killed
+        return real_replace(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_a_kill_between_the_model_swaps_renames_is_repaired_by_resume(tmp_path, monkeypatch, capsys):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    args = tiny_args(out, max_steps=4)
+    killed_between_the_renames(monkeypatch, out)
+    with pytest.raises(Killed):  # the last save (step 4): state/step-4 complete, model/ moved aside
+        train(args)
+    monkeypatch.undo()
+    assert not (out / "model").exists() and (out / "model.tmp").is_dir() and (out / "model.old").is_dir()
+    assert main(["evaluate", str(out / "model"), "--out", str(tmp_path / "eval")]) == 2
+    assert "a save was cut short: `selectivbench train --resume --output-dir" in one_error_line(capsys)
+    train(dataclasses.replace(args, resume=True))  # the finished run, resumed: trains nothing, repairs model/
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [TRAIN_LOCK, "metrics.jsonl", "model", "state", "train_args.json"])
+    assert json.loads((out / "model" / "selectivbench_run.json").read_text())["step"] == 4
+    saved = load_file(out / "model" / "model.safetensors")
+    state = load_file(out / "state" / "step-4" / "model.safetensors")
+    assert saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in saved)
+
+
+def test_a_finished_run_killed_before_its_model_was_saved_is_saved_by_resume(tmp_path, monkeypatch):
+    """Killed after the last state was written, before model/ was: the old model/ (step 2) stays and
+    a resume of the finished run, which trains nothing, reported success over it."""
+    out = tmp_path / "run"
+    args = tiny_args(out, max_steps=4)
+    real_save_model = train_module.save_model
+
+    def save_model(accelerator, model, folder, meta):
+        if meta["step"] == 4:
+            raise Killed
+        real_save_model(accelerator, model, folder, meta)
+
+    monkeypatch.setattr(train_module, "save_model", save_model)
+    with pytest.raises(Killed):
+        train(args)
+    monkeypatch.undo()
+    assert json.loads((out / "model" / "selectivbench_run.json").read_text())["step"] == 2
+    assert (out / "state" / "step-4").is_dir()
+    train(dataclasses.replace(args, resume=True))
+    record = json.loads((out / "model" / "selectivbench_run.json").read_text())
+    assert record["step"] == 4 and record["validation_step"] == 4
+
+
+# --- 7. a saved state past the run's last step is another run's ------------------------------------------
+def test_resume_of_a_state_beyond_max_steps_is_refused_naming_the_field(made, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)  # its state is at step 2
+    saved = json.loads((run / "train_args.json").read_text())
+    (run / "train_args.json").write_text(json.dumps({**saved, "max_steps": 1, "output_dir": str(run)}))
+    before = snapshot(run)
+    argv = [*TRAIN_FLAGS, "--output-dir", str(run), "--resume", "--max-steps", "1"]
+    assert main(argv) == 2
+    assert f"max_steps=1 is invalid for output_dir='{run}': allowed with --resume a run whose saved state is at " \
+           f"most at its last step 1 ({run / 'state' / 'step-2'} is at step 2" in one_error_line(capsys)
+    assert snapshot(run) == before

@@ -71,3 +71,16 @@ def file_lock(path: str | Path, busy: str | None = None, what: str = "one writer
         except OSError as err:  # a filesystem without locks: run, and say so
             print(f"warning: {Path(path).parent} cannot be locked ({err.strerror}): {what} there", file=sys.stderr)
         yield
+
+
+def check_writable(path: str | Path, field: str, value=None) -> None:
+    """Files can be made at `path`: the nearest of it and its parents that exists is a folder this
+    process may write (checked before any work; a read-only folder failed after it)."""
+    from .builders.config import ParameterError
+
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if os.path.lexists(p) or p == Path(p.anchor or "."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "not a folder" if not existing.is_dir() else "not writable"
+        raise ParameterError(f"{field}={str(path if value is None else value)!r} is invalid: allowed a folder that "
+                             f"can be written ({existing} is {what})")

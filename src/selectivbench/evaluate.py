@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .atomic import file_lock, replaced
+from .atomic import check_writable, file_lock, replaced
 from .builders import ParameterError
 from .builders.ceiling import ceiling_counts
 from .builders.sampler import Sampler
@@ -94,6 +94,9 @@ def check_weights(checkpoint: str | Path) -> None:
     except Exception as err:  # unreadable weights or config: one line naming the checkpoint
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder whose weights and "
                              f"config.json load ({type(err).__name__}: {' '.join(str(err).split())})") from None
+    if not config.return_dict:  # the model would return tuples, read here by name: an error after the data
+        raise ParameterError(f"file={str(folder / 'config.json')!r} is invalid: allowed return_dict true (it is "
+                             f"{config.return_dict!r}; the evaluation reads the model's outputs by name)")
     differs = weights_mismatch(saved, shapes(model.state_dict()))
     if differs:
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed the weights of this version's "
@@ -202,6 +205,7 @@ def check_table_path(out: str) -> None:
     from .hub_dataset import check_outside_configs
 
     check_outside_configs(parent, "out")
+    check_writable(parent, "out", out)
     for path, ours in zip(table_paths(out), (_our_jsonl, _our_csv)):
         if path.exists() and not path.is_file():
             raise ParameterError(f"out={out!r} is invalid: allowed a table path ({path} is not a file)")

@@ -28,6 +28,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .atomic import UMASK, atomic_write_text
+from .owned import is_ours, read_record as read_owned_record, remove_owned, sha256, write_owned
 from .builders import (TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
                        make_grammar)
 from .builders.builder import (CITATION, SelectivBenchBuilderConfig, ShardPool, exit_if_orphaned, features_of,
@@ -257,11 +258,11 @@ def _prepare_out(out: Path, configs: list[str]) -> None:
     if out.is_dir():
         if any(p.suffix == ".py" for p in out.glob("*")):
             raise _out_error(out, "a folder without Python files")
-        readme = out / "README.md"
-        if readme.exists() and CARD_MARKER not in readme.read_text(errors="replace"):
-            raise _out_error(out, "a new folder or one written by `selectivbench generate` (its README.md was "
-                                  "not written by selectivbench: it would be overwritten)")
+        card_record(out, "out", "a new folder or one written by `selectivbench generate`")
         for name in configs:
+            if (out / name).is_symlink():  # the swap would rename the link, not the folder: refused after the build
+                raise _out_error(out, f"a folder whose {name} is a folder, not a link ({out / name} is a link: "
+                                      "generate into the folder it points to)")
             foreign = _foreign_files(out / name)
             if foreign:
                 raise _out_error(out, f"a folder whose {name}/ was written by `selectivbench generate` "
@@ -297,8 +298,8 @@ def _remove_stale_builds(out: Path) -> None:
     """Build folders left by a killed run (their process is gone) are ours to remove."""
     for build in out.glob(f"{BUILD_PREFIX}*"):
         pid = build.name[len(BUILD_PREFIX):].split("-")[-2]
-        if pid.isdigit() and not _alive(int(pid)):
-            (shutil.rmtree if build.is_dir() else os.remove)(build)
+        if pid.isdigit() and not _alive(int(pid)):  # a link (an old version swapped one aside) is removed, not followed
+            (shutil.rmtree if build.is_dir() and not build.is_symlink() else os.remove)(build)
 
 
 def _alive(pid: int) -> bool:
@@ -459,15 +460,40 @@ def load_config_folder(folder: str | Path, config: str, split: str | None = None
 # ---------------------------------------------------------------- the card
 
 
+CARD_RECORD = "selectivbench_card.json"  # the sha256 of the card as written (owned.py); never uploaded
+CARD_WRITER = "selectivbench generate"
+
+
+def card_record(out: Path, field: str, allowed: str) -> dict[str, list[str]]:
+    """The record of the folder's card, after checking that its README.md is the card this package
+    wrote, unchanged since (or absent): a card the user edited, or their own README, is never replaced
+    (ParameterError naming `field`). A folder of a version before the record: a card with the marker
+    line is ours."""
+    readme = Path(out) / "README.md"
+    refusal = f"{field}={str(out)!r} is invalid: allowed {allowed}"
+    record = read_owned_record(Path(out) / CARD_RECORD, CARD_WRITER, f"{refusal}, whose {CARD_RECORD} is the card's record")
+    if record is None:
+        legacy = readme.is_file() and not readme.is_symlink() and CARD_MARKER in readme.read_text(errors="replace")
+        record = {"README.md": [sha256(readme.read_bytes())]} if legacy else {}
+    if not is_ours(readme, record):
+        raise ParameterError(f"{refusal} (its README.md was not written by selectivbench, or was edited since: it "
+                             f"is never replaced; move {readme} away)")
+    return record
+
+
 def write_card(out: Path, repo_id: str, leave_out=()) -> Path:
-    """Rebuild README.md from the config records the folder holds (atomically)."""
+    """Rebuild README.md from the config records the folder holds (atomically), only over the card
+    this package wrote (checked again now: the user may have edited it while configs were built)."""
     records = folder_records(out, leave_out)
     path = Path(out) / "README.md"
+    record = card_record(out, "out", "a folder whose card `selectivbench generate` wrote")
+    prefix = f"{BUILD_PREFIX}file-{os.getpid()}-"  # a later run removes what a killed one left
     if not records:
         if path.exists():
-            os.remove(path)
+            remove_owned(path, Path(out) / CARD_RECORD, CARD_WRITER, record, prefix)
         return path
-    _write_atomic(path, str(render_card(out, records, repo_id)))
+    write_owned(path, str(render_card(out, records, repo_id)).encode(), Path(out) / CARD_RECORD, CARD_WRITER, record,
+                prefix=prefix)
     return path
 
 
@@ -563,6 +589,7 @@ def publish_folder(folder: str | Path, repo_id: str, dry_run: bool = False, priv
     readme = folder / "README.md"
     if not readme.exists() or CARD_MARKER not in readme.read_text(errors="replace"):
         raise ParameterError(f"folder={str(folder)!r} is invalid: allowed a folder made by `selectivbench generate`")
+    card_record(folder, "folder", "a folder whose card `selectivbench generate` wrote")  # an edited card stays
     check_repo_id(repo_id)
     if not dry_run:
         check_can_upload(repo_id)

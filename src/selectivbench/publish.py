@@ -9,14 +9,14 @@ evaluating the checkpoint now on the task it recorded (validation and test split
 from __future__ import annotations
 
 import json
-import os
 from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .builders import ParameterError, task_params
-from .atomic import replaced
+from .atomic import check_writable
+from .owned import is_ours, read_record, sha256, write_owned
 from .builders.builder import CITATION
 from .data import checkpoint_record, resolve_hub_id
 from .hub_dataset import check_can_upload, check_repo_id
@@ -121,11 +121,10 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     checkpoint_record(checkpoint)  # a checkpoint folder at all, before its README is looked at
     check_weights(checkpoint)  # complete weights of this model, also when --results spares the evaluation
     readme = Path(checkpoint) / "README.md"
-    # what is there now (our card, checked next, or nothing): compared again just before the card is written
+    check_writable(checkpoint, "checkpoint")  # the card is written there (after the evaluation)
+    record = card_record(Path(checkpoint))
+    # what is there now (our card, or nothing): compared again just before the card is written
     seen = readme.read_bytes() if readme.is_file() else None
-    if os.path.lexists(readme) and not (seen is not None and is_our_card(seen.decode(errors="replace"))):
-        raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
-                             "publish-model` (this one is not, and would be replaced by the card: move it away)")
     files = model_files(checkpoint)  # exactly what is sent: checked before any work
     table = str(Path(checkpoint).parent / EVAL_TABLE)
     if results is None:
@@ -135,8 +134,8 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     try:
         if (readme.read_bytes() if readme.is_file() else None) != seen:  # rewritten while the checkpoint was scored
             raise FileExistsError(readme)
-        with replaced(readme, new=seen is None) as tmp:  # new: a link, which fails if one appears meanwhile
-            card.save(tmp)
+        # new: a link, which fails if one appears meanwhile
+        write_owned(readme, str(card).encode(), Path(checkpoint) / CARD_RECORD, CARD_WRITER, record, new=seen is None)
     except FileExistsError:  # a README.md appeared or changed while the checkpoint was scored: the user's stays
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
                              "publish-model` (one appeared or changed while this ran; never overwritten)") from None
@@ -193,3 +192,25 @@ OLD_CARD_LINE = "sequence model trained on **SelectivBench** (arXiv:[2601.12598]
 def is_our_card(text: str) -> bool:
     """A README.md that publish-model wrote: this version's marker, or an earlier version's card."""
     return CARD_MARKER in text or OLD_CARD_LINE in text
+
+
+CARD_RECORD = "selectivbench_card.json"  # the sha256 of the card as written (owned.py); never uploaded
+CARD_WRITER = "selectivbench publish-model"
+
+
+def card_record(checkpoint: Path) -> dict[str, list[str]]:
+    """The record of the checkpoint's card, after checking that its README.md is the card this command
+    wrote, unchanged since (or absent): a card the user edited, or their own README, is never replaced.
+    A checkpoint of a version before the record: a README with the card's marker (or an earlier
+    version's first line) is ours."""
+    readme = checkpoint / "README.md"
+    allowed = (f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench publish-model` and "
+               "unchanged since")
+    record = read_record(checkpoint / CARD_RECORD, CARD_WRITER, f"{allowed}, beside {CARD_RECORD}, its record")
+    if record is None:
+        legacy = readme.is_file() and not readme.is_symlink() and is_our_card(readme.read_text(errors="replace"))
+        record = {"README.md": [sha256(readme.read_bytes())]} if legacy else {}
+    if not is_ours(readme, record):
+        raise ParameterError(f"{allowed} (this one is not, or was edited since, and would be replaced by the card: "
+                             "move it away)")
+    return record

@@ -235,11 +235,11 @@ def test_an_edited_dataset_card_is_kept_and_the_command_refuses_naming_it(made, 
                f"move {readme} away" in err
         assert snapshot(data) == before
     readme.unlink()  # moved away: the next call writes a new card, recorded
-    assert main(["publish-dataset", str(data), "--repo-id", "me/sb-data", "--dry-run"]) == 0
-    assert 'load_dataset("me/sb-data"' in readme.read_text()
-    assert json.loads((data / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
-    assert main(["generate", "distractor", "--out", str(data), *TINY_FLAGS]) == 0  # our card: rebuilt
+    assert main(["generate", "distractor", "--out", str(data), *TINY_FLAGS]) == 0
     assert "distractor" in readme.read_text()
+    assert json.loads((data / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
+    assert main(["publish-dataset", str(data), "--repo-id", "me/sb-data", "--dry-run"]) == 0  # our card: rebuilt
+    assert 'load_dataset("me/sb-data"' in readme.read_text()
     assert json.loads((data / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
 
 
@@ -300,6 +300,7 @@ def test_a_kill_between_the_model_swaps_renames_is_repaired_by_resume(tmp_path, 
         train(args)
     monkeypatch.undo()
     assert not (out / "model").exists() and (out / "model.tmp").is_dir() and (out / "model.old").is_dir()
+    capsys.readouterr()
     assert main(["evaluate", str(out / "model"), "--out", str(tmp_path / "eval")]) == 2
     assert "a save was cut short: `selectivbench train --resume --output-dir" in one_error_line(capsys)
     train(dataclasses.replace(args, resume=True))  # the finished run, resumed: trains nothing, repairs model/
@@ -346,3 +347,98 @@ def test_resume_of_a_state_beyond_max_steps_is_refused_naming_the_field(made, tm
     assert f"max_steps=1 is invalid for output_dir='{run}': allowed with --resume a run whose saved state is at " \
            f"most at its last step 1 ({run / 'state' / 'step-2'} is at step 2" in one_error_line(capsys)
     assert snapshot(run) == before
+
+
+# --- 8. what failed after the work is refused before it ---------------------------------------------------
+@pytest.fixture
+def read_only():
+    """Make folders read-only for this process. Root writes through permission bits, so as root the
+    folder is also made immutable (chattr +i, ext4 and the like): then the kernel refuses root too."""
+    made = []
+
+    def make(folder: Path) -> Path:
+        folder.chmod(0o555)
+        made.append(folder)
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "+i", str(folder)], check=True, capture_output=True)
+        with pytest.raises(OSError):  # really read-only, for this process
+            (folder / "probe").write_text("x")
+        return folder
+
+    yield make
+    for folder in made:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+def test_a_read_only_out_or_checkpoint_folder_is_refused_before_any_work(made, tmp_path, read_only, capsys):
+    ckpt = tmp_path / "run" / "model"
+    shutil.copytree(made / "run", tmp_path / "run")
+    (tmp_path / "tables").mkdir()
+    tables = read_only(tmp_path / "tables")
+    assert main(["evaluate", str(ckpt), "--out", str(tables / "eval")]) == 2
+    assert f"out='{tables / 'eval'}' is invalid: allowed a folder that can be written ({tables} is not writable)" \
+        in one_error_line(capsys)
+    assert main(["evaluate", str(ckpt), "--out", str(tables / "sub" / "eval")]) == 2  # a folder it would make there
+    assert f"({tables} is not writable)" in one_error_line(capsys)
+    read_only(ckpt)
+    assert main(["publish-model", str(ckpt), "--repo-id", "me/model", "--dry-run"]) == 2
+    assert f"checkpoint='{ckpt}' is invalid: allowed a folder that can be written ({ckpt} is not writable)" in \
+        one_error_line(capsys)
+    assert capsys.readouterr().out == ""  # nothing was evaluated
+    assert not (tmp_path / "run" / "publish_eval.jsonl").exists()
+
+
+def test_a_config_folder_that_is_a_link_is_refused_and_an_old_swap_link_is_removed(made, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(made / "data", data)
+    elsewhere = tmp_path / "elsewhere"
+    (data / "gapped").rename(elsewhere)
+    (data / "gapped").symlink_to(elsewhere, target_is_directory=True)
+    before, kept = snapshot(data), snapshot(elsewhere)
+    assert main(["generate", "gapped", "--out", str(data), *TINY_FLAGS]) == 2
+    assert f"allowed a folder whose gapped is a folder, not a link ({data / 'gapped'} is a link" in \
+        one_error_line(capsys)
+    assert capsys.readouterr().out == "" and snapshot(data) == before and snapshot(elsewhere) == kept
+    assert sorted(p.name for p in data.iterdir()) == ["README.md", "gapped", "selectivbench_card.json"]
+    # what an earlier version left: the link swapped aside by a killed process; it broke every later run
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (data / "gapped").rename(data / f".selectivbench-build-old-gapped-{gone.stdout.strip()}-0a1b2c3d")
+    (elsewhere / "notes.txt").write_text("mine")
+    assert main(["generate", "gapped", "--out", str(data), *TINY_FLAGS]) == 0
+    assert sorted(p.name for p in data.iterdir()) == ["README.md", "gapped", "selectivbench_card.json"]
+    assert (elsewhere / "notes.txt").read_text() == "mine"  # the link removed, its target not followed
+
+
+def test_a_dangling_grammar_json_link_is_refused_before_the_samples(tmp_path, capsys):
+    link = tmp_path / "grammar.json"
+    link.symlink_to(tmp_path / "nowhere" / "g.json")
+    assert main(["inspect", "gapped", "--samples", "1", "--grammar-json", str(link)]) == 2
+    assert f"grammar_json='{link}' is invalid: allowed a path that does not exist yet (never overwritten; it is a " \
+           "link)" in one_error_line(capsys)
+    assert capsys.readouterr().out == "" and link.is_symlink() and not (tmp_path / "nowhere").exists()
+
+
+def test_a_checkpoint_whose_config_returns_tuples_is_refused_before_the_evaluation(made, tmp_path, capsys):
+    ckpt = tmp_path / "model"
+    shutil.copytree(made / "run" / "model", ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "return_dict": False}))
+    for argv in (["evaluate", str(ckpt), "--out", str(tmp_path / "eval")],
+                 ["publish-model", str(ckpt), "--repo-id", "me/model", "--dry-run"]):
+        assert main(argv) == 2
+        assert f"file='{ckpt / 'config.json'}' is invalid: allowed return_dict true (it is False" in \
+            one_error_line(capsys)
+        assert capsys.readouterr().out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and not (ckpt / "README.md").exists()
+
+
+def test_a_d_model_that_cannot_be_allocated_is_refused_before_the_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_module, "load_task", lambda *a, **k: pytest.fail("the data was loaded"))
+    out = tmp_path / "run"
+    assert main([*TRAIN_FLAGS, "--output-dir", str(out), "--d-model", str(2**20)]) == 2
+    err = one_error_line(capsys)
+    assert "d_model=1048576 is invalid: allowed a model whose weights, gradients and optimizer state fit in " \
+           "memory (" in err and " GiB of memory available)" in err
+    assert not out.exists()

@@ -217,13 +217,9 @@ def test_publish_model_refuses_a_model_file_that_is_a_link_or_a_shard_outside_th
 
 # --- 3. a card the user edited is kept -------------------------------------------------------------------
 def test_an_edited_dataset_card_is_kept_and_the_command_refuses_naming_it(made, tmp_path, capsys):
-    from selectivbench.hub_dataset import CARD_RECORD
-    from selectivbench.owned import sha256
-
     data = tmp_path / "data"
     shutil.copytree(made / "data", data)
     readme = data / "README.md"
-    assert json.loads((data / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
     edited = readme.read_text() + "\n## My notes\n\nHow I use these configs.\n"  # the marker line stays
     readme.write_text(edited)
     before = snapshot(data)
@@ -234,6 +230,9 @@ def test_an_edited_dataset_card_is_kept_and_the_command_refuses_naming_it(made, 
         assert "its README.md was not written by selectivbench, or was edited since: it is never replaced; " \
                f"move {readme} away" in err
         assert snapshot(data) == before
+    from selectivbench.hub_dataset import CARD_RECORD
+    from selectivbench.owned import sha256
+
     readme.unlink()  # moved away: the next call writes a new card, recorded
     assert main(["generate", "distractor", "--out", str(data), *TINY_FLAGS]) == 0
     assert "distractor" in readme.read_text()
@@ -252,24 +251,26 @@ def test_a_dataset_card_of_a_folder_before_the_record_is_ours_by_its_marker(made
 
 
 def test_an_edited_model_card_is_kept_and_publish_model_refuses_naming_it(made, tmp_path, capsys):
-    from selectivbench.owned import sha256
-    from selectivbench.publish import CARD_RECORD
-
     ckpt = tmp_path / "run" / "model"
     shutil.copytree(made / "run", tmp_path / "run")
     argv = ["publish-model", str(ckpt), "--repo-id", "me/model", "--dry-run"]
     assert main(argv) == 0
     readme = ckpt / "README.md"
-    assert json.loads((ckpt / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
     card = readme.read_bytes()
     assert main(argv) == 0 and readme.read_bytes() == card  # our card, unchanged: rewritten (the same)
     capsys.readouterr()
-    readme.write_text(card.decode() + "\n## Intended use\n\nMine.\n")
+    readme.write_text(card.decode() + "\n## Intended use\n\nMine.\n")  # the marker line stays
     before = snapshot(ckpt)
     assert main(argv) == 2
     assert f"file='{readme}' is invalid: allowed a README.md written by `selectivbench publish-model` and unchanged " \
            "since (this one is not, or was edited since" in one_error_line(capsys)
     assert snapshot(ckpt) == before
+    from selectivbench.owned import sha256
+    from selectivbench.publish import CARD_RECORD
+
+    readme.write_bytes(card)  # the user's edit undone: ours again
+    assert json.loads((ckpt / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(card)]}
+    assert main(argv) == 0 and readme.read_bytes() == card
 
 
 # --- 5. model/ swapped in by two renames: a kill between them is repaired --------------------------------

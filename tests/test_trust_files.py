@@ -263,7 +263,8 @@ def test_an_edited_model_card_is_kept_and_publish_model_refuses_naming_it(made, 
     before = snapshot(ckpt)
     assert main(argv) == 2
     assert f"file='{readme}' is invalid: allowed a README.md written by `selectivbench publish-model` and unchanged " \
-           "since (this one is not, or was edited since" in one_error_line(capsys)
+           "since (this one is not, and would be replaced by the card: move it away; a card edited since it was " \
+           "written is yours)" in one_error_line(capsys)
     assert snapshot(ckpt) == before
     from selectivbench.owned import sha256
     from selectivbench.publish import CARD_RECORD

@@ -52,10 +52,11 @@ def atomic_write_text(path: str | Path, text: str, prefix: str | None = None, ne
 
 @contextmanager
 def file_lock(path: str | Path, busy: str | None = None, what: str = "one writer at a time"):
-    """An exclusive flock on the file `path` (created if absent) for the block; the system drops it
-    when the process ends, however it ends. `busy`: the ParameterError raised at once when another
-    process holds it; None: wait for it (a writer that holds it for a moment). Where there are no
-    locks (Windows, some cluster mounts) the block runs unlocked, with a warning that says `what`."""
+    """An exclusive flock for the block on `path`: a folder (locked itself, nothing is created in
+    it) or a file (created if absent). The system drops it when the process ends, however it ends.
+    `busy`: the ParameterError raised at once when another process holds it; None: wait for it (a
+    writer that holds it for a moment). Where there are no locks (Windows, some cluster mounts) the
+    block runs unlocked, with a warning that says `what`."""
     try:
         import fcntl
     except ImportError:  # not POSIX (Windows): keeping to one writer is then the user's
@@ -63,14 +64,19 @@ def file_lock(path: str | Path, busy: str | None = None, what: str = "one writer
         return
     from .builders.config import ParameterError
 
-    with open(path, "a") as handle:
+    path = Path(path)
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy is not None else 0))
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy is not None else 0))
         except BlockingIOError:  # held by another process
             raise ParameterError(busy) from None
         except OSError as err:  # a filesystem without locks: run, and say so
-            print(f"warning: {Path(path).parent} cannot be locked ({err.strerror}): {what} there", file=sys.stderr)
+            where = path if path.is_dir() else path.parent
+            print(f"warning: {where} cannot be locked ({err.strerror}): {what} there", file=sys.stderr)
         yield
+    finally:
+        os.close(fd)
 
 
 def check_writable(path: str | Path, field: str, value=None) -> None:

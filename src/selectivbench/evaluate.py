@@ -240,13 +240,13 @@ def _our_jsonl(path: Path) -> bool:
 def append_rows(out: str, rows: list[dict]) -> None:
     """Rows added to both tables, each file replaced whole (old content + new rows) by a rename, so
     that it is the old table or the new one, never half; checked again first, since a file may have
-    appeared while the models were scored. Under a lock beside the tables: two evaluations appending
-    to one table at once would each read the old table, and the second rename would drop the
-    first one's rows."""
+    appeared while the models were scored. Under a lock on the tables' folder: two evaluations
+    appending to one table at once would each read the old table, and the second rename would drop
+    the first one's rows."""
     check_table_path(out)
     jsonl, csv_path = table_paths(out)
     jsonl.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(jsonl.parent / f".{jsonl.name}.lock", what="append to one table at a time"):
+    with file_lock(jsonl.parent, what="append to one table at a time"):  # the folder: no lock file beside the tables
         check_table_path(out)
         _append_unlocked(jsonl, csv_path, rows)
 

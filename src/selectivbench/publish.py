@@ -211,6 +211,6 @@ def card_record(checkpoint: Path) -> dict[str, list[str]]:
         legacy = readme.is_file() and not readme.is_symlink() and is_our_card(readme.read_text(errors="replace"))
         record = {"README.md": [sha256(readme.read_bytes())]} if legacy else {}
     if not is_ours(readme, record):
-        raise ParameterError(f"{allowed} (this one is not, or was edited since, and would be replaced by the card: "
-                             "move it away)")
+        raise ParameterError(f"{allowed} (this one is not, and would be replaced by the card: move it away; a card "
+                             "edited since it was written is yours)")
     return record

@@ -338,6 +338,7 @@ def run_folder_lock(accelerator, out: Path, args: TrainArgs):
     replace each other's files. The main process takes it and tells the others, so that every
     process refuses together. The folder is checked again under the lock: a run may have written
     there since the first check."""
+    made = [p for p in (out, *out.parents) if not p.exists()] if accelerator.is_main_process else []
     with ExitStack() as held:
         refusal = None
         if accelerator.is_main_process:
@@ -350,10 +351,27 @@ def run_folder_lock(accelerator, out: Path, args: TrainArgs):
             except (ParameterError, OSError) as err:
                 refusal = str(err) if isinstance(err, ParameterError) else \
                     f"output_dir={str(out)!r} is invalid: allowed a folder that can be made ({err.strerror})"
-        refusal = broadcast_object_list([refusal])[0]
-        if refusal is not None:
-            raise ParameterError(refusal)
-        yield
+        try:
+            refusal = broadcast_object_list([refusal])[0]
+            if refusal is not None:
+                raise ParameterError(refusal)
+            yield
+        except BaseException:
+            remove_if_unused(made, out / TRAIN_LOCK)
+            raise
+
+
+def remove_if_unused(made: list[Path], lock: Path) -> None:
+    """A run that failed before writing anything leaves no folder behind: the lock file (still held)
+    and the folders this run made for it are removed, when they hold nothing else."""
+    if not made or not lock.exists() or [p.name for p in made[0].iterdir()] != [lock.name]:
+        return
+    lock.unlink()
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another run made something there meanwhile)
+            break
 
 
 def check_state_within(where: Path, step: int, steps: int, args: TrainArgs) -> None:

@@ -114,16 +114,18 @@ def check_fits_in_memory(args: TrainArgs, device: torch.device) -> None:
     p = task_params(args.config, **{k: v for k, v in args.task_overrides.items() if k not in PAPER_SIZES})
     count = parameter_count(args.mixer, p, args.d_model, args.n_layers, args.n_heads, args.d_state,
                             args.num_householder)
+    need = count * BYTES_PER_PARAMETER
     if device.type == "cuda":
         available, where = torch.cuda.mem_get_info(device)[0], f"free on {device}"
-    else:
+    else:  # the processes of this machine share its memory, each with a copy
         import psutil
 
+        need *= int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         available, where = psutil.virtual_memory().available, "of memory available"
-    if count * BYTES_PER_PARAMETER > available:
+    if need > available:
         raise ParameterError(f"d_model={args.d_model} is invalid: allowed a model whose weights, gradients and "
-                             f"optimizer state fit in memory ({count:,} parameters need "
-                             f"{count * BYTES_PER_PARAMETER / 2**30:,.1f} GiB; {available / 2**30:,.1f} GiB {where})")
+                             f"optimizer state fit in memory ({count:,} parameters need {need / 2**30:,.1f} GiB; "
+                             f"{available / 2**30:,.1f} GiB {where})")
 
 
 def _train_locked(args: TrainArgs, task: Task | None, stop_after: int | None, accelerator, out: Path) -> dict:

@@ -146,7 +146,8 @@ def test_publish_dry_run_lists_the_folder_and_touches_no_network(folder, tmp_pat
     assert main(["publish-dataset", str(copy), "--repo-id", "org/selectivbench", "--dry-run"]) == 0
     out = capsys.readouterr().out
     listed = [line.strip() for line in out.splitlines()[1:]]
-    expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")  # the card's local record stays
+                      if p.is_file() and p.name != "selectivbench_card.json")
     assert "Would upload" in out and listed == expected
     assert "complexity/grammar.json" in listed and "generalization/test_gap100-00000-of-00001.parquet" in listed
     assert main(["publish-dataset", str(folder), "--repo-id", "selectivbench", "--dry-run"]) == 2

@@ -214,7 +214,8 @@ def test_a_damaged_record_of_another_config_is_refused_before_any_build(tmp_path
     monkeypatch.setattr(hub, "build_config", lambda *a, **k: pytest.fail("a config was built"))
     with pytest.raises(ParameterError, match=r"gapped/generation.json.* is invalid"):
         generate_folder(["complexity"], out, **SMALL, grammar_rng="selectivbench")
-    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["README.md", "gapped"]
+    assert snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "gapped", "selectivbench_card.json"]
 
 
 def test_the_cards_example_is_a_sample_of_a_split_the_config_has(tmp_path):

@@ -38,6 +38,7 @@ def test_publish_model_writes_a_card_that_matches_the_evaluation_and_loads_as_re
     old_card = "---\n---\n# x\n\nA `mamba2` sequence model trained on **SelectivBench** " \
                "(arXiv:[2601.12598](https://arxiv.org/abs/2601.12598)),\nconfig `complexity`\n"
     (ckpt / "README.md").write_text(old_card)
+    (ckpt / "selectivbench_card.json").unlink()  # a checkpoint of a version before the card's record
     assert main(["publish-model", str(ckpt), "--repo-id", "org/sb-mamba2", "--dry-run",
                  "--dataset-repo", "org/selectivbench"]) == 0
     assert ModelCard.load(ckpt / "README.md").text == card.text and not (run / "publish_eval.jsonl").exists()

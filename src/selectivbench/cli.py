@@ -141,11 +141,15 @@ def check_new_file(path: str, field: str) -> None:
     if not path:
         raise ParameterError(f"{field}='' is invalid: allowed a file path (not empty)")
     p = Path(path)
-    if p.exists():
-        raise ParameterError(f"{field}={path!r} is invalid: allowed a path that does not exist yet (never overwritten)")
+    if os.path.lexists(p):  # a dangling link too: the file would be made at its target, or fail after the work
+        raise ParameterError(f"{field}={path!r} is invalid: allowed a path that does not exist yet (never overwritten"
+                             f"{'; it is a link' if p.is_symlink() else ''})")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ParameterError(f"{field}={path!r} is invalid: allowed a path in a writable folder ({parent})")
+    from .hub_dataset import check_outside_configs
+
+    check_outside_configs(parent, field)
 
 
 def cmd_taxonomy(args) -> None:

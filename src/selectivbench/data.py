@@ -167,8 +167,11 @@ def checkpoint_record(checkpoint: str | Path) -> dict:
     """What `selectivbench train` recorded next to a checkpoint (JSON, never unpickled)."""
     path = Path(checkpoint) / RUN_FILE
     if not (Path(checkpoint) / "config.json").exists():
+        cut_short = Path(checkpoint).name == "model" and (Path(checkpoint).parent / "model.tmp" / RUN_FILE).is_file()
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a save_pretrained folder "
-                             "(no config.json there)")
+                             "(no config.json there" + (f"; a save was cut short: `selectivbench train --resume "
+                                                       f"--output-dir {Path(checkpoint).parent}` with the run's "
+                                                       "arguments finishes it)" if cut_short else ")"))
     try:
         run = json.loads(path.read_text())
     except FileNotFoundError:

@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .atomic import replaced
+from .atomic import check_writable, file_lock, replaced
 from .builders import ParameterError
 from .builders.ceiling import ceiling_counts
 from .builders.sampler import Sampler
@@ -81,17 +81,11 @@ def check_weights(checkpoint: str | Path) -> None:
     what from_pretrained(use_safetensors=True) reads: model.safetensors, else the shards its index
     names (never a pickle)."""
     from safetensors import safe_open
-    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
     folder = Path(checkpoint)
     check_model_type(folder)
-    single, index = folder / SAFE_WEIGHTS_NAME, folder / SAFE_WEIGHTS_INDEX_NAME
-    if not (single.is_file() or index.is_file()):
-        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder with {SAFE_WEIGHTS_NAME} "
-                             f"or {SAFE_WEIGHTS_INDEX_NAME} (other formats are pickles, never loaded here)")
+    files = [folder / name for name in weight_files(folder) if name.endswith(".safetensors")]
     try:
-        files = [single] if single.is_file() else sorted(
-            {folder / name for name in json.loads(index.read_text())["weight_map"].values()})
         saved = {}
         for file in files:
             with safe_open(str(file), framework="pt") as f:
@@ -102,6 +96,9 @@ def check_weights(checkpoint: str | Path) -> None:
     except Exception as err:  # unreadable weights or config: one line naming the checkpoint
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder whose weights and "
                              f"config.json load ({type(err).__name__}: {' '.join(str(err).split())})") from None
+    if not config.return_dict:  # the model would return tuples, read here by name: an error after the data
+        raise ParameterError(f"file={str(folder / 'config.json')!r} is invalid: allowed return_dict true (it is "
+                             f"{config.return_dict!r}; the evaluation reads the model's outputs by name)")
     differs = weights_mismatch(saved, shapes(model.state_dict()))
     if differs:
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed the weights of this version's "
@@ -126,6 +123,31 @@ def check_model_type(folder: Path) -> None:
     if config.get("auto_map") not in (None, AUTO_MAP):
         raise ParameterError(f"file={str(path)!r} is invalid: allowed no auto_map or selectivbench's own "
                              f"{AUTO_MAP} (found {config['auto_map']!r}; code shipped in a folder is never run here)")
+
+
+def weight_files(checkpoint: str | Path) -> list[str]:
+    """The weight files of a checkpoint, by name: model.safetensors, else the index and the shards it
+    names, each a file of the folder itself (a name like '../x' or '/etc/x' would read, and upload,
+    a file outside it). ParameterError naming the checkpoint otherwise."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+    folder = Path(checkpoint)
+    if (folder / SAFE_WEIGHTS_NAME).is_file():
+        return [SAFE_WEIGHTS_NAME]
+    if not (folder / SAFE_WEIGHTS_INDEX_NAME).is_file():
+        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder with {SAFE_WEIGHTS_NAME} "
+                             f"or {SAFE_WEIGHTS_INDEX_NAME} (other formats are pickles, never loaded here)")
+    try:
+        shards = sorted(set(json.loads((folder / SAFE_WEIGHTS_INDEX_NAME).read_text())["weight_map"].values()))
+        assert all(isinstance(name, str) for name in shards)
+    except Exception:
+        raise ParameterError(f"file={str(folder / SAFE_WEIGHTS_INDEX_NAME)!r} is invalid: allowed a JSON object whose "
+                             "weight_map maps each weight to a shard's file name") from None
+    outside = [name for name in shards if name in ("", ".", "..") or Path(name).name != name]
+    if outside:
+        raise ParameterError(f"file={str(folder / SAFE_WEIGHTS_INDEX_NAME)!r} is invalid: allowed shards that are "
+                             f"files of the checkpoint folder itself (it names {outside[:3]})")
+    return [SAFE_WEIGHTS_INDEX_NAME, *shards]
 
 
 def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_dir, overrides) -> list[tuple]:
@@ -206,6 +228,10 @@ def check_table_path(out: str) -> None:
     parent = base.parent
     if parent.exists() and not parent.is_dir():
         raise ParameterError(f"out={out!r} is invalid: allowed a path in a folder ({parent} is a file)")
+    from .hub_dataset import check_outside_configs
+
+    check_outside_configs(parent, "out")
+    check_writable(parent, "out", out)
     for path, ours in zip(table_paths(out), (_our_jsonl, _our_csv)):
         if path.exists() and not path.is_file():
             raise ParameterError(f"out={out!r} is invalid: allowed a table path ({path} is not a file)")
@@ -240,10 +266,18 @@ def _our_jsonl(path: Path) -> bool:
 def append_rows(out: str, rows: list[dict]) -> None:
     """Rows added to both tables, each file replaced whole (old content + new rows) by a rename, so
     that it is the old table or the new one, never half; checked again first, since a file may have
-    appeared while the models were scored."""
+    appeared while the models were scored. Under a lock on the tables' folder: two evaluations
+    appending to one table at once would each read the old table, and the second rename would drop
+    the first one's rows."""
     check_table_path(out)
     jsonl, csv_path = table_paths(out)
     jsonl.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(jsonl.parent, what="append to one table at a time"):  # the folder: no lock file beside the tables
+        check_table_path(out)
+        _append_unlocked(jsonl, csv_path, rows)
+
+
+def _append_unlocked(jsonl: Path, csv_path: Path, rows: list[dict]) -> None:
     lines = io.StringIO()
     w = csv.DictWriter(lines, fieldnames=FIELDS, extrasaction="ignore")
     if not csv_path.exists():

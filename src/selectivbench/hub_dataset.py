@@ -29,6 +29,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .atomic import UMASK, atomic_write_text
+from .owned import is_ours, read_record as read_owned_record, remove_owned, sha256, write_owned
 from .builders import (TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
                        make_grammar)
 from .builders.builder import (CITATION, SelectivBenchBuilderConfig, ShardPool, exit_if_orphaned, features_of,
@@ -235,6 +236,18 @@ def _summary(record: dict) -> dict:
             "command": record["command"]}
 
 
+def check_outside_configs(path: str | Path, field: str) -> None:
+    """Nothing is written inside a generated config folder (a folder named for a config, holding
+    its generation.json): a file there that its record does not name makes the config refuse to
+    load and to publish."""
+    resolved = Path(path).resolve()
+    for folder in (resolved, *resolved.parents):
+        if folder.name in TASKS and (folder / RECORD).is_file():
+            raise ParameterError(f"{field}={str(path)!r} is invalid: allowed a path outside a generated config "
+                                 f"folder ({folder} holds the dataset config {folder.name!r}: a file written there "
+                                 "would make it unloadable)")
+
+
 def _out_error(out: Path, allowed: str) -> ParameterError:
     return ParameterError(f"out={str(out)!r} is invalid: allowed {allowed}")
 
@@ -243,14 +256,15 @@ def _prepare_out(out: Path, configs: list[str]) -> None:
     """Refuse, before any work, an `out` that is a file, is not writable, or holds files of others."""
     if out.exists() and not out.is_dir():
         raise _out_error(out, "a folder (it is an existing file)")
+    check_outside_configs(out, "out")
     if out.is_dir():
         if any(p.suffix == ".py" for p in out.glob("*")):
             raise _out_error(out, "a folder without Python files")
-        readme = out / "README.md"
-        if readme.exists() and CARD_MARKER not in readme.read_text(errors="replace"):
-            raise _out_error(out, "a new folder or one written by `selectivbench generate` (its README.md was "
-                                  "not written by selectivbench: it would be overwritten)")
+        card_record(out, "out", "a new folder or one written by `selectivbench generate`")
         for name in configs:
+            if (out / name).is_symlink():  # the swap would rename the link, not the folder: refused after the build
+                raise _out_error(out, f"a folder whose {name} is a folder, not a link ({out / name} is a link: "
+                                      "generate into the folder it points to)")
             foreign = _foreign_files(out / name)
             if foreign:
                 raise _out_error(out, f"a folder whose {name}/ was written by `selectivbench generate` "
@@ -286,8 +300,8 @@ def _remove_stale_builds(out: Path) -> None:
     """Build folders left by a killed run (their process is gone) are ours to remove."""
     for build in out.glob(f"{BUILD_PREFIX}*"):
         pid = build.name[len(BUILD_PREFIX):].split("-")[-2]
-        if pid.isdigit() and not _alive(int(pid)):
-            (shutil.rmtree if build.is_dir() else os.remove)(build)
+        if pid.isdigit() and not _alive(int(pid)):  # a link (an old version swapped one aside) is removed, not followed
+            (shutil.rmtree if build.is_dir() and not build.is_symlink() else os.remove)(build)
 
 
 def _alive(pid: int) -> bool:
@@ -492,15 +506,40 @@ def load_config_folder(folder: str | Path, config: str, split: str | None = None
 # ---------------------------------------------------------------- the card
 
 
+CARD_RECORD = "selectivbench_card.json"  # the sha256 of the card as written (owned.py); never uploaded
+CARD_WRITER = "selectivbench generate"
+
+
+def card_record(out: Path, field: str, allowed: str) -> dict[str, list[str]]:
+    """The record of the folder's card, after checking that its README.md is the card this package
+    wrote, unchanged since (or absent): a card the user edited, or their own README, is never replaced
+    (ParameterError naming `field`). A folder of a version before the record: a card with the marker
+    line is ours."""
+    readme = Path(out) / "README.md"
+    refusal = f"{field}={str(out)!r} is invalid: allowed {allowed}"
+    record = read_owned_record(Path(out) / CARD_RECORD, CARD_WRITER, f"{refusal}, whose {CARD_RECORD} is the card's record")
+    if record is None:
+        legacy = readme.is_file() and not readme.is_symlink() and CARD_MARKER in readme.read_text(errors="replace")
+        record = {"README.md": [sha256(readme.read_bytes())]} if legacy else {}
+    if not is_ours(readme, record):
+        raise ParameterError(f"{refusal} (its README.md was not written by selectivbench, or was edited since: it "
+                             f"is never replaced; move {readme} away)")
+    return record
+
+
 def write_card(out: Path, repo_id: str, leave_out=()) -> Path:
-    """Rebuild README.md from the config records the folder holds (atomically)."""
+    """Rebuild README.md from the config records the folder holds (atomically), only over the card
+    this package wrote (checked again now: the user may have edited it while configs were built)."""
     records = folder_records(out, leave_out)
     path = Path(out) / "README.md"
+    record = card_record(out, "out", "a folder whose card `selectivbench generate` wrote")
+    prefix = f"{BUILD_PREFIX}file-{os.getpid()}-"  # a later run removes what a killed one left
     if not records:
         if path.exists():
-            os.remove(path)
+            remove_owned(path, Path(out) / CARD_RECORD, CARD_WRITER, record, prefix)
         return path
-    _write_atomic(path, str(render_card(out, records, repo_id)))
+    write_owned(path, str(render_card(out, records, repo_id)).encode(), Path(out) / CARD_RECORD, CARD_WRITER, record,
+                prefix=prefix)
     return path
 
 
@@ -596,6 +635,7 @@ def publish_folder(folder: str | Path, repo_id: str, dry_run: bool = False, priv
     readme = folder / "README.md"
     if not readme.exists() or CARD_MARKER not in readme.read_text(errors="replace"):
         raise ParameterError(f"folder={str(folder)!r} is invalid: allowed a folder made by `selectivbench generate`")
+    card_record(folder, "folder", "a folder whose card `selectivbench generate` wrote")  # an edited card stays
     check_repo_id(repo_id)
     if not dry_run:
         check_can_upload(repo_id)

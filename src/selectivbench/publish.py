@@ -9,14 +9,14 @@ evaluating the checkpoint now on the task it recorded (validation and test split
 from __future__ import annotations
 
 import json
-import os
 from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .builders import ParameterError, task_params
-from .atomic import replaced
+from .atomic import check_writable
+from .owned import is_ours, read_record, sha256, write_owned
 from .builders.builder import CITATION
 from .data import checkpoint_record, resolve_hub_id
 from .hub_dataset import check_can_upload, check_repo_id
@@ -133,11 +133,11 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     checkpoint_record(checkpoint)  # a checkpoint folder at all, before its README is looked at
     check_weights(checkpoint)  # complete weights of this model, also when --results spares the evaluation
     readme = Path(checkpoint) / "README.md"
-    # what is there now (our card, checked next, or nothing): compared again just before the card is written
+    check_writable(checkpoint, "checkpoint")  # the card is written there (after the evaluation)
+    record = card_record(Path(checkpoint))
+    # what is there now (our card, or nothing): compared again just before the card is written
     seen = readme.read_bytes() if readme.is_file() else None
-    if os.path.lexists(readme) and not (seen is not None and is_our_card(seen.decode(errors="replace"))):
-        raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
-                             "publish-model` (this one is not, and would be replaced by the card: move it away)")
+    files = model_files(checkpoint)  # exactly what is sent: checked before any work
     table = str(Path(checkpoint).parent / EVAL_TABLE)
     if results is None:
         check_table_path(table)
@@ -146,20 +146,54 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     try:
         if (readme.read_bytes() if readme.is_file() else None) != seen:  # rewritten while the checkpoint was scored
             raise FileExistsError(readme)
-        with replaced(readme, new=seen is None) as tmp:  # new: a link, which fails if one appears meanwhile
-            card.save(tmp)
+        # new: a link, which fails if one appears meanwhile
+        write_owned(readme, str(card).encode(), Path(checkpoint) / CARD_RECORD, CARD_WRITER, record, new=seen is None)
     except FileExistsError:  # a README.md appeared or changed while the checkpoint was scored: the user's stays
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
                              "publish-model` (one appeared or changed while this ran; never overwritten)") from None
-    files = sorted(str(p.relative_to(checkpoint)) for p in Path(checkpoint).rglob("*") if p.is_file())
     if not dry_run:
         from huggingface_hub import HfApi
 
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(checkpoint), repo_id=repo_id, commit_message="Upload SelectivBench model")
+        api.upload_folder(folder_path=str(checkpoint), repo_id=repo_id, commit_message="Upload SelectivBench model",
+                          allow_patterns=files)
     if results is None and not dry_run:
         append_rows(table, rows)
+    return files
+
+
+def model_files(checkpoint: str | Path) -> list[str]:
+    """The files of the model a checkpoint folder holds, and only those, as upload patterns: its
+    config, weights (`evaluate.weight_files`), run record, card, and the code its config's auto_map
+    names with the files that code imports (relative imports: what save_pretrained copies). Anything
+    else there (an .env, notes, a link to a system file) stays home. A model file that is a link is
+    refused: its target, from anywhere, would be sent."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    from .data import RUN_FILE
+    from .evaluate import weight_files
+
+    folder = Path(checkpoint)
+    try:
+        auto_map = json.loads((folder / "config.json").read_text()).get("auto_map") or {}
+        modules = {ref.split("--")[-1].rsplit(".", 1)[0] for ref in auto_map.values()}
+        assert all(m and "/" not in m and "\\" not in m and m not in (".", "..") for m in modules)
+    except Exception:
+        raise ParameterError(f"file={str(folder / 'config.json')!r} is invalid: allowed a config whose auto_map "
+                             "names modules of the checkpoint folder (MODULE.CLASS)") from None
+    code = {f"{m}.py" for m in modules}
+    for name in list(code):
+        try:  # read as text, never run
+            code |= {Path(f).name for f in get_relative_import_files(folder / name)}
+        except OSError as err:  # the module, or a file it imports, is missing: named below or here
+            code.add(Path(err.filename).name if err.filename else name)
+    files = sorted({"config.json", RUN_FILE, *weight_files(folder), *code} | {"README.md"})
+    for name in files:
+        path = folder / name
+        if path.is_symlink() or (name != "README.md" and not path.is_file()):
+            raise ParameterError(f"file={str(path)!r} is invalid: allowed a regular file of the checkpoint folder "
+                                 f"({'a link, whose target would be uploaded' if path.is_symlink() else 'missing'})")
     return files
 
 
@@ -170,3 +204,25 @@ OLD_CARD_LINE = "sequence model trained on **SelectivBench** (arXiv:[2601.12598]
 def is_our_card(text: str) -> bool:
     """A README.md that publish-model wrote: this version's marker, or an earlier version's card."""
     return CARD_MARKER in text or OLD_CARD_LINE in text
+
+
+CARD_RECORD = "selectivbench_card.json"  # the sha256 of the card as written (owned.py); never uploaded
+CARD_WRITER = "selectivbench publish-model"
+
+
+def card_record(checkpoint: Path) -> dict[str, list[str]]:
+    """The record of the checkpoint's card, after checking that its README.md is the card this command
+    wrote, unchanged since (or absent): a card the user edited, or their own README, is never replaced.
+    A checkpoint of a version before the record: a README with the card's marker (or an earlier
+    version's first line) is ours."""
+    readme = checkpoint / "README.md"
+    allowed = (f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench publish-model` and "
+               "unchanged since")
+    record = read_record(checkpoint / CARD_RECORD, CARD_WRITER, f"{allowed}, beside {CARD_RECORD}, its record")
+    if record is None:
+        legacy = readme.is_file() and not readme.is_symlink() and is_our_card(readme.read_text(errors="replace"))
+        record = {"README.md": [sha256(readme.read_bytes())]} if legacy else {}
+    if not is_ours(readme, record):
+        raise ParameterError(f"{allowed} (this one is not, and would be replaced by the card: move it away; a card "
+                             "edited since it was written is yours)")
+    return record

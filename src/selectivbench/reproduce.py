@@ -26,14 +26,12 @@ import contextlib
 import csv
 import dataclasses
 import functools
-import hashlib
 import io
 import json
 import math
 import os
 import socket
 import statistics
-import sys
 import time
 import traceback
 from collections import defaultdict
@@ -42,12 +40,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_text, replaced
+from .atomic import atomic_write_text, file_lock, replaced
 from .builders import ParameterError, TaskParams, task_params
 from .builders.builder import PAPER_SIZES
 from .builders.config import duration_to_steps, gap_of_split, gap_split
 from .evaluate import FIELDS
 from .models import MIXERS
+from .owned import read_record, sha256, write_record
 from .train_args import TrainArgs, check_train_args
 
 TASKS = ("complexity", "gapped", "distractor", "generalization")
@@ -474,27 +473,12 @@ def _run_all(specs, outcome: Outcome, folder: Path, desc: str, launch) -> None:
 LOCK_FILE = ".reproduce.lock"
 
 
-@contextlib.contextmanager
 def sweep_lock(folder: Path, out: str):
     """One driver per sweep folder: a second one (a batch job resubmitted while the first runs) would
-    train the same runs into the same folders and record their rows twice. An flock: the system
-    drops it when the driver's process ends, however it ends."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX (Windows): one driver per folder is then the user's to keep
-        yield
-        return
-    with open(folder / LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # held by another process
-            raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder no other `selectivbench "
-                                 f"reproduce` is running in ({folder} is in use: wait for that driver or stop "
-                                 "it)") from None
-        except OSError as err:  # a filesystem without locks (some cluster mounts): run, and say so
-            print(f"warning: {folder} cannot be locked ({err.strerror}): run one driver at a time there",
-                  file=sys.stderr)
-        yield
+    train the same runs into the same folders and record their rows twice."""
+    return file_lock(folder / LOCK_FILE, busy=f"out={str(out)!r} is invalid: allowed a sweep folder no other "
+                     f"`selectivbench reproduce` is running in ({folder} is in use: wait for that driver or stop it)",
+                     what="run one driver at a time")
 
 
 def check_ray_address(address: str, timeout: float = 10.0) -> None:
@@ -645,6 +629,9 @@ def check_out_folder(out: str, folder: Path) -> None:
     for path in (Path(out), folder):
         if path.exists() and not path.is_dir():
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder ({path} is a file)")
+    from .hub_dataset import check_outside_configs
+
+    check_outside_configs(folder, "out")
     existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder that can be made and written "
@@ -660,30 +647,19 @@ def check_outputs(folder: Path, out: str) -> dict[str, list[str]]:
     outputs are replaced.
     Returns the record: {name: [accepted sha256, ...]}."""
     record_path = folder / OUTPUTS_RECORD
-    record = {}
-    if record_path.exists():
-        try:
-            data = json.loads(record_path.read_text())
-            assert data["written_by"] == RECORD_WRITER and isinstance(data["files"], dict)
-            record = data["files"]
-        except Exception:  # not our record: never overwritten
-            raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder whose {OUTPUTS_RECORD} is "
-                                 f"this command's record ({record_path} is another file; move it away)") from None
+    record = read_record(record_path, RECORD_WRITER, f"out={str(out)!r} is invalid: allowed a sweep folder whose "
+                                                     f"{OUTPUTS_RECORD} is this command's record") or {}
     if not folder.is_dir():
         return record
     if not record_path.exists() and (folder / "results.jsonl").exists():
         # a sweep folder of a version before the record: its outputs are this command's, as they are now
-        return {p.name: [_sha256(p.read_bytes())] for p in folder.iterdir() if is_output(p.name) and p.is_file()}
+        return {p.name: [sha256(p.read_bytes())] for p in folder.iterdir() if is_output(p.name) and p.is_file()}
     for path in sorted(folder.iterdir()):
-        if is_output(path.name) and (not path.is_file() or _sha256(path.read_bytes()) not in record.get(path.name, ())):
+        if is_output(path.name) and (not path.is_file() or sha256(path.read_bytes()) not in record.get(path.name, ())):
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder whose tables, summary and "
                                  f"plots this command wrote ({path} was not written by it, or was changed since; "
                                  "move it away: it is never replaced)")
     return record
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def write_outputs(task: str, folder: Path, rows: list[dict], out: str | None = None, missing: int = 0) -> None:
@@ -703,21 +679,20 @@ def write_outputs(task: str, folder: Path, rows: list[dict], out: str | None = N
         files["selection.csv"] = _csv_text(list(selection[0]), selection).encode()
     files["summary.md"] = summary_markdown(task, chosen, missing).encode()
     files.update(plot(task, chosen))
-    new = {name: _sha256(data) for name, data in files.items()}
+    new = {name: sha256(data) for name, data in files.items()}
     _write_record(folder, {**record, **{n: sorted({*record.get(n, ()), h}) for n, h in new.items()}})
     for name, data in files.items():
         with replaced(folder / name) as tmp:
             tmp.write_bytes(data)
     for name in set(record) - set(files):
         path = folder / name
-        if path.is_file() and _sha256(path.read_bytes()) in record[name]:
+        if path.is_file() and sha256(path.read_bytes()) in record[name]:
             path.unlink()
     _write_record(folder, {n: [h] for n, h in new.items()})
 
 
 def _write_record(folder: Path, files: dict[str, list[str]]) -> None:
-    atomic_write_text(folder / OUTPUTS_RECORD, json.dumps({"written_by": RECORD_WRITER, "files": files},
-                                                          indent=1, sort_keys=True) + "\n")
+    write_record(folder / OUTPUTS_RECORD, RECORD_WRITER, files)
 
 
 def _csv_text(fields: list[str], rows: list[dict]) -> str:

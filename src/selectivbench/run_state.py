@@ -79,6 +79,19 @@ def complete_states(state_dir: Path) -> list[Path]:
     return sorted(found, key=step_of, reverse=True)
 
 
+def newest_state_step(state_dir: Path) -> tuple[Path, int] | None:
+    """(folder, step) of the newest state whose progress.json reads (that --resume would start from,
+    unless its tensors are damaged), without loading its tensors; None when there is none."""
+    for folder in complete_states(state_dir):
+        try:
+            step = json.loads((folder / "progress.json").read_text())["step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(step, int) and not isinstance(step, bool):
+            return folder, step
+    return None
+
+
 def save_state(accelerator, state_dir: Path, step: int, model, optimizer, scheduler, progress: dict,
                keep: int = 2) -> None:
     """Every process writes its RNG state, the main one the rest; renamed into place when complete."""

@@ -17,13 +17,13 @@ import json
 import math
 import os
 import shutil
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
@@ -33,8 +33,8 @@ from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, dif
                    fingerprint_of, grammar_sha256, load_task, model_view, resolve_hub_id)
 from .metrics import IGNORE
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from .atomic import atomic_write_text
-from .run_state import load_newest_state, save_state
+from .atomic import atomic_write_text, file_lock
+from .run_state import load_newest_state, newest_state_step, save_state
 from .train_args import TrainArgs, check_train_args
 
 # never decayed: norms, biases and the SSM parameters whose scale is their meaning
@@ -95,7 +95,48 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     if args.batch_size % accelerator.num_processes:
         raise ParameterError(f"batch_size={args.batch_size} is invalid: allowed a multiple of the "
                              f"{accelerator.num_processes} processes (it is the global batch)")
+    check_fits_in_memory(args, accelerator.device)
+    with run_folder_lock(accelerator, out, args):
+        return _train_locked(args, task, stop_after, accelerator, out)
+
+
+BYTES_PER_PARAMETER = 16  # float32 weights, their gradients and Adam's two moments
+
+
+def check_fits_in_memory(args: TrainArgs, device: torch.device) -> None:
+    """A model whose weights, gradients and optimizer state alone exceed the memory available now
+    cannot train: refused naming --d-model before the data is loaded (it was a raw allocator error
+    after). Parameters counted exactly on the meta device (the task's own vocabulary and states when
+    it is built here; the config's defaults for a data folder, a small term of the count)."""
+    from .builders import task_params
+    from .builders.builder import PAPER_SIZES
+    from .reproduce import parameter_count
+
+    p = task_params(args.config, **{k: v for k, v in args.task_overrides.items() if k not in PAPER_SIZES})
+    count = parameter_count(args.mixer, p, args.d_model, args.n_layers, args.n_heads, args.d_state,
+                            args.num_householder)
+    need = count * BYTES_PER_PARAMETER
+    if device.type == "cuda":
+        available, where = torch.cuda.mem_get_info(device)[0], f"free on {device}"
+    else:  # the processes of this machine share its memory, each with a copy
+        import psutil
+
+        need *= int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        available, where = psutil.virtual_memory().available, "of memory available"
+    if need > available:
+        raise ParameterError(f"d_model={args.d_model} is invalid: allowed a model whose weights, gradients and "
+                             f"optimizer state fit in memory ({count:,} parameters need {need / 2**30:,.1f} GiB; "
+                             f"{available / 2**30:,.1f} GiB {where})")
+
+
+def _train_locked(args: TrainArgs, task: Task | None, stop_after: int | None, accelerator, out: Path) -> dict:
+    """`train` once its arguments are checked and the run folder is this run's alone."""
+    if accelerator.is_main_process:
+        repair_model_swap(out)
+    accelerator.wait_for_everyone()
     saved_run = saved_record(out)
+    if args.resume and args.epochs is None and (newest := newest_state_step(out / "state")):
+        check_state_within(*newest, args.max_steps, args)  # before the data is loaded
     set_seed(args.train_seed)
     task = task or load_task(args.config, args.data_dir, **args.task_overrides)
     for split in ("train", "validation"):
@@ -126,6 +167,7 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     if args.resume and (restored := load_newest_state(accelerator, out / "state", model, optimizer, scheduler)):
         check_state_task(out, restored, fingerprint)
         progress = {k: restored[k] for k in progress}
+        check_state_within(out / "state", progress["step"], steps, args)
         stop = 0 < args.patience <= progress["bad_evals"]  # the run had stopped early: it stays finished
     if accelerator.is_main_process:  # forget what was logged after the state it starts from (0: all)
         drop_log_after(out / "metrics.jsonl", progress["step"])
@@ -175,6 +217,9 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     bar.close()
     if metrics_step != progress["step"]:  # resumed a finished run: nothing trained, its final metrics all the same
         metrics = evaluate_loader(model, eval_loader, accelerator)
+    if broadcast_object_list([(saved_record(out) or {}).get("step") if accelerator.is_main_process else None])[0] \
+            != progress["step"]:  # killed after its last state, before model/ was: saved now from that state
+        save_model(accelerator, model, out, run_card(args, task, progress["step"], metrics, progress["step"]))
     # DDP's reducer holds the process group. Released here, after a barrier, the group is torn down in
     # end_training while every process is alive; freed only at return, after the other process had
     # exited, gloo's destructor once hung joining its threads (two CPU processes, this machine)
@@ -267,10 +312,13 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
         raise ParameterError("output_dir='' is invalid: allowed a folder path (not empty)")
     if out.exists() and not out.is_dir():
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a folder (it is a file)")
+    from .hub_dataset import check_outside_configs
+
+    check_outside_configs(out, "output_dir")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     if not os.access(probe, os.W_OK):
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a writable folder ({probe} is not writable)")
-    if not (out.exists() and any(out.iterdir())):
+    if not (out.exists() and any(p.name != TRAIN_LOCK for p in out.iterdir())):
         return
     if not args.resume:
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed an empty or new folder "
@@ -292,6 +340,62 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
     if differs:
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume only the arguments of the "
                              f"run there ({'; '.join(differs)})")
+
+
+TRAIN_LOCK = ".selectivbench-train.lock"  # in the run folder: held by the run writing there
+
+
+@contextmanager
+def run_folder_lock(accelerator, out: Path, args: TrainArgs):
+    """One `train` per run folder: a second run into it (started meanwhile, or a --resume while the
+    first runs) is refused at once, before anything is written; two would interleave their logs and
+    replace each other's files. The main process takes it and tells the others, so that every
+    process refuses together. The folder is checked again under the lock: a run may have written
+    there since the first check."""
+    made = [p for p in (out, *out.parents) if not p.exists()] if accelerator.is_main_process else []
+    with ExitStack() as held:
+        refusal = None
+        if accelerator.is_main_process:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                held.enter_context(file_lock(out / TRAIN_LOCK, busy=(
+                    f"output_dir={str(out)!r} is invalid: allowed a folder no other `selectivbench train` is writing "
+                    f"to ({out} is in use: wait for that run or stop it)")))
+                check_output_dir(out, args)
+            except (ParameterError, OSError) as err:
+                refusal = str(err) if isinstance(err, ParameterError) else \
+                    f"output_dir={str(out)!r} is invalid: allowed a folder that can be made ({err.strerror})"
+        try:
+            refusal = broadcast_object_list([refusal])[0]
+            if refusal is not None:
+                raise ParameterError(refusal)
+            yield
+        except BaseException:
+            remove_if_unused(made, out / TRAIN_LOCK)
+            raise
+
+
+def remove_if_unused(made: list[Path], lock: Path) -> None:
+    """A run that failed before writing anything leaves no folder behind: the lock file (still held)
+    and the folders this run made for it are removed, when they hold nothing else."""
+    if not made or not lock.exists() or [p.name for p in made[0].iterdir()] != [lock.name]:
+        return
+    lock.unlink()
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another run made something there meanwhile)
+            break
+
+
+def check_state_within(where: Path, step: int, steps: int, args: TrainArgs) -> None:
+    """A saved state past the run's last step is another run's (a copied folder, an edited record, a
+    training split that has shrunk): resuming it would train nothing and report that run as this one."""
+    if step > steps:
+        field, value = ("max_steps", args.max_steps) if args.epochs is None else ("epochs", args.epochs)
+        raise ParameterError(f"{field}={value} is invalid for output_dir={args.output_dir!r}: allowed with --resume "
+                             f"a run whose saved state is at most at its last step {steps} ({where} is at step {step}: "
+                             "it belongs to another run)")
 
 
 def saved_record(out: Path) -> dict | None:
@@ -372,10 +476,31 @@ def write_run_record(folder: str | Path, task: Task, args: TrainArgs | dict, ste
     atomic_write_text(Path(folder) / RUN_FILE, json.dumps(run_card(args, task, step, metrics or {}, step), indent=1))
 
 
+def model_swap_folders(out: Path) -> tuple[Path, Path, Path]:
+    """`model/`, the new one being written, the previous one being removed."""
+    return out / "model", out / "model.tmp", out / "model.old"
+
+
+def repair_model_swap(out: Path) -> None:
+    """Finish a `save_model` cut short. Its new folder is complete once its run record is in (written
+    last), and `model/` is renamed away only after that: a complete new one is swapped in (a kill
+    between the two renames left no `model/` at all); the leftovers of a kill at any other point
+    are removed. (A --resume of a finished run trains nothing: it saved nothing either.)"""
+    final, tmp, old = model_swap_folders(out)
+    if (tmp / RUN_FILE).is_file():  # complete, and newer than any model/ (save_model removes it first)
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+    for p in (tmp, old):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def save_model(accelerator, model, out: Path, meta: dict) -> None:
-    """`model/` is swapped in whole: a reader sees the previous checkpoint or this one."""
+    """`model/` is swapped in whole: a reader sees the previous checkpoint or this one; a kill between
+    the two renames is finished by `repair_model_swap` (the next train or --resume of the folder)."""
     if accelerator.is_main_process:
-        final, tmp, old = out / "model", out / "model.tmp", out / "model.old"
+        final, tmp, old = model_swap_folders(out)
         for p in (tmp, old):
             shutil.rmtree(p, ignore_errors=True)
         accelerator.unwrap_model(model).save_pretrained(tmp)

@@ -85,7 +85,8 @@ class SelectivBenchConfig(PretrainedConfig):
             try:
                 resolved = resolve_mixer(mixer)
             except PluginError as err:
-                raise ValueError(f"mixer={mixer!r} is invalid: allowed one of {MIXERS} or a plugin ({err})") from None
+                raise ValueError(f"mixer={mixer!r} is invalid: allowed one of {MIXERS}, a registered or installed "
+                                 f"plugin name, PATH.py:CLASS or MODULE:CLASS ({err})") from None
             mixer, mixer_plugin = resolved.name, resolved.plugin
         self.mixer = mixer
         self.mixer_plugin = mixer_plugin

@@ -145,7 +145,7 @@ def _import_failure(where: str, err: BaseException) -> PluginError:
 def resolve_mixer(spec: str) -> ResolvedMixer:
     """The one resolution of a `--mixer` value (see the module docstring); PluginError names what is wrong."""
     if not isinstance(spec, str) or not spec:
-        raise PluginError(f"mixer={spec!r} is invalid: allowed {SPEC_FORMS}")
+        raise PluginError("not a string naming a mixer")
     if spec in MIXERS:
         return ResolvedMixer(spec, _builtin_classes()[spec])
     if ":" not in spec:
@@ -154,8 +154,8 @@ def resolve_mixer(spec: str) -> ResolvedMixer:
         _check_name(spec)
         points = _entry_points()
         if spec not in points:
-            raise PluginError(f"mixer={spec!r} is unknown: allowed {SPEC_FORMS} (built-ins: {', '.join(MIXERS)}; "
-                              f"plugins: {', '.join(sorted({*_REGISTRY, *points})) or 'none'})")
+            raise PluginError(f"no mixer of that name (plugins known here: "
+                              f"{', '.join(sorted({*_REGISTRY, *points})) or 'none'})")
         try:
             cls = points[spec].load()
         except Exception as err:
@@ -166,11 +166,11 @@ def resolve_mixer(spec: str) -> ResolvedMixer:
         return resolved
     where, _, class_name = spec.rpartition(":")
     if not where or not NAME_PATTERN.match(class_name):
-        raise PluginError(f"mixer={spec!r} is invalid: allowed {SPEC_FORMS} (CLASS a class name)")
+        raise PluginError("CLASS after the last ':' is not a class name")
     if where.endswith(".py"):
         path = Path(where).expanduser().resolve()
         if not path.is_file():
-            raise PluginError(f"mixer={spec!r} is invalid: no file {path}")
+            raise PluginError(f"no file {path}")
         try:
             module = _load_file(path)
         except Exception as err:
@@ -183,14 +183,22 @@ def resolve_mixer(spec: str) -> ResolvedMixer:
             raise _import_failure(f"module {where}", err) from None
         origin = f"module:{where}:{class_name}"
     if not hasattr(module, class_name):
-        raise PluginError(f"mixer={spec!r} is invalid: {where} defines no {class_name}")
+        raise PluginError(f"{where} defines no {class_name}")
     cls = getattr(module, class_name)
-    _check_class(cls, f"mixer={spec!r}")
+    _check_class(cls, spec)
     name = default_name(cls)
     _check_name(name)
     resolved = ResolvedMixer(name, cls, _record(name, cls, origin))
     _REGISTRY[name] = resolved
     return resolved
+
+
+def absolute_spec(spec: str) -> str:
+    """A PATH.py:CLASS value with its path made absolute (runs record it and may run elsewhere)."""
+    where, _, class_name = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
+    if where.endswith(".py"):
+        return f"{Path(where).expanduser().resolve()}:{class_name}"
+    return spec
 
 
 def plugin_class(record: dict):

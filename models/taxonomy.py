@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from .configuration_selectivbench import MIXERS
-from .plugins import registered_plugins
+from .plugins import plugin_class, registered_plugins
 
 COLUMNS = ("transition", "input_gating", "channel_mixing", "softmax", "state")
 
@@ -21,6 +21,13 @@ def plugin_taxonomy(cls) -> dict:
 def taxonomy_rows() -> list[dict]:
     rows = [{"mixer": m, **importlib.import_module(f"{__package__}.mixer_{m}").TAXONOMY} for m in MIXERS]
     return rows + [{"mixer": name, **plugin_taxonomy(cls)} for name, cls in sorted(registered_plugins().items())]
+
+
+def mixer_taxonomy_row(config) -> dict:
+    """The taxonomy row of a config's mixer (a plugin's rebuilt from where it came from)."""
+    if config.mixer in MIXERS:
+        return next(row for row in taxonomy_rows() if row["mixer"] == config.mixer)
+    return {"mixer": config.mixer, **plugin_taxonomy(plugin_class(config.mixer_plugin))}
 
 
 def taxonomy_markdown() -> str:

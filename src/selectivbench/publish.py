@@ -77,7 +77,7 @@ def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_r
     """The card of a checkpoint scored by `rows` (rows of `selectivbench evaluate`)."""
     from transformers import AutoConfig
 
-    from .models import taxonomy_rows
+    from .models.taxonomy import mixer_taxonomy_row
 
     checkpoint = Path(checkpoint)
     run = checkpoint_record(checkpoint)
@@ -96,7 +96,7 @@ def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_r
     args = run.get("train_args", {})
     return ModelCard.from_template(
         data, template_path=str(CARD_TEMPLATE), marker=CARD_MARKER, name=name, mixer=config.mixer, task=run["task"],
-        results=rows, taxonomy=next(t for t in taxonomy_rows() if t["mixer"] == config.mixer),
+        results=rows, taxonomy=mixer_taxonomy_row(config),
         parameters=rows[0]["parameters"],
         config=config, repo_id=repo_id, citation=CITATION, dataset_repo=dataset_repo,
         hyperparameters={k: args[k] for k in HYPER if args.get(k) is not None}

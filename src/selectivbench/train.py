@@ -245,7 +245,10 @@ def absolute_data_dir(data_dir: str | None) -> str | None:
 
 
 def with_absolute_data_dir(args: TrainArgs) -> TrainArgs:
-    return replace(args, data_dir=absolute_data_dir(args.data_dir))
+    """Also a plugin file's path (PATH.py:CLASS), for the same reason."""
+    from .models.plugins import absolute_spec
+
+    return replace(args, data_dir=absolute_data_dir(args.data_dir), mixer=absolute_spec(args.mixer))
 
 
 def check_output_dir(out: Path, args: TrainArgs) -> None:

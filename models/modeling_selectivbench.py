@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.utils import ModelOutput
 
@@ -41,7 +41,7 @@ from .mixer_retnet import RetNetMixer
 from .mixer_s4d import S4DMixer
 from .mixer_state import SelectivBenchCache, has_step
 from .mixer_transformer import TransformerMixer
-from .plugins import plugin_class, travelling_source
+from .plugins import plugin_available, plugin_class, travelling_source, trust_saved_plugin
 
 MIXER_CLASSES = {
     "transformer": TransformerMixer, "s4d": S4DMixer, "retnet": RetNetMixer, "mamba": MambaMixer,
@@ -165,17 +165,27 @@ class SelectivBenchPreTrainedModel(PreTrainedModel):
         # before saving, so that config.json is written complete (and so uploaded with push_to_hub=True)
         plugin = self.config.mixer_plugin
         # checked before anything is written: a plugin that cannot travel leaves no half checkpoint
-        source = travelling_source(type(self._mixers()[0])) if plugin else None
+        source = travelling_source(type(self._first_mixer())) if plugin else None
         if self._auto_class is not None:
             self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
         super().save_pretrained(save_directory, *args, **kwargs)
         if source is not None:  # over the placeholder transformers copied
             (Path(save_directory) / plugin["file"]).write_text(source)
 
-    def _mixers(self) -> list:
-        from .mixer_state import Mixer
+    def _first_mixer(self):
+        return next(m.mixer for m in self.modules() if isinstance(m, SelectivBenchBlock))
 
-        return [m for m in self.modules() if isinstance(m, Mixer)]
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As transformers', and with trust_remote_code=True a plugin this process cannot rebuild is
+        taken from the checkpoint's own copy (`mixer_plugin.py`); without it, one clear error."""
+        config = kwargs.get("config")
+        if kwargs.get("trust_remote_code") and not isinstance(config, PretrainedConfig):
+            config = SelectivBenchConfig.from_pretrained(pretrained_model_name_or_path)
+        plugin = getattr(config, "mixer_plugin", None)
+        if kwargs.get("trust_remote_code") and plugin and not plugin_available(plugin):
+            trust_saved_plugin(pretrained_model_name_or_path, plugin)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 
 class SelectivBenchModel(SelectivBenchPreTrainedModel):

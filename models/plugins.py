@@ -225,6 +225,24 @@ def plugin_class(record: dict):
                       f"checkpoint's own copy ({SAVED_FILE}) with trust_remote_code=True")
 
 
+def plugin_available(record: dict) -> bool:
+    try:
+        plugin_class(record)
+    except PluginError:
+        return False
+    return True
+
+
+def trust_saved_plugin(folder, record: dict) -> type:
+    """Import a checkpoint's own copy of its plugin (`mixer_plugin.py`) through transformers' remote-code
+    loader, and register it here under its name: only when a caller passed trust_remote_code=True."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    cls = get_class_from_dynamic_module(f"{record['file'][: -len('.py')]}.{record['class']}", str(folder))
+    _REGISTRY[record["name"]] = ResolvedMixer(record["name"], cls, dict(record))
+    return cls
+
+
 def _shipped_module(module_name: str) -> bool:
     """A module of this package that checkpoints carry (what modeling_selectivbench imports)."""
     here = Path(__file__).parent
@@ -260,14 +278,14 @@ def travelling_source(cls) -> str:
     lines = source.splitlines()
     allowed = "torch, transformers, numpy, the standard library and selectivbench.models"
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    own_package = cls.__module__.rpartition(".")[0] == __package__  # a checkpoint's copy, saved again
+    saved_copy = cls.__module__.endswith("." + SAVED_FILE[: -len(".py")])  # a checkpoint's copy, saved again
     edits = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                if own_package:
+                if saved_copy and node.level == 1 and _shipped_module(node.module or ""):
                     continue
                 names = ["." * node.level + (node.module or "")]
             else:

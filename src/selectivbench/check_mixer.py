@@ -82,11 +82,11 @@ def check_step(model) -> CheckResult:
     return CheckResult("step = forward", diff <= tol, f"max |step - forward|: {diff:.3g}", f"tolerance {tol:.3g}")
 
 
-def check_pieces(model) -> CheckResult:
-    T = sum(PIECES)
+def check_pieces(model, pieces: tuple = PIECES) -> CheckResult:
+    T = sum(pieces)
     ids, noise = inputs(T, seed=4)
     weights = torch.randn(2, T, LABELS, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    bounds = torch.tensor((0,) + PIECES).cumsum(0).tolist()
+    bounds = torch.tensor((0,) + tuple(pieces)).cumsum(0).tolist()
 
     def logits_and_grads(pieces):
         model.zero_grad()
@@ -106,7 +106,7 @@ def check_pieces(model) -> CheckResult:
                     for n, g in one_grads.items()) if one_grads else 0.0
     passed = diff <= LOGIT_TOLERANCE * _scale(one_logits) and grad_diff <= GRAD_TOLERANCE
     return CheckResult("pieces = one pass", passed,
-                       f"pieces {'+'.join(map(str, PIECES))}: max |logits diff| {diff:.3g}, "
+                       f"pieces {'+'.join(map(str, pieces))}: max |logits diff| {diff:.3g}, "
                        f"max |grad diff| / scale {grad_diff:.3g}",
                        f"tolerances {LOGIT_TOLERANCE:g} x scale, {GRAD_TOLERANCE:g}")
 
@@ -175,13 +175,14 @@ def probe(target: str, sizes: dict) -> SelectivBenchForTokenClassification:
     return model
 
 
-def check_mixer(target: str, **sizes) -> list[CheckResult]:
-    """Every check of the contract on `target` (a built-in name or any `--mixer` plugin form).
-    `sizes`: config fields of the small model (d_model=32, n_layers=2, n_heads=4, d_state=8 by
-    default). Raises ParameterError when the mixer cannot be imported, is not a Mixer, or cannot run."""
+def check_mixer(target: str, pieces: tuple = PIECES, **sizes) -> list[CheckResult]:
+    """Every check of the contract on `target` (a built-in name or any `--mixer` plugin form), in the
+    order of the module docstring. `pieces`: the step counts of the streamed pieces. `sizes`: config
+    fields of the small model (d_model=32, n_layers=2, n_heads=4, d_state=8 by default). Raises
+    ParameterError when the mixer cannot be imported, is not a Mixer, or cannot run at all."""
     model = probe(target, sizes)
     checks = [("causal", lambda: check_causal(model)), ("step = forward", lambda: check_step(model)),
-              ("pieces = one pass", lambda: check_pieces(model)), ("state size", lambda: check_state_size(model)),
+              ("pieces = one pass", lambda: check_pieces(model, pieces)), ("state size", lambda: check_state_size(model)),
               ("bf16 autocast", lambda: check_bf16(target, sizes)), ("save/load", lambda: check_save_load(target, sizes))]
     results = []
     for name, check in checks:

@@ -27,7 +27,10 @@ def mixer_taxonomy_row(config) -> dict:
     """The taxonomy row of a config's mixer (a plugin's rebuilt from where it came from)."""
     if config.mixer in MIXERS:
         return next(row for row in taxonomy_rows() if row["mixer"] == config.mixer)
-    return {"mixer": config.mixer, **plugin_taxonomy(plugin_class(config.mixer_plugin))}
+    plugin = getattr(config, "mixer_plugin", None)
+    if plugin is None:  # a transformers backbone (selectivbench.backbone): not in the taxonomy
+        return {"mixer": config.mixer, **{c: "see the transformers model" for c in COLUMNS}}
+    return {"mixer": config.mixer, **plugin_taxonomy(plugin_class(plugin))}
 
 
 def taxonomy_markdown() -> str:

@@ -29,7 +29,7 @@ from .builders.ceiling import ceiling_counts
 from .builders.sampler import Sampler
 from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
 from .metrics import IGNORE, accuracies, window_predictions
-from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
+from .backbone import model_class_of
 from .run_state import shapes, weights_mismatch
 
 FIELDS = ["model", "mixer", "config", "split", "seed", "noise_seed", "samples", "element_accuracy", "step_accuracy",
@@ -94,9 +94,10 @@ def check_weights(checkpoint: str | Path) -> None:
         for file in files:
             with safe_open(str(file), framework="pt") as f:
                 saved.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
-        config = SelectivBenchConfig.from_pretrained(folder)
+        model_class = model_class_of(folder)
+        config = model_class.config_class.from_pretrained(folder)
         with torch.device("meta"):  # names and shapes only: no memory, no init
-            model = SelectivBenchForTokenClassification(config)
+            model = model_class(config)
     except Exception as err:  # unreadable weights or config: one line naming the checkpoint
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder whose weights and "
                              f"config.json load ({type(err).__name__}: {' '.join(str(err).split())})") from None
@@ -154,8 +155,7 @@ def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str 
             collator = SelectivBenchCollator(task.params.vocab_size, task.params.noise, noise_seed, split)
             loader = accelerator.prepare(DataLoader(model_view(data), batch_size=batch_size, collate_fn=collator))
             for ckpt in ckpts:
-                model = SelectivBenchForTokenClassification.from_pretrained(
-                    ckpt, use_safetensors=True).to(accelerator.device)
+                model = model_class_of(ckpt).from_pretrained(ckpt, use_safetensors=True).to(accelerator.device)
                 m = evaluate_loader(model, loader, accelerator, desc=f"{Path(ckpt).name} {task.name}/{split}")
                 rows.append({"model": ckpt, "mixer": model.config.mixer, "config": task.name, "split": split,
                              "seed": task.params.seed, "noise_seed": noise_seed, "samples": len(data), **m,

@@ -77,6 +77,7 @@ def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_r
     """The card of a checkpoint scored by `rows` (rows of `selectivbench evaluate`)."""
     from transformers import AutoConfig
 
+    from . import backbone  # noqa: F401  (registers its config with AutoConfig)
     from .models.taxonomy import mixer_taxonomy_row
 
     checkpoint = Path(checkpoint)

@@ -48,6 +48,17 @@ def model_config(args: TrainArgs, task: Task) -> SelectivBenchConfig:
         rope_theta=args.rope_theta, linear_init=args.linear_init)
 
 
+def build_model(args: TrainArgs, task: Task):
+    """The model a run trains: the SelectivBench model of its mixer, or its transformers backbone."""
+    if args.backbone is None:
+        return SelectivBenchForTokenClassification(model_config(args, task))
+    from .backbone import BackboneConfig, BackboneForTokenClassification, backbone_config
+
+    inner = backbone_config(args.backbone, args.backbone_kwargs, args.d_model, args.n_layers, args.n_heads,
+                            args.d_state)
+    return BackboneForTokenClassification(BackboneConfig.for_task(task, inner, args.backbone))
+
+
 def param_groups(model, weight_decay: float) -> list[dict]:
     decay, keep = [], []
     for name, p in model.named_parameters():
@@ -104,7 +115,7 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     check_same_grammar(out, task, saved_run)
     from .evaluate import evaluate_loader
 
-    model = SelectivBenchForTokenClassification(model_config(args, task))
+    model = build_model(args, task)
     optimizer = make_optimizer(args, model)
     steps = total_steps(args, len(task.data["train"]))
     # not prepared: accelerate would step it once per process; it steps once per optimizer step below
@@ -134,7 +145,7 @@ def train(args: TrainArgs, task: Task | None = None, stop_after: int | None = No
     steps_per_epoch = math.ceil(len(train_loader) / args.grad_accum)
     repeats = RepeatedRows(accelerator, len(task.data["train"]), args.batch_size, len(train_loader))
     bar = tqdm(total=steps, initial=progress["step"], disable=args.quiet or not accelerator.is_local_main_process,
-               desc=f"train {args.mixer}")
+               desc=f"train {args.backbone or args.mixer}")
     model.train()
     while progress["step"] < steps and not stop:
         epoch, done_in_epoch = divmod(progress["step"], steps_per_epoch)

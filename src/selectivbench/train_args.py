@@ -23,6 +23,12 @@ class TrainArgs:
     """A generated folder, a Hub dataset id (ORG/NAME[@revision]) or hf://datasets/...; None: build here."""
     output_dir: str = "runs/model"
     mixer: str = "gla"
+    """A built-in mixer, or a plugin: a registered or installed plugin name, PATH.py:CLASS or MODULE:CLASS."""
+    backbone: str | None = None
+    """Instead of the SelectivBench model: a transformers backbone (MODEL_TYPE, CONFIG.json or a Hub id,
+    config only), fed the task's encoding as inputs_embeds; the size flags set its config's fields."""
+    backbone_kwargs: str | None = None
+    """With --backbone: a JSON object of further fields of its config."""
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
@@ -105,7 +111,14 @@ def check_train_args(a: TrainArgs) -> None:
             _bad(name, getattr(a, name), f"one of {allowed}")
     if a.d_model % a.n_heads:
         _bad("n_heads", a.n_heads, f"a divisor of d_model={a.d_model}")
-    check_mixer_spec(a.mixer, d_model=a.d_model, n_heads=a.n_heads, d_state=a.d_state)
+    if a.backbone_kwargs is not None and a.backbone is None:
+        _bad("backbone_kwargs", a.backbone_kwargs, "only with --backbone")
+    if a.backbone is not None:
+        from .backbone import backbone_config
+
+        backbone_config(a.backbone, a.backbone_kwargs, a.d_model, a.n_layers, a.n_heads, a.d_state)
+    else:
+        check_mixer_spec(a.mixer, d_model=a.d_model, n_heads=a.n_heads, d_state=a.d_state)
     if a.report_to is not None:
         check_tracker(a.report_to)
 

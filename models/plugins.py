@@ -315,7 +315,7 @@ def registered_plugins() -> dict:
     """Name -> class of every plugin known here: registered or resolved in this process, and installed."""
     found = {name: r.cls for name, r in _REGISTRY.items()}
     for name in _entry_points():
-        if name not in found:
+        if name not in found and name not in MIXERS:  # a built-in's name is the built-in
             try:
                 found[name] = resolve_mixer(name).cls
             except PluginError:

@@ -74,18 +74,19 @@ def test_a_config_json_gives_the_model_type_model(tmp_path):
     AutoConfig.for_model("llama", hidden_size=64, num_hidden_layers=5, num_attention_heads=8, rope_theta=500.0,
                          intermediate_size=99).to_json_file(path)
     from_file = backbone_config(str(path), None, 16, 1, 2, 4)
-    from_type = backbone_config("llama", '{"rope_theta": 500.0, "intermediate_size": 99}', 16, 1, 2, 4)
+    rope = {"rope_theta": 500.0, "rope_type": "default"}
+    from_type = backbone_config("llama", json.dumps({"rope_parameters": rope, "intermediate_size": 99}), 16, 1, 2, 4)
     keep = ("hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim", "intermediate_size")
     assert {k: getattr(from_file, k) for k in keep} == {k: getattr(from_type, k) for k in keep} == \
         {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "head_dim": 8, "intermediate_size": 99}
-    assert from_file.rope_parameters == from_type.rope_parameters
+    assert from_file.rope_parameters == from_type.rope_parameters == rope
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--backbone", "nosuchtype"], "backbone='nosuchtype' is invalid: allowed a model type transformers knows"),
     (["--backbone", "org/not-cached-anywhere"], "backbone='org/not-cached-anywhere' is invalid: allowed a model type"),
-    (["--backbone", "vit"], "backbone='vit' is invalid: allowed a model whose forward takes inputs_embeds "
-                            "(ViTModel has none)"),
+    (["--backbone", "vit"], r"backbone='vit' is invalid: allowed a model whose forward takes inputs_embeds "
+                            r"\(ViTModel has none\)"),
     (["--backbone", "llama", "--backbone-kwargs", "[1]"], r"backbone_kwargs='\[1\]' is invalid: allowed a JSON object"),
     (["--backbone", "llama", "--backbone-kwargs", '{"no_such_field": 1}'],
      "allowed fields of the llama config \\(no_such_field is not one\\)"),

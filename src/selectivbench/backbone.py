@@ -30,7 +30,8 @@ SIZE_FIELDS = {"d_model": ("hidden_size", "d_model", "n_embd"),
                "n_layers": ("num_hidden_layers", "n_layer", "num_layers"),
                "n_heads": ("num_attention_heads", "num_heads", "n_head"),
                "d_state": ("state_size", "d_state")}
-# recomputed by the config class from the sizes (a saved value would belong to the old sizes)
+# fields some config classes compute from hidden_size (llama's head_dim, mamba's intermediate_size and
+# time_step_rank): a saved value would belong to the old sizes, so those are recomputed
 DERIVED_FIELDS = ("head_dim", "intermediate_size", "time_step_rank")
 
 
@@ -74,7 +75,12 @@ def backbone_config(backbone: str, kwargs_json: str | None, d_model: int, n_laye
     found = base_config_dict(backbone)
     cls = CONFIG_MAPPING[found["model_type"]]
     defaults = cls().to_dict()
-    fields = {k: v for k, v in found.items() if k not in DERIVED_FIELDS}
+    try:
+        wider = cls(**{n: 2 * defaults[n] for n in SIZE_FIELDS["d_model"] if isinstance(defaults.get(n), int)})
+        derived = {f for f in DERIVED_FIELDS if f in defaults and wider.to_dict()[f] != defaults[f]}
+    except Exception:  # a class that checks its sizes against each other (mamba2): nothing derived from one
+        derived = set()
+    fields = {k: v for k, v in found.items() if k not in derived}
     sizes = {"d_model": d_model, "n_layers": n_layers, "n_heads": n_heads, "d_state": d_state}
     for flag, value in sizes.items():
         fields.update({name: value for name in SIZE_FIELDS[flag] if name in defaults})

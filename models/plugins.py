@@ -40,7 +40,6 @@ ENTRY_POINT_GROUP = "selectivbench.mixers"
 SAVED_FILE = "mixer_plugin.py"  # the plugin's source in a checkpoint
 ALLOWED_IMPORTS = ("torch", "transformers", "numpy")
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-SPEC_FORMS = "a built-in name, a registered or installed plugin name, PATH.py:CLASS or MODULE:CLASS"
 
 
 class PluginError(ValueError):

@@ -72,7 +72,7 @@ def check_causal(model) -> CheckResult:
 
 
 def check_step(model) -> CheckResult:
-    if not model.model._can_step:
+    if not all(has_step(layer.mixer) for layer in model.model.layers):
         return CheckResult("step = forward", None, "no step (a parallel form only)")
     ids, noise = inputs(37)
     with torch.no_grad():

@@ -52,7 +52,9 @@ def test_a_backbone_trains_evaluates_saves_loads_and_publishes(backbone, tmp_pat
         assert torch.equal(logits, again(ids, input_noise=noise).logits) and logits.shape == (2, 13, config.num_labels)
     assert main(["publish-model", str(ckpt), "--repo-id", f"org/sb-{backbone}", "--dry-run",
                  "--results", str(tmp_path / "eval.jsonl")]) == 0
-    assert f"A `backbone:{backbone}` sequence model" in (ckpt / "README.md").read_text()
+    card = (ckpt / "README.md").read_text()
+    assert f"A `backbone:{backbone}` sequence model" in card and "trust_remote_code" not in card
+    assert f"The backbone is transformers' own `{backbone}`" in card
 
 
 def test_the_backbone_reads_its_input_encoding_as_inputs_embeds(tmp_path):

@@ -1,4 +1,4 @@
-"""Any transformers model as the backbone: tiny mamba, mamba2 and llama from scratch on CPU through
+"""Any transformers model as the backbone: tiny mamba, mamba2, llama and qwen3_next from scratch on CPU through
 train -> evaluate -> save -> load -> publish-model --dry-run; a local config.json (a Hub id's stand-in,
 offline) gives the model type's model; bad backbones are one line, exit 2, before any work."""
 import json
@@ -22,6 +22,12 @@ BACKBONES = {
     "llama": ({"intermediate_size": 32},
               {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "head_dim": 8,
                "intermediate_size": 32}),
+    # a gated-delta-rule layer then an attention layer (its CPU path: transformers' torch reference), tiny MoE
+    "qwen3_next": ({"intermediate_size": 32, "num_key_value_heads": 1, "linear_num_value_heads": 2,
+                    "linear_num_key_heads": 2, "linear_key_head_dim": 8, "linear_value_head_dim": 8, "num_experts": 2,
+                    "num_experts_per_tok": 1, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 16,
+                    "layer_types": ["linear_attention", "full_attention"]},
+                   {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}),
 }
 
 
@@ -29,8 +35,9 @@ BACKBONES = {
 def test_a_backbone_trains_evaluates_saves_loads_and_publishes(backbone, tmp_path, capsys):
     kwargs, expected = BACKBONES[backbone]
     run = tmp_path / "run"
+    layers = ["--n-layers", str(expected["num_hidden_layers"])]
     assert main(["train", "--backbone", backbone, "--backbone-kwargs", json.dumps(kwargs), "--output-dir", str(run),
-                 *TINY, *DATA]) == 0
+                 *TINY, *layers, *DATA]) == 0
     ckpt = run / "model"
     config = AutoConfig.from_pretrained(ckpt)
     assert type(config) is BackboneConfig and config.backbone_source == backbone
@@ -104,3 +111,22 @@ def test_a_bad_backbone_is_one_line_exit_2_before_any_work(tmp_path, capsys, fla
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("selectivbench: error: ") and re.search(message, err), err
     assert not out.exists()
+
+
+def test_a_backbone_checkpoint_missing_a_weight_is_refused_by_evaluate(tmp_path, capsys):
+    """from_pretrained would start a missing weight from random values and only warn."""
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    assert main(["train", "--backbone", "llama", "--backbone-kwargs", '{"intermediate_size": 32}',
+                 "--output-dir", str(run), *TINY, *DATA]) == 0
+    weights = run / "model" / "model.safetensors"
+    tensors = load_file(weights)
+    del tensors["backbone.layers.0.input_layernorm.weight"]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "model"), "--out", str(tmp_path / "eval"), "--cpu"]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after transformers' loading progress bar
+    assert last == f"selectivbench: error: checkpoint={str(run / 'model')!r} is invalid: allowed the complete " \
+                   "weights of its backbone:llama model (missing_keys: backbone.layers.0.input_layernorm.weight)"
+    assert not (tmp_path / "eval.jsonl").exists()

@@ -30,6 +30,7 @@ from .builders.sampler import Sampler
 from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
 from .metrics import IGNORE, accuracies, window_predictions
 from .backbone import model_class_of
+from .models import SelectivBenchForTokenClassification
 from .run_state import shapes, weights_mismatch
 
 FIELDS = ["model", "mixer", "config", "split", "seed", "noise_seed", "samples", "element_accuracy", "step_accuracy",
@@ -96,12 +97,22 @@ def check_weights(checkpoint: str | Path) -> None:
                 saved.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
         model_class = model_class_of(folder)
         config = model_class.config_class.from_pretrained(folder)
-        with torch.device("meta"):  # names and shapes only: no memory, no init
-            model = model_class(config)
+        if model_class is not SelectivBenchForTokenClassification:
+            # a transformers backbone may save its weights in another layout than it holds them (MoE
+            # experts): transformers' own loader converts them and says what did not load
+            _, info = model_class.from_pretrained(folder, use_safetensors=True, output_loading_info=True)
+            differs = "; ".join(f"{kind}: {', '.join(map(str, info[kind]))}" for kind in
+                                ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind))
+        else:
+            with torch.device("meta"):  # names and shapes only: no memory, no init
+                model = model_class(config)
+            differs = weights_mismatch(saved, shapes(model.state_dict()))
     except Exception as err:  # unreadable weights or config: one line naming the checkpoint
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder whose weights and "
                              f"config.json load ({type(err).__name__}: {' '.join(str(err).split())})") from None
-    differs = weights_mismatch(saved, shapes(model.state_dict()))
+    if differs and model_class is not SelectivBenchForTokenClassification:
+        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed the complete weights of its "
+                             f"{config.mixer} model ({differs})")
     if differs:
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed the weights of this version's "
                              f"{config.mixer} block ({differs}; saved by another selectivbench version? its own "

@@ -17,7 +17,11 @@ class SelectivBenchConfig(PretrainedConfig):
     """Configuration of `SelectivBenchModel` / `SelectivBenchForTokenClassification`.
 
     Args:
-        mixer: token mixer of every layer, one of `MIXERS`.
+        mixer: token mixer of every layer: one of `MIXERS`, or a plugin (`plugins.py`): a registered or
+            installed plugin's name, `PATH.py:CLASS` or `MODULE:CLASS`, recorded as its name plus
+            `mixer_plugin`.
+        mixer_plugin: where a plugin mixer came from (name, class, origin, sha256 of its source;
+            set by resolving `mixer`); None for the built-ins.
         vocab_size: number of symbols, the end marker '#' included. Token id `vocab_size` is a
             silent gap step, whose input vector is zero (SPEC §4).
         num_labels: number of hidden grammar states (classes); default 1601 (k = d = 40).
@@ -74,8 +78,18 @@ class SelectivBenchConfig(PretrainedConfig):
                  chunk_size: int = 16, num_householder: int = 2, rope_theta: float = 10000.0,
                  time_step_min: float = 1e-3, time_step_max: float = 1e-1, A_init_range=(1.0, 16.0),
                  use_fast_kernels: bool = True, initializer_range: float | None = None, linear_init: str = "normal",
-                 **kwargs):
+                 mixer_plugin: dict | None = None, **kwargs):
+        if mixer not in MIXERS and mixer_plugin is None and isinstance(mixer, str):
+            from .plugins import PluginError, resolve_mixer
+
+            try:
+                resolved = resolve_mixer(mixer)
+            except PluginError as err:
+                raise ValueError(f"mixer={mixer!r} is invalid: allowed one of {MIXERS}, a registered or installed "
+                                 f"plugin name, PATH.py:CLASS or MODULE:CLASS ({err})") from None
+            mixer, mixer_plugin = resolved.name, resolved.plugin
         self.mixer = mixer
+        self.mixer_plugin = mixer_plugin
         self.vocab_size = vocab_size
         self.d_model = d_model
         self.n_layers = n_layers
@@ -141,8 +155,11 @@ class SelectivBenchConfig(PretrainedConfig):
             if not is_real(v) or v < low or v > high or (low_open and v == low) or (high_open and v == high):
                 bad(name, f"a real number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
 
-        if self.mixer not in MIXERS:
-            bad("mixer", f"one of {MIXERS}")
+        plugin = self.mixer_plugin
+        if self.mixer not in MIXERS and not (isinstance(plugin, dict) and plugin.get("name") == self.mixer):
+            bad("mixer", f"one of {MIXERS} or a plugin")
+        if self.mixer in MIXERS and plugin is not None:
+            bad("mixer_plugin", f"None for the built-in mixer {self.mixer!r}")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_state", "expand", "conv_size",
                      "expand_v", "chunk_size", "num_householder"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:

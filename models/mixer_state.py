@@ -25,16 +25,50 @@ import torch.nn as nn
 
 
 class Mixer(nn.Module, abc.ABC):
-    """Base class of the token mixers (see the module docstring for the protocol): a mixer that
-    lacks either form cannot be built."""
+    """Base class of the token mixers (see the module docstring for the protocol), built-in or plugin
+    (`plugins.py`): built as `cls(config)` (a `SelectivBenchConfig`: d_model, n_heads, d_state, ...).
+
+    A mixer without `forward` cannot be built. `step` is optional for a plugin (every built-in has
+    one): without it the model runs the parallel form only, and `recurrent=True` is an error.
+    Parameters of its own (`nn.Parameter`) get their initial values in `init_own_weights(self, init)`,
+    called with transformers' `initialization` module (transformers 5 re-initialises what a module
+    sets in `__init__`). A state that grows with the stream (a KV cache) is an `AttentionState`, or
+    the class sets `state_grows = True`; the carried state is one of this module's state types, or
+    any object with a `tensors()` method listing what it holds.
+    """
+
+    state_grows = False
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor, state=None):
         """The chunked / parallel form: (y, state after the last step)."""
 
-    @abc.abstractmethod
     def step(self, x_t: torch.Tensor, state):
         """One step of the plain recurrence: (y_t, state)."""
+        raise NotImplementedError(f"{type(self).__name__} has no step (a parallel form only)")
+
+    step.missing = True
+
+
+def has_step(mixer) -> bool:
+    """Whether a mixer defines its one-step recurrence (plugins may have a parallel form only). Read
+    from a mark, not by identity: a checkpoint's copy of this module has a Mixer class of its own."""
+    return not getattr(type(mixer).step, "missing", False)
+
+
+def state_tensors(state) -> list[torch.Tensor]:
+    """The tensors a mixer state holds: its `tensors()`, or those of a tuple, list, dict or plain tensor."""
+    if state is None:
+        return []
+    if torch.is_tensor(state):
+        return [state]
+    if hasattr(state, "tensors"):
+        return list(state.tensors())
+    if isinstance(state, dict):
+        state = list(state.values())
+    if isinstance(state, (list, tuple)):
+        return [t for s in state for t in state_tensors(s)]
+    return []
 
 
 class AttentionState:
@@ -147,10 +181,10 @@ class SelectivBenchCache:
 
     @property
     def seen(self) -> int:
-        return next((s.seen for s in self.layers if s is not None), 0)
+        return next((s.seen for s in self.layers if s is not None and hasattr(s, "seen")), 0)
 
     def batch_size(self) -> Optional[int]:
-        return next((s.tensors()[0].shape[0] for s in self.layers if s is not None), None)
+        return next((state_tensors(s)[0].shape[0] for s in self.layers if state_tensors(s)), None)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for s in self.layers if s is not None for t in s.tensors())
+        return sum(t.numel() * t.element_size() for s in self.layers for t in state_tensors(s))

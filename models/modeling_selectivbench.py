@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.utils import ModelOutput
 
@@ -38,8 +39,9 @@ from .mixer_mamba import MambaMixer
 from .mixer_mamba2 import Mamba2Mixer
 from .mixer_retnet import RetNetMixer
 from .mixer_s4d import S4DMixer
-from .mixer_state import SelectivBenchCache
+from .mixer_state import SelectivBenchCache, has_step
 from .mixer_transformer import TransformerMixer
+from .plugins import plugin_available, plugin_class, travelling_source, trust_saved_plugin
 
 MIXER_CLASSES = {
     "transformer": TransformerMixer, "s4d": S4DMixer, "retnet": RetNetMixer, "mamba": MambaMixer,
@@ -91,10 +93,26 @@ class OneHotInput(nn.Module):
         return x
 
 
+def mixer_class(config: SelectivBenchConfig) -> type:
+    """The class of the config's mixer: a built-in, or a plugin. Loaded as remote code, a checkpoint's
+    plugin is its own copy (`mixer_plugin.py`, written by save_pretrained); in the installed package
+    that file is a placeholder, and the plugin is rebuilt from where it came from (`plugins.py`)."""
+    if config.mixer in MIXER_CLASSES:
+        return MIXER_CLASSES[config.mixer]
+    # written as a static relative import so that transformers copies the file with the remote code
+    from .mixer_plugin import __name__ as saved_module
+    import sys
+
+    saved = sys.modules[saved_module]
+    if not getattr(saved, "PLACEHOLDER", False):
+        return getattr(saved, config.mixer_plugin["class"])
+    return plugin_class(config.mixer_plugin)
+
+
 class SelectivBenchBlock(nn.Module):
     def __init__(self, config: SelectivBenchConfig):
         super().__init__()
-        self.mixer = MIXER_CLASSES[config.mixer](config)
+        self.mixer = mixer_class(config)(config)
         self.dropout = SeededDropout(config.dropout)
         self.norm = {"layernorm": nn.LayerNorm, "rmsnorm": RMSNorm}[config.norm](config.d_model)
 
@@ -145,9 +163,29 @@ class SelectivBenchPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers records only the saved class; a checkpoint should open with AutoModel too. Set
         # before saving, so that config.json is written complete (and so uploaded with push_to_hub=True)
+        plugin = self.config.mixer_plugin
+        # checked before anything is written: a plugin that cannot travel leaves no half checkpoint
+        source = travelling_source(type(self._first_mixer())) if plugin else None
         if self._auto_class is not None:
             self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
         super().save_pretrained(save_directory, *args, **kwargs)
+        if source is not None:  # over the placeholder transformers copied
+            (Path(save_directory) / plugin["file"]).write_text(source)
+
+    def _first_mixer(self):
+        return next(m.mixer for m in self.modules() if isinstance(m, SelectivBenchBlock))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As transformers', and with trust_remote_code=True a plugin this process cannot rebuild is
+        taken from the checkpoint's own copy (`mixer_plugin.py`); without it, one clear error."""
+        config = kwargs.get("config")
+        if kwargs.get("trust_remote_code") and not isinstance(config, PretrainedConfig):
+            config = SelectivBenchConfig.from_pretrained(pretrained_model_name_or_path, trust_remote_code=False)
+        plugin = getattr(config, "mixer_plugin", None)
+        if kwargs.get("trust_remote_code") and plugin and not plugin_available(plugin):
+            trust_saved_plugin(pretrained_model_name_or_path, plugin)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 
 class SelectivBenchModel(SelectivBenchPreTrainedModel):
@@ -158,6 +196,8 @@ class SelectivBenchModel(SelectivBenchPreTrainedModel):
         self.dropouts = [m for m in self.modules() if isinstance(m, SeededDropout)]  # a plain list: no submodules
         for salt, module in enumerate(self.dropouts):  # each its own masks
             module.salt = salt
+        # a plugin may have a parallel form only: one-token pieces then take it too
+        self._can_step = all(has_step(layer.mixer) for layer in self.layers)
         self.post_init()
 
     def _seed_dropout(self, seeds, position: int = 0) -> None:
@@ -187,7 +227,7 @@ class SelectivBenchModel(SelectivBenchPreTrainedModel):
         """
         use_cache = state is not None if use_cache is None else use_cache
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        self._check_inputs(input_ids, input_noise, state, attention_mask, use_cache, dropout_seed)
+        self._check_inputs(input_ids, input_noise, state, attention_mask, use_cache, recurrent, dropout_seed)
         if input_noise is None and self.training and self.config.input_noise > 0:
             input_noise = torch.rand(*input_ids.shape, self.config.vocab_size, device=input_ids.device)
             input_noise = input_noise * self.config.input_noise
@@ -197,7 +237,7 @@ class SelectivBenchModel(SelectivBenchPreTrainedModel):
         try:
             if x.shape[0] == 0 or x.shape[1] == 0:  # nothing to mix: the state stays as it is
                 hidden = [x] * (len(self.layers) + 1)
-            elif recurrent or x.shape[1] == 1:
+            elif recurrent or (x.shape[1] == 1 and self._can_step):
                 x, hidden = self._recurrent(x, states, dropout_seed)
             else:
                 hidden = [x]
@@ -223,9 +263,13 @@ class SelectivBenchModel(SelectivBenchPreTrainedModel):
         hidden = [torch.stack(steps, 1) for steps in per_layer]
         return hidden[-1], hidden
 
-    def _check_inputs(self, input_ids, input_noise, state, attention_mask, use_cache, dropout_seed=None):
+    def _check_inputs(self, input_ids, input_noise, state, attention_mask, use_cache, recurrent=False,
+                      dropout_seed=None):
         """One clear error before any work."""
         V = self.config.vocab_size
+        if recurrent and not self._can_step:
+            raise ValueError(f"recurrent=True is invalid for mixer {self.config.mixer!r}: it has no step (a parallel "
+                             "form only); allowed recurrent=False")
         if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.is_floating_point():
             raise ValueError(f"input_ids={_describe(input_ids)} is invalid: allowed an integer tensor (batch, time)")
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() > V):

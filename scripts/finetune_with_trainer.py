@@ -26,6 +26,7 @@ from selectivbench.hf_trainer import SelectivBenchTrainer
 from selectivbench.metrics import compute_metrics, preprocess_logits_for_metrics
 from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from selectivbench.train import absolute_data_dir, write_run_record
+from selectivbench.train_args import check_mixer_spec
 
 
 @dataclass
@@ -35,6 +36,7 @@ class ModelAndTaskArguments:
     data_dir: str | None = None
     """A generated folder or Hub dataset id; default: build the task here with the flags below."""
     mixer: str = "gla"
+    """A built-in mixer or a plugin (a registered or installed name, PATH.py:CLASS, MODULE:CLASS)."""
     d_model: int = 32
     n_layers: int = 2
     n_heads: int = 4
@@ -60,6 +62,8 @@ def main():
     training.label_names = ["labels", "element_index"]
     training.remove_unused_columns = False
 
+    # a plugin that cannot import or run is refused before the task is built
+    check_mixer_spec(margs.mixer, d_model=margs.d_model, n_heads=margs.n_heads, d_state=margs.d_state)
     overrides = {} if margs.data_dir else {k: getattr(margs, k) for k in TASK_FIELDS if getattr(margs, k) is not None}
     task = load_task(margs.config, margs.data_dir, **overrides)
     set_seed(training.seed)  # the same initial weights on every process and in every run

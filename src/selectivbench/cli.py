@@ -153,9 +153,26 @@ def check_new_file(path: str, field: str) -> None:
 
 
 def cmd_taxonomy(args) -> None:
-    from .models import taxonomy_markdown
+    from .models import resolve_mixer, taxonomy_markdown
+    from .models.plugins import PluginError
 
+    for spec in args.mixer or ():
+        try:
+            resolve_mixer(spec)
+        except PluginError as err:
+            raise ParameterError(f"mixer={spec!r} is invalid: {err}") from None
     print(taxonomy_markdown())
+
+
+def cmd_check_mixer(args) -> int:
+    from .check_mixer import check_mixer, results_table
+
+    sizes = {k: getattr(args, k) for k in ("d_model", "n_layers", "n_heads", "d_state") if getattr(args, k) is not None}
+    results = check_mixer(args.target, **sizes)
+    from .models import resolve_mixer
+
+    print(results_table(args.target, resolve_mixer(args.target).name, results))
+    return 1 if any(r.passed is False for r in results) else 0
 
 
 def cmd_train(args) -> None:
@@ -253,7 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=cmd_inspect)
 
     tax = sub.add_parser("taxonomy", help="print the token mixers' taxonomy as a markdown table")
+    tax.add_argument("--mixer", nargs="+", default=None,
+                     help="also list these plugins (PATH.py:CLASS, MODULE:CLASS); installed ones are listed anyway")
     tax.set_defaults(func=cmd_taxonomy)
+
+    cm = sub.add_parser("check-mixer", help="run the mixer contract (causal, step, pieces, state, bf16, save/load) "
+                                            "on a mixer; exit 0: all hold, 1: one fails, 2: bad input")
+    cm.add_argument("target", help="a built-in or plugin name, PATH.py:CLASS or MODULE:CLASS")
+    for flag in ("--d-model", "--n-layers", "--n-heads", "--d-state"):
+        cm.add_argument(flag, type=int, default=None, help="size of the small model checked (default 32, 2, 4, 8)")
+    cm.set_defaults(func=cmd_check_mixer)
 
     tr = sub.add_parser("train", help="train a model on a task config (Accelerate; any number of processes)")
     add_dataclass_flags(tr, TrainArgs, skip=("task_overrides",))
@@ -322,7 +348,7 @@ def main(argv=None) -> int:
             from .allocator import keep_freed_memory
 
             keep_freed_memory()  # the same tensors step after step: reuse their pages rather than fault them in again
-        args.func(args)
+        code = args.func(args) or 0
         _close_distributed()
     except KeyboardInterrupt:
         print("selectivbench: error: interrupted", file=sys.stderr)
@@ -334,7 +360,7 @@ def main(argv=None) -> int:
         what = text if isinstance(err, ParameterError) else f"{type(err).__name__}: {text}"
         print(f"selectivbench: error: {what}", file=sys.stderr)
         return 2
-    return 0
+    return code
 
 
 if __name__ == "__main__":

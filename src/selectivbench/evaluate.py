@@ -29,6 +29,7 @@ from .builders.ceiling import ceiling_counts
 from .builders.sampler import Sampler
 from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
 from .metrics import IGNORE, accuracies, window_predictions
+from .backbone import BackboneConfig, model_class_of
 from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from .models.modeling_selectivbench import AUTO_MAP
 from .run_state import shapes, weights_mismatch
@@ -90,16 +91,28 @@ def check_weights(checkpoint: str | Path) -> None:
         for file in files:
             with safe_open(str(file), framework="pt") as f:
                 saved.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
-        config = SelectivBenchConfig.from_pretrained(folder, trust_remote_code=False)
-        with torch.device("meta"):  # names and shapes only: no memory, no init
-            model = SelectivBenchForTokenClassification(config)
+        model_class = model_class_of(folder)
+        config = model_class.config_class.from_pretrained(folder, trust_remote_code=False)
+        if model_class is not SelectivBenchForTokenClassification:
+            # a transformers backbone may save its weights in another layout than it holds them (MoE
+            # experts): transformers' own loader converts them and says what did not load
+            _, info = model_class.from_pretrained(folder, use_safetensors=True, output_loading_info=True,
+                                                 trust_remote_code=False)
+            differs = "; ".join(f"{kind}: {', '.join(map(str, info[kind]))}" for kind in
+                                ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind))
+        else:
+            with torch.device("meta"):  # names and shapes only: no memory, no init
+                model = model_class(config)
+            differs = weights_mismatch(saved, shapes(model.state_dict()))
     except Exception as err:  # unreadable weights or config: one line naming the checkpoint
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed a folder whose weights and "
                              f"config.json load ({type(err).__name__}: {' '.join(str(err).split())})") from None
     if not config.return_dict:  # the model would return tuples, read here by name: an error after the data
         raise ParameterError(f"file={str(folder / 'config.json')!r} is invalid: allowed return_dict true (it is "
                              f"{config.return_dict!r}; the evaluation reads the model's outputs by name)")
-    differs = weights_mismatch(saved, shapes(model.state_dict()))
+    if differs and model_class is not SelectivBenchForTokenClassification:
+        raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed the complete weights of its "
+                             f"{config.mixer} model ({differs})")
     if differs:
         raise ParameterError(f"checkpoint={str(checkpoint)!r} is invalid: allowed the weights of this version's "
                              f"{config.mixer} block ({differs}; saved by another selectivbench version? its own "
@@ -116,9 +129,10 @@ def check_model_type(folder: Path) -> None:
         config = json.loads(path.read_text())
     except (OSError, ValueError):
         return  # nothing to run in it; loading it is refused next, naming the checkpoint
-    if not isinstance(config, dict) or config.get("model_type") != SelectivBenchConfig.model_type:
+    ours = (SelectivBenchConfig.model_type, BackboneConfig.model_type)
+    if not isinstance(config, dict) or config.get("model_type") not in ours:
         found = config.get("model_type") if isinstance(config, dict) else config
-        raise ParameterError(f"file={str(path)!r} is invalid: allowed model_type={SelectivBenchConfig.model_type!r} "
+        raise ParameterError(f"file={str(path)!r} is invalid: allowed model_type {' or '.join(map(repr, ours))} "
                              f"(found {found!r}; code of another model is never run here)")
     if config.get("auto_map") not in (None, AUTO_MAP):
         raise ParameterError(f"file={str(path)!r} is invalid: allowed no auto_map or selectivbench's own "
@@ -202,7 +216,7 @@ def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str 
             collator = SelectivBenchCollator(task.params.vocab_size, task.params.noise, noise_seed, split)
             loader = accelerator.prepare(DataLoader(model_view(data), batch_size=batch_size, collate_fn=collator))
             for ckpt in ckpts:
-                model = SelectivBenchForTokenClassification.from_pretrained(
+                model = model_class_of(ckpt).from_pretrained(
                     ckpt, use_safetensors=True, trust_remote_code=False).to(accelerator.device)
                 m = evaluate_loader(model, loader, accelerator, desc=f"{Path(ckpt).name} {task.name}/{split}")
                 rows.append({"model": ckpt, "mixer": model.config.mixer, "config": task.name, "split": split,

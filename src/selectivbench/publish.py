@@ -87,13 +87,14 @@ def dataset_args(run: dict) -> dict:
 
 def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_repo: str | None = None) -> ModelCard:
     """The card of a checkpoint scored by `rows` (rows of `selectivbench evaluate`)."""
+    from .backbone import model_class_of
     from .evaluate import check_model_type
-    from .models import SelectivBenchConfig, taxonomy_rows
+    from .models.taxonomy import mixer_taxonomy_row
 
     checkpoint = Path(checkpoint)
     run = checkpoint_record(checkpoint)
     check_model_type(checkpoint)  # nothing shipped in the folder is imported, and nothing prompts
-    config = SelectivBenchConfig.from_pretrained(checkpoint, trust_remote_code=False)
+    config = model_class_of(checkpoint).config_class.from_pretrained(checkpoint, trust_remote_code=False)
     dataset_repo = dataset_repo or resolve_hub_id(run.get("data_dir"))
     over = dataset_args(run)
     evals = [EvalResult(task_type="token-classification", task_name="Hidden-state tracking",
@@ -108,7 +109,7 @@ def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_r
     args = run.get("train_args", {})
     return ModelCard.from_template(
         data, template_path=str(CARD_TEMPLATE), marker=CARD_MARKER, name=name, mixer=config.mixer, task=run["task"],
-        results=rows, taxonomy=next(t for t in taxonomy_rows() if t["mixer"] == config.mixer),
+        results=rows, taxonomy=mixer_taxonomy_row(config),
         parameters=rows[0]["parameters"],
         config=config, repo_id=repo_id, citation=CITATION, dataset_repo=dataset_repo,
         hyperparameters={k: args[k] for k in HYPER if args.get(k) is not None}

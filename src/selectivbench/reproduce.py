@@ -183,7 +183,7 @@ class Run:
     def cell(self) -> str:
         """The key without lr / warm-up: the runs among which validation chooses."""
         k = self.overrides.get("ambiguities")
-        return "-".join(x for x in (self.mixer, f"d{self.d_model}", f"ambiguities{k}" if k is not None else "",
+        return "-".join(x for x in (mixer_label(self.mixer), f"d{self.d_model}", f"ambiguities{k}" if k is not None else "",
                                     f"seed{self.seed}") if x)
 
     @property
@@ -192,6 +192,19 @@ class Run:
             return self.cell
         head, seed = self.cell.rsplit("-", 1)
         return f"{head}-lr{self.lr:g}-wu{self.warmup}-{seed}"
+
+
+def absolute_spec(spec: str) -> str:
+    from .models.plugins import absolute_spec as absolute
+
+    return absolute(spec)
+
+
+def mixer_label(spec: str) -> str:
+    """A run's mixer as its folder and table name it: a plugin's name, not its PATH.py:CLASS."""
+    from .models import resolve_mixer
+
+    return spec if spec in MIXERS else resolve_mixer(spec).name
 
 
 def plan(task: str, scale: str | Scale, mixers=None) -> list[Run]:
@@ -374,9 +387,17 @@ def check_arguments(task, scale, mixers, launcher, gpus_per_run=None, cpus_per_r
         raise ParameterError(f"task={task!r} is invalid: allowed one of {TASKS}")
     if scale not in SCALES:
         raise ParameterError(f"scale={scale!r} is invalid: allowed one of {tuple(SCALES)}")
-    unknown = [m for m in mixers or () if m not in MIXERS]
-    if unknown or (mixers is not None and not mixers):
-        raise ParameterError(f"mixers={list(mixers)!r} is invalid: allowed one or more of {MIXERS}")
+    if mixers is not None and not mixers:
+        raise ParameterError(f"mixers={list(mixers)!r} is invalid: allowed one or more of {MIXERS} or plugins")
+    for m in mixers or ():
+        if m not in MIXERS:  # a plugin: it must import and run, before any run starts
+            from .train_args import check_mixer_spec
+
+            try:
+                check_mixer_spec(m)
+            except ParameterError as err:
+                raise ParameterError(f"mixers={list(mixers)!r} is invalid: allowed one or more of {MIXERS} or "
+                                     f"plugins ({err})") from None
     if launcher not in LAUNCHERS:
         raise ParameterError(f"launcher={launcher!r} is invalid: allowed one of {LAUNCHERS}")
     for name, value in (("address", address), ("gpus_per_run", gpus_per_run), ("cpus_per_run", cpus_per_run)):
@@ -417,7 +438,7 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
     with sweep_lock(folder, out):
         s = SCALES[scale].for_task(task)
         table = folder / "results.jsonl"
-        runs = plan(task, scale, mixers)
+        runs = plan(task, scale, mixers and [absolute_spec(m) for m in mixers])
         rows = read_rows(table, repair=True, keys=ROW_KEYS)
         done, partial = complete_runs(rows, s, runs)
         if partial:  # their rows go, and the runs are redone whole

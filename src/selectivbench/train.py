@@ -48,6 +48,17 @@ def model_config(args: TrainArgs, task: Task) -> SelectivBenchConfig:
         rope_theta=args.rope_theta, linear_init=args.linear_init)
 
 
+def build_model(args: TrainArgs, task: Task):
+    """The model a run trains: the SelectivBench model of its mixer, or its transformers backbone."""
+    if args.backbone is None:
+        return SelectivBenchForTokenClassification(model_config(args, task))
+    from .backbone import BackboneConfig, BackboneForTokenClassification, backbone_config
+
+    inner = backbone_config(args.backbone, args.backbone_kwargs, args.d_model, args.n_layers, args.n_heads,
+                            args.d_state)
+    return BackboneForTokenClassification(BackboneConfig.for_task(task, inner, args.backbone))
+
+
 def param_groups(model, weight_decay: float) -> list[dict]:
     decay, keep = [], []
     for name, p in model.named_parameters():
@@ -146,7 +157,7 @@ def _train_locked(args: TrainArgs, task: Task | None, stop_after: int | None, ac
     check_same_task(out, task, saved_run)
     from .evaluate import evaluate_loader
 
-    model = SelectivBenchForTokenClassification(model_config(args, task))
+    model = build_model(args, task)
     optimizer = make_optimizer(args, model)
     steps = total_steps(args, len(task.data["train"]))
     # not prepared: accelerate would step it once per process; it steps once per optimizer step below
@@ -179,7 +190,7 @@ def _train_locked(args: TrainArgs, task: Task | None, stop_after: int | None, ac
     steps_per_epoch = math.ceil(len(train_loader) / args.grad_accum)
     repeats = RepeatedRows(accelerator, len(task.data["train"]), args.batch_size, len(train_loader))
     bar = tqdm(total=steps, initial=progress["step"], disable=args.quiet or not accelerator.is_local_main_process,
-               desc=f"train {args.mixer}")
+               desc=f"train {args.backbone or args.mixer}")
     model.train()
     while progress["step"] < steps and not stop:
         epoch, done_in_epoch = divmod(progress["step"], steps_per_epoch)
@@ -302,7 +313,10 @@ def absolute_data_dir(data_dir: str | None) -> str | None:
 
 
 def with_absolute_data_dir(args: TrainArgs) -> TrainArgs:
-    return replace(args, data_dir=absolute_data_dir(args.data_dir))
+    """Also a plugin file's path (PATH.py:CLASS), for the same reason."""
+    from .models.plugins import absolute_spec
+
+    return replace(args, data_dir=absolute_data_dir(args.data_dir), mixer=absolute_spec(args.mixer))
 
 
 def check_output_dir(out: Path, args: TrainArgs) -> None:

@@ -23,6 +23,12 @@ class TrainArgs:
     """A generated folder, a Hub dataset id (ORG/NAME[@revision]) or hf://datasets/...; None: build here."""
     output_dir: str = "runs/model"
     mixer: str = "gla"
+    """A built-in mixer, or a plugin: a registered or installed plugin name, PATH.py:CLASS or MODULE:CLASS."""
+    backbone: str | None = None
+    """Instead of the SelectivBench model: a transformers backbone (MODEL_TYPE, CONFIG.json or a Hub id,
+    config only), fed the task's encoding as inputs_embeds; the size flags set its config's fields."""
+    backbone_kwargs: str | None = None
+    """With --backbone: a JSON object of further fields of its config."""
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
@@ -75,7 +81,7 @@ class TrainArgs:
 def check_train_args(a: TrainArgs) -> None:
     """One ParameterError naming the first bad field, before any work."""
     from .builders.config import TASKS
-    from .models.configuration_selectivbench import LINEAR_INITS, MIXERS, NORMS
+    from .models.configuration_selectivbench import LINEAR_INITS, NORMS
 
     ints = {"d_model": 1, "n_layers": 1, "n_heads": 1, "d_state": 1, "num_householder": 1, "batch_size": 1,
             "warmup_steps": 0, "max_steps": 1, "grad_accum": 1, "eval_every": 1, "save_every": 1, "patience": 0,
@@ -98,13 +104,21 @@ def check_train_args(a: TrainArgs) -> None:
                 or v < low or (open_low and v == low) or v > high or (name == "dropout" and v == 1.0):
             closed_high = name != "dropout" and math.isfinite(high)
             _bad(name, v, f"a number in {'(' if open_low else '['}{low}, {high}{']' if closed_high else ')'}")
-    choices = {"config": tuple(TASKS), "mixer": MIXERS, "norm": NORMS, "optimizer": OPTIMIZERS,
+    choices = {"config": tuple(TASKS), "norm": NORMS, "optimizer": OPTIMIZERS,
                "mixed_precision": PRECISIONS, "linear_init": LINEAR_INITS}
     for name, allowed in choices.items():
         if getattr(a, name) not in allowed:
             _bad(name, getattr(a, name), f"one of {allowed}")
     if a.d_model % a.n_heads:
         _bad("n_heads", a.n_heads, f"a divisor of d_model={a.d_model}")
+    if a.backbone_kwargs is not None and a.backbone is None:
+        _bad("backbone_kwargs", a.backbone_kwargs, "only with --backbone")
+    if a.backbone is not None:
+        from .backbone import backbone_config
+
+        backbone_config(a.backbone, a.backbone_kwargs, a.d_model, a.n_layers, a.n_heads, a.d_state)
+    else:
+        check_mixer_spec(a.mixer, d_model=a.d_model, n_heads=a.n_heads, d_state=a.d_state)
     if a.report_to is not None:
         check_tracker(a.report_to)
 
@@ -119,3 +133,14 @@ def check_tracker(name: str) -> None:
     if available is not None and not available():
         extra = ' (pip install -e ".[tensorboard]")' if name == "tensorboard" else f" (pip install {name})"
         _bad("report_to", name, f"an installed tracker: {name} is not installed{extra}")
+
+
+def check_mixer_spec(spec, **sizes) -> None:
+    """A built-in name, or a plugin that imports, is a Mixer and runs a forward pass at these sizes."""
+    from .models import MIXERS
+
+    if spec in MIXERS:
+        return
+    from .check_mixer import probe
+
+    probe(spec, {"n_layers": 1, **sizes})

@@ -286,9 +286,9 @@ def _version() -> str:
 def place(card: dict, references: list[dict], source: str) -> dict | None:
     """The card's rank among the reference cards (a reference of the same mixer name is replaced by
     this card): 1 + the number of references with a higher score."""
-    others = [r for r in references if r.get("mixer") != card["mixer"] and r.get("score") is not None]
-    if card["score"] is None or not others:
+    if card["score"] is None or not references:
         return None
+    others = [r for r in references if r.get("mixer") != card["mixer"] and r.get("score") is not None]
     return {"rank": 1 + sum(r["score"] > card["score"] for r in others), "of": len(others) + 1, "references": source}
 
 
@@ -475,11 +475,10 @@ def score(mixer: str | None = None, preset: str = "lite", out: str | None = None
     folders = {m: Path(out) / f"score_{preset}" / folder_name(m) if everything else Path(out) for m in mixers}
     for m, folder in folders.items():
         check_score_folder(folder, m, preset, "out")
-    board = None
     if everything:
         if Path(out).exists() and not Path(out).is_dir():
             raise ParameterError(f"out={out!r} is invalid: allowed a folder ({out} is a file)")
-        board = check_outputs(Path(out), out, lambda name: name in leaderboard_files(preset), WRITER)
+        check_outputs(Path(out), out, lambda name: name in leaderboard_files(preset), WRITER)
     refs_path = references if references is not None else REPOSITORY / "results" / f"leaderboard_{preset}.json"
     refs = read_references(refs_path) if references is not None or (not everything and Path(refs_path).is_file()) \
         else []
@@ -509,18 +508,45 @@ def score(mixer: str | None = None, preset: str = "lite", out: str | None = None
                 launch = functools.partial(launch_ray, ray, specs, gpus_per_run=gpus_per_run or 0,
                                            cpus_per_run=cpus_per_run or 1, worker=execute_scored)
             elif workers > 1:
-                launch = functools.partial(launch_pool, specs, workers=workers)
+                launch = functools.partial(launch_pool, specs, workers=workers, worker=execute_scored)
             else:
                 launch = functools.partial(launch_local, specs, worker=execute_scored)
-            _run_all(specs, outcome, Path(out), f"score {'all' if everything else mixers[0]} ({preset})", launch)
-        threads = (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else
-                   cpus_per_run or 1 if launcher == "ray" else _torch_threads())
-        cards = {m: build_card(m, p, folder, planned, command, threads) for m, folder in folders.items()}
-        for m, card in cards.items():
-            card["rank"] = place(card, list(cards.values()) if everything else refs,
-                                 str(Path(out) / leaderboard_files(preset)[0]) if everything else str(refs_path))
-            write_scorecard(folders[m], card, list(cards.values()) if everything else refs)
-        leaderboard = write_leaderboard(Path(out), p, list(cards.values()), board, command) if everything else None
+            threads = (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else
+                       cpus_per_run or 1 if launcher == "ray" else _torch_threads())
+            cards = {}
+
+            def report(finished_mixer: str | None = None) -> Path | None:
+                """Cards of the mixers whose runs are all settled, ranked among each other (--all) or the
+                references, and the leaderboard of those: written as each mixer settles, so a killed
+                leaderboard keeps every finished mixer's card."""
+                if finished_mixer is not None:
+                    cards[finished_mixer] = build_card(finished_mixer, p, folders[finished_mixer], planned, command,
+                                                       threads)
+                for m, card in cards.items():
+                    card["rank"] = place(card, list(cards.values()) if everything else refs,
+                                         str(Path(out) / leaderboard_files(preset)[0]) if everything else str(refs_path))
+                    write_scorecard(folders[m], card, list(cards.values()) if everything else refs)
+                pending = [m for m in mixers if m not in cards]
+                return write_leaderboard(Path(out), p, list(cards.values()), command, pending) if everything else None
+
+            left = {m: sum(spec["train"]["mixer"] == m for spec in specs) for m in mixers}
+
+            def settled(spec) -> None:
+                m = spec["train"]["mixer"]
+                left[m] -= 1
+                if left[m] == 0:
+                    report(m)
+
+            def launch_and_report(finished, failed) -> None:
+                launch(lambda spec, rows: (finished(spec, rows), settled(spec)),
+                       lambda spec, error, trace=None: (failed(spec, error, trace), settled(spec)))
+
+            _run_all(specs, outcome, Path(out), f"score {'all' if everything else mixers[0]} ({preset})",
+                     launch_and_report)
+        for m in mixers:
+            if m not in cards:  # nothing left to run: its card from the records
+                cards[m] = build_card(m, p, folders[m], planned, command, threads)
+        leaderboard = report()
     return ScoreOutcome(cards, folders, outcome.planned, outcome.ran, outcome.failed, leaderboard)
 
 
@@ -639,7 +665,7 @@ def findings(cards: list[dict]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def leaderboard_markdown(p: Preset, cards: list[dict], command: str, plot_name: str) -> str:
+def leaderboard_markdown(p: Preset, cards: list[dict], command: str, plot_name: str, pending=()) -> str:
     ranked = sorted(cards, key=lambda c: (c["score"] is None, -(c["score"] or 0.0), c["mixer"]))
     scores = [c["score"] for c in ranked if c["score"] is not None]
     lines = [f"# SelectivBench leaderboard, preset `{p.name}`", "",
@@ -647,6 +673,9 @@ def leaderboard_markdown(p: Preset, cards: list[dict], command: str, plot_name: 
              "normalized, (accuracy - chance) / (Bayes ceiling - chance), chance being the best memoryless "
              "predictor; the score is the mean over the four tasks, ± the std of the per-seed scores.", "",
              f"Regenerate: `{command}` (selectivbench {_version()}).", ""]
+    if pending:
+        lines += [f"**Incomplete: {len(pending)} mixer(s) not scored yet** ({', '.join(f'`{m}`' for m in pending)}); "
+                  "the same command runs only their missing runs.", ""]
     missing = [c["mixer"] for c in ranked if not c["complete"]]
     if missing:
         lines += [f"**Incomplete:** {', '.join(f'`{m}`' for m in missing)} have failed or missing runs (not averaged "
@@ -679,12 +708,12 @@ def leaderboard_markdown(p: Preset, cards: list[dict], command: str, plot_name: 
     return "\n".join(lines)
 
 
-def write_leaderboard(out: Path, p: Preset, cards: list[dict], record: dict, command: str) -> Path:
+def write_leaderboard(out: Path, p: Preset, cards: list[dict], command: str, pending=()) -> Path:
     record = check_outputs(out, str(out), lambda name: name in leaderboard_files(p.name), WRITER)
     names = leaderboard_files(p.name)
     ranked = sorted(cards, key=lambda c: (c["score"] is None, -(c["score"] or 0.0), c["mixer"]))
     files = {names[0]: (json.dumps(ranked, indent=1) + "\n").encode(),
-             names[1]: leaderboard_markdown(p, cards, command, names[2]).encode(),
+             names[1]: leaderboard_markdown(p, cards, command, names[2], pending).encode(),
              names[2]: plot_scores(cards, None, f"SelectivBench {p.name}: score against state size")}
     replace_outputs(out, files, record, WRITER)
     return out / names[1]

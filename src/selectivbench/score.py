@@ -78,6 +78,11 @@ def _data(**task) -> dict:
                    **_grammar_rng("selectivbench")), **task}
 
 
+def _toy(**task) -> dict:
+    """The smoke preset's data: V = 4, sequences of 6 elements, a handful of samples."""
+    return {**dict(vocab_size=4, seq_len=6, num_train=16, num_validation=8, num_test=8, seed=1), **task}
+
+
 LITE_GAP = 20  # generalization's test gap: 4x the longest training gap (5 steps)
 LITE_STEPS = 250
 PRESETS: dict[str, Preset] = {
@@ -101,17 +106,12 @@ PRESETS: dict[str, Preset] = {
         "smoke",
         Scale(mixers=MIXERS, seeds=(0, 1), widths=(8,), ambiguities=(2,), generalization_k=2, test_gaps=(6,),
               lrs=(3e-3, 3e-2), warmups=(1,),
-              data=dict(vocab_size=4, seq_len=6, num_train=16, num_validation=8, num_test=8, seed=1),
+              data=_toy(),
               train=dict(n_layers=1, batch_size=16, max_steps=2, eval_every=10**9, save_every=10**9, n_heads=2,
                          d_state=4, dropout=0.0),
-              per_task={"gapped": dict(data=dict(vocab_size=4, seq_len=6, num_train=16, num_validation=8,
-                                                 num_test=8, seed=1, ambiguities=2, ambiguity_depth=2,
-                                                 gap_high=0.3)),
-                        "distractor": dict(data=dict(vocab_size=4, seq_len=6, num_train=16, num_validation=8,
-                                                     num_test=8, seed=1, ambiguities=2, ambiguity_depth=2,
-                                                     gap_start=0, gap_prob=0.5)),
-                        "generalization": dict(data=dict(vocab_size=4, seq_len=6, num_train=16, num_validation=8,
-                                                         num_test=8, seed=1, gap_high=0.3))}),
+              per_task={"gapped": dict(data=_toy(ambiguities=2, ambiguity_depth=2, gap_high=0.3)),
+                        "distractor": dict(data=_toy(ambiguities=2, ambiguity_depth=2, gap_start=0, gap_prob=0.5)),
+                        "generalization": dict(data=_toy(gap_high=0.3))}),
         "the same machinery at toy size (tests): width 8, one layer, 2 steps",
         score_split={"generalization": gap_split(6)}),
 }

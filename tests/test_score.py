@@ -144,15 +144,16 @@ def test_rank_and_plot_among_reference_cards(scored, tmp_path, capsys):
 
 
 def test_a_killed_score_continues_with_the_missing_runs(scored, tmp_path, monkeypatch):
-    """Three runs lost (one killed while its rows were written: half a line); the rerun is killed
-    again after one run; the next one trains only the last two and ends on the same scorecard."""
+    """Three runs lost (one killed while its rows were written: half a line; the first after its last
+    checkpoint, so it resumes and its time is no throughput); the rerun is killed again after one run;
+    the next one trains only the last two and ends on the same scorecard."""
     _, out, card = scored
     folder = tmp_path / "gla"
     shutil.copytree(out, folder)
     table = folder / "gapped" / "results.jsonl"
     lines = table.read_text().splitlines(keepends=True)
     lost = list(dict.fromkeys(json.loads(line)["run"] for line in lines))[-3:]
-    for key in lost:
+    for key in lost[1:]:
         shutil.rmtree(folder / "gapped" / "runs" / key)
     kept = [line for line in lines if json.loads(line)["run"] not in lost]
     table.write_text("".join(kept) + lines[-1][: len(lines[-1]) // 2])
@@ -171,7 +172,12 @@ def test_a_killed_score_continues_with_the_missing_runs(scored, tmp_path, monkey
     monkeypatch.setattr(sc, "execute_scored", real)
     again = sc.score("gla", "smoke", out=str(folder))
     assert sorted(again.ran) == sorted(lost[1:]) and not again.failed
+    times = {r["run"]: r["train_seconds"] for r in read_rows(table) if r["split"] == "test"}
+    assert times[lost[0]] is None and all(times[key] > 0 for key in lost[1:])
+    measured = [r for task in sc.TASKS for r in rows_of(folder, task) if r["split"] == "test" and r["train_seconds"]]
     final = json.loads((folder / "scorecard.json").read_text())
+    assert final["train_tokens_per_s"] == pytest.approx(sum(r["train_tokens"] for r in measured)
+                                                        / sum(r["train_seconds"] for r in measured))
     for task in sc.TASKS:
         for key in ("accuracy", "accuracy_std", "normalized", "lr_chosen_per_seed", "parameters"):
             assert final["tasks"][task][key] == pytest.approx(card["tasks"][task][key], abs=1e-9)

@@ -670,8 +670,9 @@ def leaderboard_markdown(p: Preset, cards: list[dict], command: str, plot_name: 
     scores = [c["score"] for c in ranked if c["score"] is not None]
     lines = [f"# SelectivBench leaderboard, preset `{p.name}`", "",
              f"Protocol: {p.description}. Each task's test accuracy (the chosen lr per seed, mean over seeds) is "
-             "normalized, (accuracy - chance) / (Bayes ceiling - chance), chance being the best memoryless "
-             "predictor; the score is the mean over the four tasks, ± the std of the per-seed scores.", "",
+             "normalized, (accuracy - chance) / (Bayes ceiling - chance), chance being the best constant "
+             "prediction (the most frequent state); the score is the mean over the four tasks, ± the std of the "
+             "per-seed scores.", "",
              f"Regenerate: `{command}` (selectivbench {_version()}).", ""]
     if pending:
         lines += [f"**Incomplete: {len(pending)} mixer(s) not scored yet** ({', '.join(f'`{m}`' for m in pending)}); "
@@ -700,7 +701,7 @@ def leaderboard_markdown(p: Preset, cards: list[dict], command: str, plot_name: 
             worst = max(stds)
             lines.append(f"- largest seed std of a score (how stable it is): {worst[0]:.3f} (`{worst[1]}`); median "
                          f"{statistics.median(s for s, _ in stds):.3f}.")
-    verdicts = findings(cards)
+    verdicts = [] if pending else findings(cards)  # a verdict on some of the mixers would be premature
     if verdicts:
         lines += ["", "The paper's findings at this scale:", "", "| finding | verdict | numbers |", "|---|---|---|"]
         lines += [f"| {f} | {v} | {n} |" for f, v, n in verdicts]

@@ -30,7 +30,6 @@ import os
 import re
 import shlex
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -231,6 +231,28 @@ def cmd_reproduce(args) -> None:
                               "call again to retry them")
 
 
+def cmd_score(args) -> None:
+    from .reproduce import SweepIncomplete
+    from .score import score
+
+    outcome = score(args.mixer, args.preset, out=args.out, everything=args.all, launcher=args.launcher,
+                    workers=args.workers, references=args.references, address=args.address,
+                    gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                    command="selectivbench " + shlex.join(sys.argv[1:]) if args.argv is None else args.argv)
+    for mixer, card in outcome.cards.items():
+        rank = card["rank"]
+        where = f"rank {rank['rank']} of {rank['of']}" if rank else "no reference leaderboard: no rank"
+        value = "incomplete" if card["score"] is None else f"{card['score']:.3f}" + (
+            f" ± {card['score_std']:.3f}" if card["score_std"] is not None else "")
+        print(f"{mixer}: score {value} ({where}); {outcome.folders[mixer] / 'scorecard.md'}")
+    if outcome.leaderboard is not None:
+        print(f"leaderboard: {outcome.leaderboard}")
+    print(f"{outcome.planned} runs, {len(outcome.ran)} run now, {len(outcome.failed)} failed")
+    if outcome.failed:
+        raise SweepIncomplete(f"{len(outcome.failed)} run(s) failed (listed in the scorecard, errors in each task's "
+                              "failures.jsonl); call again to retry them")
+
+
 def _add_sizes(parser, help_text: str) -> None:
     for k in _SIZES:
         parser.add_argument("--" + k.replace("_", "-"), type=int, default=None, help=help_text)
@@ -329,6 +351,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--gpus-per-run", type=float, default=None, help="GPUs of each Ray task (default 0: train on CPU)")
     rp.add_argument("--cpus-per-run", type=float, default=None, help="CPUs of each Ray task (default 1)")
     rp.set_defaults(func=cmd_reproduce)
+
+    sc = sub.add_parser("score", help="score a mixer by the scorecard protocol and place it among the references")
+    who = sc.add_mutually_exclusive_group(required=True)
+    who.add_argument("--mixer", default=None, help="the mixer to score (a built-in name)")
+    who.add_argument("--all", action="store_true", help="every built-in mixer, and the leaderboard")
+    sc.add_argument("--preset", default="lite", help="lite: the protocol (2-core CPU); smoke: toy size (tests)")
+    sc.add_argument("--out", default=None, help="score folder (default results/score_<preset>/<mixer>); with "
+                    "--all the leaderboard's folder (default results)")
+    sc.add_argument("--launcher", default="local", choices=("local", "ray"))
+    sc.add_argument("--workers", type=int, default=1,
+                    help="local runs in parallel, each in its own process with cpu_count / workers threads")
+    sc.add_argument("--references", default=None,
+                    help="leaderboard JSON to rank against (default: results/leaderboard_<preset>.json)")
+    sc.add_argument("--address", default=None, help="Ray cluster to join (as reproduce)")
+    sc.add_argument("--gpus-per-run", type=float, default=None, help="GPUs of each Ray task (default 0)")
+    sc.add_argument("--cpus-per-run", type=float, default=None, help="CPUs of each Ray task (default 1)")
+    sc.set_defaults(func=cmd_score, argv=None)
     return parser
 
 
@@ -344,7 +383,9 @@ def _close_distributed() -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.func in (cmd_train, cmd_evaluate, cmd_reproduce):
+        if args.func is cmd_score and argv is not None:  # called in-process: the command it was given
+            args.argv = "selectivbench " + shlex.join(argv)
+        if args.func in (cmd_train, cmd_evaluate, cmd_reproduce, cmd_score):
             from .allocator import keep_freed_memory
 
             keep_freed_memory()  # the same tensors step after step: reuse their pages rather than fault them in again

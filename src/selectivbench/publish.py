@@ -113,7 +113,27 @@ def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_r
         parameters=rows[0]["parameters"],
         config=config, repo_id=repo_id, citation=CITATION, dataset_repo=dataset_repo,
         hyperparameters={k: args[k] for k in HYPER if args.get(k) is not None}
-        | {"schedule": "linear warm-up, cosine decay"}, task_params=json.dumps(run["task_params"]))
+        | {"schedule": "linear warm-up, cosine decay"}, task_params=json.dumps(run["task_params"]),
+        scorecard=scorecard_of(checkpoint))
+
+
+def scorecard_of(checkpoint: Path) -> dict | None:
+    """The scorecard of the `selectivbench score` folder a checkpoint belongs to
+    (<folder>/<task>/runs/<run>/model), or None for a checkpoint made otherwise."""
+    from .score import RUN_RECORD, WRITER
+
+    parts = Path(checkpoint).resolve().parents
+    if len(parts) < 4 or parts[1].name != "runs":
+        return None
+    folder = parts[3]
+    try:
+        claim = json.loads((folder / RUN_RECORD).read_text())
+        card = json.loads((folder / "scorecard.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(claim, dict) or claim.get("written_by") != WRITER or not isinstance(card, dict):
+        return None
+    return card
 
 
 def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry_run: bool = False,

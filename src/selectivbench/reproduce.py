@@ -275,15 +275,37 @@ def run_spec(task: str, s: Scale, run: Run, folder: Path, cpu: bool) -> dict:
 
 def execute(spec: dict) -> list[dict]:
     """Train one run (resuming its checkpoint if any) and return its evaluation rows. Writes only
-    inside the run's own folder; the driver records the rows."""
+    inside the run's own folder; the driver records the rows. Each row also carries the run's
+    training throughput: `train_tokens` (optimizer steps x batch x the mean sequence length of the
+    training split, padding not counted) and `train_seconds` (wall time of the training alone, the
+    data built before the clock starts), None for a run resumed from a checkpoint (only part of it
+    trained in this call), and `run_seconds`, the wall time of the whole run."""
+    from .data import load_task
     from .evaluate import evaluate
-    from .train import train
+    from .train import total_steps, train
 
+    started = time.perf_counter()
     args = TrainArgs(**spec["train"])
-    train(args)  # resumes the run's newest intact checkpoint, if any
+    check_train_args(args)
+    resumed = (Path(args.output_dir) / "state").exists()
+    task = load_task(args.config, args.data_dir, **args.task_overrides)
+    trained = time.perf_counter()
+    train(args, task)  # resumes the run's newest intact checkpoint, if any
+    train_seconds = None if resumed else time.perf_counter() - trained
+    train_tokens = total_steps(args, len(task.data["train"])) * args.batch_size * mean_length(task.data["train"])
     rows = evaluate([str(Path(args.output_dir) / "model")], [spec["task"]], None, splits=spec["splits"],
                     cpu=args.cpu, **spec["data"])
-    return [{**r, **spec["row"]} for r in rows]
+    timing = {"train_tokens": train_tokens, "train_seconds": train_seconds,
+              "run_seconds": time.perf_counter() - started}
+    return [{**r, **spec["row"], **timing} for r in rows]
+
+
+def mean_length(dataset) -> float:
+    """Mean steps per sequence of a split (its input_ids' lengths, read from Arrow without decoding)."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(dataset.data.column("input_ids"))
+    return pc.sum(lengths).as_py() / max(len(dataset), 1)
 
 
 # --- the dry run ----------------------------------------------------------------------------------
@@ -398,6 +420,17 @@ def check_arguments(task, scale, mixers, launcher, gpus_per_run=None, cpus_per_r
             except ParameterError as err:
                 raise ParameterError(f"mixers={list(mixers)!r} is invalid: allowed one or more of {MIXERS} or "
                                      f"plugins ({err})") from None
+    check_launcher(launcher, gpus_per_run, cpus_per_run, address, check_ray=False)
+    if out is not None:
+        if not out:
+            raise ParameterError("out='' is invalid: allowed a folder path (not empty)")
+        check_out_folder(out, Path(out) / f"{task}_{scale}")
+    if launcher == "ray":
+        check_ray_installed()
+
+
+def check_launcher(launcher, gpus_per_run=None, cpus_per_run=None, address=None, check_ray: bool = True) -> None:
+    """The launcher and Ray's resource arguments (None: not given, as they must be unless launcher='ray')."""
     if launcher not in LAUNCHERS:
         raise ParameterError(f"launcher={launcher!r} is invalid: allowed one of {LAUNCHERS}")
     for name, value in (("address", address), ("gpus_per_run", gpus_per_run), ("cpus_per_run", cpus_per_run)):
@@ -407,16 +440,15 @@ def check_arguments(task, scale, mixers, launcher, gpus_per_run=None, cpus_per_r
         raise ParameterError(f"gpus_per_run={gpus_per_run!r} is invalid: allowed a number >= 0")
     if cpus_per_run is not None and not (_is_number(cpus_per_run) and cpus_per_run > 0):
         raise ParameterError(f"cpus_per_run={cpus_per_run!r} is invalid: allowed a number > 0")
-    if out is not None:
-        if not out:
-            raise ParameterError("out='' is invalid: allowed a folder path (not empty)")
-        check_out_folder(out, Path(out) / f"{task}_{scale}")
-    if launcher == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise ParameterError(f"launcher='ray' is invalid: allowed only with Ray installed: {CLUSTER_EXTRA}") \
-                from None
+    if launcher == "ray" and check_ray:
+        check_ray_installed()
+
+
+def check_ray_installed() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ParameterError(f"launcher='ray' is invalid: allowed only with Ray installed: {CLUSTER_EXTRA}") from None
 
 
 def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | None = None,
@@ -472,14 +504,14 @@ def _run_all(specs, outcome: Outcome, folder: Path, desc: str, launch) -> None:
     table = folder / "results.jsonl"
     bar = tqdm(total=outcome.planned, initial=outcome.planned - len(specs), desc=desc)
 
-    def finished(spec, rows):
-        append_lines(table, rows)
+    def finished(spec, rows):  # a spec's `record_to`: the folder of its task's records (score's four tasks)
+        append_lines(Path(spec["record_to"]) / "results.jsonl" if "record_to" in spec else table, rows)
         outcome.ran.append(spec["key"])
         _advance(bar, outcome, len(specs))
 
     def failed(spec, error: BaseException, trace: str | None = None):
         message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
-        append_lines(folder / "failures.jsonl", [{
+        append_lines(Path(spec.get("record_to", folder)) / "failures.jsonl", [{
             "run": spec["key"], "error": message, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "traceback": (trace or "".join(traceback.format_exception(error)))[-4000:]}])
         outcome.failed.append(spec["key"])
@@ -494,11 +526,11 @@ def _run_all(specs, outcome: Outcome, folder: Path, desc: str, launch) -> None:
 LOCK_FILE = ".reproduce.lock"
 
 
-def sweep_lock(folder: Path, out: str):
+def sweep_lock(folder: Path, out: str, command: str = "reproduce", lock_file: str = LOCK_FILE):
     """One driver per sweep folder: a second one (a batch job resubmitted while the first runs) would
     train the same runs into the same folders and record their rows twice."""
-    return file_lock(folder / LOCK_FILE, busy=f"out={str(out)!r} is invalid: allowed a sweep folder no other "
-                     f"`selectivbench reproduce` is running in ({folder} is in use: wait for that driver or stop it)",
+    return file_lock(folder / lock_file, busy=f"out={str(out)!r} is invalid: allowed a sweep folder no other "
+                     f"`selectivbench {command}` is running in ({folder} is in use: wait for that driver or stop it)",
                      what="run one driver at a time")
 
 
@@ -523,10 +555,11 @@ def _advance(bar, outcome: Outcome, todo: int) -> None:
                     left=todo - len(outcome.ran) - len(outcome.failed))
 
 
-def launch_local(specs, finished, failed) -> None:
+def launch_local(specs, finished, failed, worker=None) -> None:
+    """One run after the other in this process; `worker` (default `execute`) trains and evaluates one."""
     for spec in specs:
         try:
-            rows = execute(spec)
+            rows = (worker or execute)(spec)
         except Exception as error:  # recorded and retried next call; Ctrl-C still stops the sweep
             failed(spec, error)
         else:
@@ -568,11 +601,11 @@ def ray_cluster(address, init: dict):
             ray.shutdown()
 
 
-def launch_ray(ray, specs, finished, failed, gpus_per_run, cpus_per_run) -> None:
+def launch_ray(ray, specs, finished, failed, gpus_per_run, cpus_per_run, worker=None) -> None:
     """Every run a Ray task with its resources; results come back here, the only writer."""
     pending = {}
     try:
-        task = ray.remote(execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+        task = ray.remote(worker or execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         pending = {task.remote(spec): spec for spec in specs}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -659,24 +692,24 @@ def check_out_folder(out: str, folder: Path) -> None:
                              f"({existing} is {'not a folder' if not existing.is_dir() else 'not writable'})")
 
 
-def check_outputs(folder: Path, out: str) -> dict[str, list[str]]:
+def check_outputs(folder: Path, out: str, is_ours=is_output, writer: str = RECORD_WRITER) -> dict[str, list[str]]:
     """The rule that keeps a user's files: a file in the sweep folder with an output's name
     (results.csv, selection.csv, summary.md, accuracy_*.png) is replaced only when its bytes are those this
     command wrote there, as its record `outputs.json` holds (sha256). Anything else there (a
     user's table or notes, or an output edited since) is one error naming it, before any work. A
     sweep folder without the record but with its results.jsonl was made by an earlier version: its
-    outputs are replaced.
+    outputs are replaced. `is_ours` and `writer`: another command's output names and record (score).
     Returns the record: {name: [accepted sha256, ...]}."""
     record_path = folder / OUTPUTS_RECORD
-    record = read_record(record_path, RECORD_WRITER, f"out={str(out)!r} is invalid: allowed a sweep folder whose "
+    record = read_record(record_path, writer, f"out={str(out)!r} is invalid: allowed a sweep folder whose "
                                                      f"{OUTPUTS_RECORD} is this command's record") or {}
     if not folder.is_dir():
         return record
     if not record_path.exists() and (folder / "results.jsonl").exists():
         # a sweep folder of a version before the record: its outputs are this command's, as they are now
-        return {p.name: [sha256(p.read_bytes())] for p in folder.iterdir() if is_output(p.name) and p.is_file()}
+        return {p.name: [sha256(p.read_bytes())] for p in folder.iterdir() if is_ours(p.name) and p.is_file()}
     for path in sorted(folder.iterdir()):
-        if is_output(path.name) and (not path.is_file() or sha256(path.read_bytes()) not in record.get(path.name, ())):
+        if is_ours(path.name) and (not path.is_file() or sha256(path.read_bytes()) not in record.get(path.name, ())):
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder whose tables, summary and "
                                  f"plots this command wrote ({path} was not written by it, or was changed since; "
                                  "move it away: it is never replaced)")
@@ -700,8 +733,17 @@ def write_outputs(task: str, folder: Path, rows: list[dict], out: str | None = N
         files["selection.csv"] = _csv_text(list(selection[0]), selection).encode()
     files["summary.md"] = summary_markdown(task, chosen, missing).encode()
     files.update(plot(task, chosen))
+    replace_outputs(folder, files, record)
+
+
+def replace_outputs(folder: Path, files: dict[str, bytes], record: dict, writer: str = RECORD_WRITER) -> None:
+    """Write `files` ({name: bytes}) in `folder` over the outputs `record` holds (as `check_outputs`
+    returned it): the record is widened to the new bytes, each file written to a temporary name and
+    renamed, recorded outputs this call does not make are removed where their bytes are still the
+    recorded ones, and the record is narrowed to the new files, so a crash anywhere leaves every
+    output recorded."""
     new = {name: sha256(data) for name, data in files.items()}
-    _write_record(folder, {**record, **{n: sorted({*record.get(n, ()), h}) for n, h in new.items()}})
+    _write_record(folder, {**record, **{n: sorted({*record.get(n, ()), h}) for n, h in new.items()}}, writer)
     for name, data in files.items():
         with replaced(folder / name) as tmp:
             tmp.write_bytes(data)
@@ -709,11 +751,11 @@ def write_outputs(task: str, folder: Path, rows: list[dict], out: str | None = N
         path = folder / name
         if path.is_file() and sha256(path.read_bytes()) in record[name]:
             path.unlink()
-    _write_record(folder, {n: [h] for n, h in new.items()})
+    _write_record(folder, {n: [h] for n, h in new.items()}, writer)
 
 
-def _write_record(folder: Path, files: dict[str, list[str]]) -> None:
-    write_record(folder / OUTPUTS_RECORD, RECORD_WRITER, files)
+def _write_record(folder: Path, files: dict[str, list[str]], writer: str = RECORD_WRITER) -> None:
+    write_record(folder / OUTPUTS_RECORD, writer, files)
 
 
 def _csv_text(fields: list[str], rows: list[dict]) -> str:

@@ -103,3 +103,32 @@ def test_no_code_or_test_reads_outside_the_repository():
 
 def test_the_readme_stays_short():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+def named_tests(page: Path) -> list[tuple[str, str]]:
+    """(test file, test name) of every `tests/FILE.py::NAME` a page names; `::NAME` right after one
+    names another test of the same file."""
+    found, current = [], None
+    for file, name in re.findall(r"`(tests/[\w/]+\.py)?::(\w+)`", page.read_text()):
+        current = file or current
+        found.append((current, name))
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_test_a_page_names_exists(page):
+    """A promise in the README names the test that backs it: a renamed or deleted test breaks this."""
+    import ast
+
+    for file, name in named_tests(page):
+        assert file is not None and (ROOT / file).is_file(), f"{page.name} names {file}::{name}"
+        defined = {n.name for n in ast.walk(ast.parse((ROOT / file).read_text())) if isinstance(n, ast.FunctionDef)}
+        assert name in defined, f"{page.name} names {file}::{name}, which is not a test there"
+
+
+def test_the_named_test_check_reads_continuations_and_catches_a_missing_test(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("`tests/test_docs.py::test_snippet_runs`, `::no_such_test`\n")
+    assert named_tests(page) == [("tests/test_docs.py", "test_snippet_runs"), ("tests/test_docs.py", "no_such_test")]
+    with pytest.raises(AssertionError, match="no_such_test"):
+        test_every_test_a_page_names_exists(page)

@@ -78,7 +78,7 @@ class Grammar:
 
     def save(self, path) -> None:
         """Write the JSON atomically: a reader never sees half a file."""
-        from ..atomic import atomic_write_text
+        from ..files import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_json_dict(), indent=1))
 

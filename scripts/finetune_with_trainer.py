@@ -21,11 +21,11 @@ from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from selectivbench.data import SelectivBenchCollator, load_task, model_view
-from selectivbench.hf_trainer import SelectivBenchTrainer
-from selectivbench.metrics import compute_metrics, preprocess_logits_for_metrics
+from selectivbench.data.task import SelectivBenchCollator, load_task, model_view
+from selectivbench.training.trainer import SelectivBenchTrainer
+from selectivbench.evaluation.metrics import compute_metrics, preprocess_logits_for_metrics
 from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from selectivbench.train import absolute_data_dir, write_run_record
+from selectivbench.training.loop import absolute_data_dir, write_run_record
 
 
 @dataclass

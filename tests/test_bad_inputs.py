@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from selectivbench.builders import ParameterError, SelectivBench, TaskParams, task_params
 from selectivbench.cli import main
-from selectivbench.data import load_task
-from selectivbench.hub_dataset import generate_folder
-from selectivbench.train import TrainArgs, train
+from selectivbench.data.task import load_task
+from selectivbench.hub.dataset_folder import generate_folder
+from selectivbench.training.loop import TrainArgs, train
 
 TINY = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=32, num_validation=8, num_test=8)
 TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
@@ -340,7 +340,7 @@ def files_of(folder):
 def test_evaluate_appends_only_to_its_own_tables(place, tmp_path):
     """A table evaluate wrote takes more rows (one header); a user's csv or jsonl of the same name is
     left byte for byte as it was, and nothing is written beside it."""
-    from selectivbench.evaluate import FIELDS, evaluate
+    from selectivbench.evaluation.evaluate import FIELDS, evaluate
 
     out = tmp_path / "t" / "eval"
     first = evaluate([str(place / "run" / "model")], out=str(out), splits=["test"], num_samples=4, cpu=True)
@@ -502,7 +502,7 @@ def test_a_relative_data_folder_is_recorded_as_an_absolute_path(place, tmp_path,
 def test_a_save_killed_midway_leaves_no_state_and_resume_falls_back(monkeypatch, tmp_path):
     """A crash while state step-6 is written: step-6.tmp stays unread, the run resumes from step-3
     and ends with the weights of a run that never crashed."""
-    from selectivbench import run_state
+    from selectivbench.training import state as run_state
 
     task = load_task("gapped", **{**TINY, "num_train": 64})
 
@@ -536,7 +536,7 @@ def test_a_save_killed_midway_leaves_no_state_and_resume_falls_back(monkeypatch,
 
 @pytest.mark.parametrize("mixer", sorted(__import__("selectivbench.models", fromlist=["MIXERS"]).MIXERS))
 def test_the_weights_check_accepts_every_mixers_checkpoint_and_names_a_missing_tensor(mixer, tmp_path):
-    from selectivbench.evaluate import check_weights
+    from selectivbench.evaluation.evaluate import check_weights
     from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
 
     config = SelectivBenchConfig(mixer=mixer, vocab_size=6, num_labels=5, d_model=8, n_layers=1, n_heads=2, d_state=4)
@@ -552,7 +552,7 @@ def test_the_weights_check_accepts_every_mixers_checkpoint_and_names_a_missing_t
 
 
 def test_the_weights_check_reads_a_sharded_checkpoint_through_its_index(tmp_path):
-    from selectivbench.evaluate import check_weights
+    from selectivbench.evaluation.evaluate import check_weights
     from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
 
     config = SelectivBenchConfig(mixer="gla", vocab_size=6, num_labels=5, d_model=16, n_layers=2, n_heads=2)
@@ -651,7 +651,7 @@ def test_publish_dataset_refuses_a_folder_without_configs(place, tmp_path, capsy
 def test_a_table_write_that_fails_leaves_both_tables_as_they_were(tmp_path, monkeypatch):
     """The disk fills while the csv is written: the jsonl must not have taken the rows alone (a retry
     would then add them to it twice)."""
-    from selectivbench.evaluate import FIELDS, append_rows
+    from selectivbench.evaluation.evaluate import FIELDS, append_rows
 
     out = tmp_path / "eval"
     row = {k: 1 for k in FIELDS}
@@ -709,7 +709,7 @@ def test_resuming_from_damaged_run_files_is_one_clear_error(tmp_path, monkeypatc
     assert target.exists()
     target.write_text(content)
     if damaged.startswith("model/"):  # refused before the task is loaded
-        monkeypatch.setattr("selectivbench.train.load_task", lambda *a, **k: pytest.fail("the data was built first"))
+        monkeypatch.setattr("selectivbench.training.loop.load_task", lambda *a, **k: pytest.fail("the data was built first"))
     with pytest.raises(ParameterError, match=pattern):
         train(dataclasses.replace(args, resume=True))
 
@@ -718,7 +718,7 @@ def test_resuming_from_damaged_run_files_is_one_clear_error(tmp_path, monkeypatc
 def test_a_readme_that_appears_while_publish_model_scores_is_kept(place, tmp_path, monkeypatch, capsys, card_before):
     """No README.md at the check, or our card from an earlier call; the user writes theirs while the
     checkpoint is evaluated: the card is not put over it (it was, in both cases)."""
-    import selectivbench.publish as publish
+    import selectivbench.hub.model as publish
 
     ckpt = copy_folder(place / "run" / "model", tmp_path / "model")
     if card_before:
@@ -748,7 +748,7 @@ def test_a_dangling_readme_link_is_refused_as_not_our_card(place, tmp_path, caps
 def test_a_new_file_is_written_where_hard_links_are_not_supported(tmp_path, monkeypatch):
     """new=True links the file in; a filesystem without hard links (EPERM) falls back to a check and a
     rename, still never over an existing file."""
-    from selectivbench.atomic import atomic_write_text
+    from selectivbench.files import atomic_write_text
 
     def no_links(src, dst):
         raise PermissionError(1, "Operation not permitted")

@@ -11,7 +11,7 @@ from selectivbench.builders import builder as builder_module
 from selectivbench.builders.ceiling import ceiling_counts
 from selectivbench.builders.config import TASK_DESCRIPTIONS, task_description
 from selectivbench.cli import main
-from selectivbench.hub_dataset import generate_folder, make_builder
+from selectivbench.hub.dataset_folder import generate_folder, make_builder
 
 SIZES = dict(num_train=30, num_validation=12, num_test=8)
 CONFIGS = ["complexity", "gapped", "distractor", "generalization"]

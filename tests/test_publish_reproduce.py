@@ -6,10 +6,10 @@ from huggingface_hub import ModelCard
 
 from selectivbench.builders import ParameterError
 from selectivbench.cli import main
-from selectivbench.evaluate import evaluate
+from selectivbench.evaluation.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
-from selectivbench.data import RUN_FILE
-from selectivbench.train import TrainArgs, train
+from selectivbench.data.task import RUN_FILE
+from selectivbench.training.loop import TrainArgs, train
 
 from helpers import assert_loads_without_selectivbench
 
@@ -61,6 +61,6 @@ def test_publish_model_writes_a_card_that_matches_the_evaluation_and_loads_as_re
 
 def test_publish_model_refuses_bad_input(tmp_path):
     with pytest.raises(ParameterError, match="repo_id='noslash' is invalid: allowed ORG/NAME"):
-        from selectivbench.publish import publish_model
+        from selectivbench.hub.model import publish_model
         publish_model(str(tmp_path), "noslash", dry_run=True)
     assert main(["publish-model", str(tmp_path), "--repo-id", "org/x", "--dry-run"]) == 2

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from selectivbench.cli import main
-from selectivbench import train as train_module
-from selectivbench.hub_dataset import generate_folder
-from selectivbench.train import TRAIN_LOCK, TrainArgs, train
+from selectivbench.training import loop as train_module
+from selectivbench.hub.dataset_folder import generate_folder
+from selectivbench.training.loop import TRAIN_LOCK, TrainArgs, train
 
 TINY = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=32, num_validation=8, num_test=8)
 TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
@@ -97,12 +97,12 @@ def test_a_second_train_into_a_folder_in_use_is_refused_at_once(made, tmp_path, 
 def test_two_evaluations_appending_to_one_table_keep_both_rows(tmp_path, monkeypatch):
     """While this process has read the old table and not yet renamed the new one over it, another
     process appends: without a lock, the rename dropped that process's row."""
-    from selectivbench.evaluate import FIELDS, append_rows
+    from selectivbench.evaluation.evaluate import FIELDS, append_rows
 
     out = tmp_path / "eval"
     append_rows(str(out), [{**{k: 0 for k in FIELDS}, "model": "first"}])
     other = textwrap.dedent(f"""
-        from selectivbench.evaluate import FIELDS, append_rows
+        from selectivbench.evaluation.evaluate import FIELDS, append_rows
         print("start", flush=True)
         append_rows({str(out)!r}, [{{**{{k: 0 for k in FIELDS}}, "model": "other"}}])
     """)
@@ -230,7 +230,7 @@ def test_an_edited_dataset_card_is_kept_and_the_command_refuses_naming_it(made, 
         assert "its README.md was not written by selectivbench, or was edited since: it is never replaced; " \
                f"move {readme} away" in err
         assert snapshot(data) == before
-    from selectivbench.hub_dataset import CARD_RECORD
+    from selectivbench.hub.dataset_folder import CARD_RECORD
     from selectivbench.owned import sha256
 
     readme.unlink()  # moved away: the next call writes a new card, recorded
@@ -267,7 +267,7 @@ def test_an_edited_model_card_is_kept_and_publish_model_refuses_naming_it(made, 
            "written is yours)" in one_error_line(capsys)
     assert snapshot(ckpt) == before
     from selectivbench.owned import sha256
-    from selectivbench.publish import CARD_RECORD
+    from selectivbench.hub.model import CARD_RECORD
 
     readme.write_bytes(card)  # the user's edit undone: ours again
     assert json.loads((ckpt / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(card)]}

@@ -71,7 +71,7 @@ def cmd_generate(args) -> None:
     if args.num_proc is not None and args.num_proc < 1:
         raise ParameterError(f"num_proc={args.num_proc} is invalid: allowed an integer >= 1")
     from .builders import Sampler, make_grammar
-    from .hub_dataset import example_split, generate_folder, render_sample
+    from .hub.dataset_folder import example_split, generate_folder, render_sample
 
     result = generate_folder(args.configs, args.out, num_proc=args.num_proc, repo_id=args.repo_id,
                              command="selectivbench " + shlex.join(sys.argv[1:]),
@@ -91,7 +91,7 @@ def cmd_generate(args) -> None:
 
 
 def cmd_publish_dataset(args) -> None:
-    from .hub_dataset import publish_folder
+    from .hub.dataset_folder import publish_folder
 
     files = publish_folder(args.folder, args.repo_id, dry_run=args.dry_run, private=args.private)
     verb = "Would upload" if args.dry_run else "Uploaded"
@@ -109,7 +109,7 @@ def cmd_inspect(args) -> None:
     if not 1 <= args.samples <= MAX_INSPECT_SAMPLES:
         raise ParameterError(f"samples={args.samples} is invalid: allowed an integer in [1, {MAX_INSPECT_SAMPLES}]")
     from .builders import Sampler, bayes_ceiling, make_grammar, task_params
-    from .hub_dataset import render_sample
+    from .hub.dataset_folder import render_sample
 
     p = task_params(args.config, **_task_overrides(args))
     if args.grammar_json is not None:
@@ -124,7 +124,7 @@ def cmd_inspect(args) -> None:
           f"step {c['step_accuracy']:.4f}")
     print(render_sample(s))
     if args.grammar_json is not None:
-        from .atomic import atomic_write_text
+        from .files import atomic_write_text
 
         try:
             atomic_write_text(args.grammar_json, json.dumps(g.to_json_dict(), indent=1), new=True)
@@ -147,7 +147,7 @@ def check_new_file(path: str, field: str) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ParameterError(f"{field}={path!r} is invalid: allowed a path in a writable folder ({parent})")
-    from .hub_dataset import check_outside_configs
+    from .hub.dataset_folder import check_outside_configs
 
     check_outside_configs(parent, field)
 
@@ -159,12 +159,12 @@ def cmd_taxonomy(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .train_args import TrainArgs, check_train_args
+    from .training.args import TrainArgs, check_train_args
 
     fields = {f.name for f in dataclasses.fields(TrainArgs)} - {"task_overrides"}
     targs = TrainArgs(**{k: getattr(args, k) for k in fields}, task_overrides={**_sizes(args), **_task_overrides(args)})
     check_train_args(targs)
-    from .train import train
+    from .training.loop import train
 
     metrics = train(targs)
     if _main_process():
@@ -172,19 +172,19 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluate import evaluate
+    from .evaluation.evaluate import evaluate
 
     evaluate(args.checkpoints, args.configs, args.out, splits=args.splits, data_dir=args.data_dir,
              batch_size=args.batch_size, num_samples=args.num_samples, noise_seed=args.noise_seed, cpu=args.cpu,
              **_sizes(args), **_task_overrides(args))
     if _main_process():
-        from .evaluate import table_paths
+        from .evaluation.evaluate import table_paths
 
         print("rows appended to {} and {}".format(*table_paths(args.out)))
 
 
 def cmd_publish_model(args) -> None:
-    from .publish import publish_model
+    from .hub.model import publish_model
 
     files = publish_model(args.checkpoint, args.repo_id, results=args.results, dry_run=args.dry_run,
                           private=args.private, dataset_repo=args.dataset_repo)
@@ -220,7 +220,7 @@ def _add_sizes(parser, help_text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train_args import TrainArgs
+    from .training.args import TrainArgs
 
     parser = ArgumentParser(prog="selectivbench", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .atomic import atomic_write_text, replaced
+from .files import atomic_write_text, replaced
 from .builders.config import ParameterError
 
 

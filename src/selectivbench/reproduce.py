@@ -40,14 +40,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_text, file_lock, replaced
+from .files import atomic_write_text, file_lock, replaced
 from .builders import ParameterError, TaskParams, task_params
 from .builders.builder import PAPER_SIZES
 from .builders.config import duration_to_steps, gap_of_split, gap_split
-from .evaluate import FIELDS
+from .evaluation.evaluate import FIELDS
 from .models import MIXERS
 from .owned import read_record, sha256, write_record
-from .train_args import TrainArgs, check_train_args
+from .training.args import TrainArgs, check_train_args
 
 TASKS = ("complexity", "gapped", "distractor", "generalization")
 LAUNCHERS = ("local", "ray")
@@ -263,8 +263,8 @@ def run_spec(task: str, s: Scale, run: Run, folder: Path, cpu: bool) -> dict:
 def execute(spec: dict) -> list[dict]:
     """Train one run (resuming its checkpoint if any) and return its evaluation rows. Writes only
     inside the run's own folder; the driver records the rows."""
-    from .evaluate import evaluate
-    from .train import train
+    from .evaluation.evaluate import evaluate
+    from .training.loop import train
 
     args = TrainArgs(**spec["train"])
     train(args)  # resumes the run's newest intact checkpoint, if any
@@ -426,7 +426,7 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
         # local runs use a GPU when there is one; a Ray run only when it was given one
         cpu = launcher == "ray" and not gpus_per_run
         specs = [run_spec(task, s, r, folder, cpu) for r in runs if r.key not in done]
-        from .train import check_output_dir
+        from .training.loop import check_output_dir
 
         for spec in specs:  # a bad combination, or a run folder holding a user's files, is one error now,
             args = TrainArgs(**spec["train"])  # not a failure per run after the others trained
@@ -629,7 +629,7 @@ def check_out_folder(out: str, folder: Path) -> None:
     for path in (Path(out), folder):
         if path.exists() and not path.is_dir():
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder ({path} is a file)")
-    from .hub_dataset import check_outside_configs
+    from .hub.dataset_folder import check_outside_configs
 
     check_outside_configs(folder, "out")
     existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest

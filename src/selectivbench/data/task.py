@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 
-from .builders import Grammar, TaskParams
-from .builders.config import ParameterError, params_problem
-from .builders.sampler import split_code
-from .metrics import IGNORE
+from ..builders import Grammar, TaskParams
+from ..builders.config import ParameterError, params_problem
+from ..builders.sampler import split_code
+from ..evaluation.metrics import IGNORE
 
 MODEL_COLUMNS = ("input_ids", "labels", "element_index", "index")
 RUN_FILE = "selectivbench_run.json"  # written next to a checkpoint by `selectivbench train`
@@ -127,7 +127,7 @@ def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = 
     """A config of a generated folder or Hub dataset, or built here with overrides. Only `splits`
     (default: all, train only `with_train`) are read or built, and `check(task_without_data)` runs
     before any of that work."""
-    from .hub_dataset import check_config_folder, load_config_folder, make_builder
+    from ..hub.dataset_folder import check_config_folder, load_config_folder, make_builder
 
     if data_dir is not None:
         if overrides:
@@ -143,7 +143,7 @@ def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = 
             check(Task(config, DatasetDict(), params, grammar, sizes))
         data = {s: load_config_folder(folder, config, split=s, cache_dir=cache_dir) for s in splits}
         return Task(config, DatasetDict(data), params, grammar, sizes)
-    from .builders.builder import build_split
+    from ..builders.builder import build_split
 
     builder = make_builder(config, cache_dir=cache_dir, **overrides)
     sizes = builder.config.split_sizes  # validates every parameter
@@ -188,7 +188,7 @@ def checkpoint_record(checkpoint: str | Path) -> dict:
 
 def _run_record_problem(run) -> str | None:
     """What in a checkpoint's record differs from what `train.run_card` writes (the fields read), or None."""
-    from .builders.config import TASKS
+    from ..builders.config import TASKS
 
     if not isinstance(run, dict):
         return "a JSON object"

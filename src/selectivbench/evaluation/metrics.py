@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .models.configuration_selectivbench import IGNORE_INDEX as IGNORE  # one ignore index, the models'
+from ..models.configuration_selectivbench import IGNORE_INDEX as IGNORE  # one ignore index, the models'
 
 
 def _tensor(x):

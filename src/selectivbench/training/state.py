@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .builders.config import ParameterError
+from ..builders.config import ParameterError
 
 
 # --- nested state dicts <-> (JSON, tensors) ---

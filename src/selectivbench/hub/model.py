@@ -14,14 +14,14 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .builders import ParameterError, task_params
-from .atomic import check_writable
-from .owned import is_ours, read_record, sha256, write_owned
-from .builders.builder import CITATION
-from .data import checkpoint_record, resolve_hub_id
-from .hub_dataset import check_can_upload, check_repo_id
+from ..builders import ParameterError, task_params
+from ..files import check_writable
+from ..owned import is_ours, read_record, sha256, write_owned
+from ..builders.builder import CITATION
+from ..data.task import checkpoint_record, resolve_hub_id
+from .dataset_folder import check_can_upload, check_repo_id
 
-CARD_TEMPLATE = resources.files("selectivbench") / "model_card.md"
+CARD_TEMPLATE = resources.files("selectivbench.hub") / "model_card.md"
 HYPER = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "max_steps", "epochs",
          "grad_accum", "clip", "mixed_precision", "dropout", "linear_init", "rope_theta", "train_seed")
 ROW_FIELDS = (("model", str, "the checkpoint's path"), ("config", str, "a config name"), ("split", str, "a split name"),
@@ -35,7 +35,7 @@ def results_for(checkpoint: Path, results: str | None) -> list[dict]:
     """The newest row of each (config, split) of this checkpoint: from the table `results`, or
     evaluated now (every split but train) when it is None."""
     if results is None:
-        from .evaluate import evaluate
+        from ..evaluation.evaluate import evaluate
 
         return evaluate([str(checkpoint)])
     path = Path(results)
@@ -87,8 +87,8 @@ def dataset_args(run: dict) -> dict:
 
 def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_repo: str | None = None) -> ModelCard:
     """The card of a checkpoint scored by `rows` (rows of `selectivbench evaluate`)."""
-    from .evaluate import check_model_type
-    from .models import SelectivBenchConfig, taxonomy_rows
+    from ..evaluation.evaluate import check_model_type
+    from ..models import SelectivBenchConfig, taxonomy_rows
 
     checkpoint = Path(checkpoint)
     run = checkpoint_record(checkpoint)
@@ -123,7 +123,7 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     an upload in offline mode is refused. Without `results` the checkpoint is evaluated now and the
     rows are appended to `<run>/publish_eval.{jsonl,csv}` only once the card is written and uploaded
     (never on a dry run), so a failed upload leaves no rows that a retry would repeat."""
-    from .evaluate import append_rows, check_table_path, check_weights
+    from ..evaluation.evaluate import append_rows, check_table_path, check_weights
 
     check_repo_id(repo_id)
     if dataset_repo is not None:
@@ -171,8 +171,8 @@ def model_files(checkpoint: str | Path) -> list[str]:
     refused: its target, from anywhere, would be sent."""
     from transformers.dynamic_module_utils import get_relative_import_files
 
-    from .data import RUN_FILE
-    from .evaluate import weight_files
+    from ..data.task import RUN_FILE
+    from ..evaluation.evaluate import weight_files
 
     folder = Path(checkpoint)
     try:

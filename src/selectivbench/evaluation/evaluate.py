@@ -23,15 +23,15 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .atomic import check_writable, file_lock, replaced
-from .builders import ParameterError
-from .builders.ceiling import ceiling_counts
-from .builders.sampler import Sampler
-from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
+from ..files import check_writable, file_lock, replaced
+from ..builders import ParameterError
+from ..builders.ceiling import ceiling_counts
+from ..builders.sampler import Sampler
+from ..data.task import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
 from .metrics import IGNORE, accuracies, window_predictions
-from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from .models.modeling_selectivbench import AUTO_MAP
-from .run_state import shapes, weights_mismatch
+from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
+from ..models.modeling_selectivbench import AUTO_MAP
+from ..training.state import shapes, weights_mismatch
 
 FIELDS = ["model", "mixer", "config", "split", "seed", "noise_seed", "samples", "element_accuracy", "step_accuracy",
           "loss", "bayes_element_accuracy", "bayes_step_accuracy", "parameters", "elements", "steps"]
@@ -228,7 +228,7 @@ def check_table_path(out: str) -> None:
     parent = base.parent
     if parent.exists() and not parent.is_dir():
         raise ParameterError(f"out={out!r} is invalid: allowed a path in a folder ({parent} is a file)")
-    from .hub_dataset import check_outside_configs
+    from ..hub.dataset_folder import check_outside_configs
 
     check_outside_configs(parent, "out")
     check_writable(parent, "out", out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .builders.config import _fail as _bad
+from ..builders.config import _fail as _bad
 
 OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("no", "fp16", "bf16")
@@ -74,8 +74,8 @@ class TrainArgs:
 
 def check_train_args(a: TrainArgs) -> None:
     """One ParameterError naming the first bad field, before any work."""
-    from .builders.config import TASKS
-    from .models.configuration_selectivbench import LINEAR_INITS, MIXERS, NORMS
+    from ..builders.config import TASKS
+    from ..models.configuration_selectivbench import LINEAR_INITS, MIXERS, NORMS
 
     ints = {"d_model": 1, "n_layers": 1, "n_heads": 1, "d_state": 1, "num_householder": 1, "batch_size": 1,
             "warmup_steps": 0, "max_steps": 1, "grad_accum": 1, "eval_every": 1, "save_every": 1, "patience": 0,

@@ -28,15 +28,15 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .atomic import UMASK, atomic_write_text
-from .owned import is_ours, read_record as read_owned_record, remove_owned, sha256, write_owned
-from .builders import (TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
+from ..files import UMASK, atomic_write_text
+from ..owned import is_ours, read_record as read_owned_record, remove_owned, sha256, write_owned
+from ..builders import (TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
                        make_grammar)
-from .builders.builder import (CITATION, SelectivBenchBuilderConfig, ShardPool, exit_if_orphaned, features_of,
+from ..builders.builder import (CITATION, SelectivBenchBuilderConfig, ShardPool, exit_if_orphaned, features_of,
                                max_steps_per_sample, sampler_for, shard_job, shard_ranges)
-from .builders.config import params_problem, task_description
+from ..builders.config import params_problem, task_description
 
-CARD_TEMPLATE = resources.files("selectivbench.dataset_cards") / "selectivbench.md"
+CARD_TEMPLATE = resources.files("selectivbench.hub") / "dataset_card.md"
 CARD_MARKER = "<!-- selectivbench-card: written by `selectivbench generate`"
 RECORD = "generation.json"
 RECORD_FORMAT = "selectivbench-config/2"  # 2: each file's sha256 recorded

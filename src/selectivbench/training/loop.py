@@ -28,14 +28,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from .builders.config import ParameterError
-from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, differences, fingerprint_differences,
+from ..builders.config import ParameterError
+from ..data.task import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, differences, fingerprint_differences,
                    fingerprint_of, grammar_sha256, load_task, model_view, resolve_hub_id)
-from .metrics import IGNORE
-from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from .atomic import atomic_write_text, file_lock
-from .run_state import load_newest_state, newest_state_step, save_state
-from .train_args import TrainArgs, check_train_args
+from ..evaluation.metrics import IGNORE
+from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
+from ..files import atomic_write_text, file_lock
+from .state import load_newest_state, newest_state_step, save_state
+from .args import TrainArgs, check_train_args
 
 # never decayed: norms, biases and the SSM parameters whose scale is their meaning
 NO_DECAY = ("A_log", "dt_bias", "D")
@@ -108,9 +108,9 @@ def check_fits_in_memory(args: TrainArgs, device: torch.device) -> None:
     cannot train: refused naming --d-model before the data is loaded (it was a raw allocator error
     after). Parameters counted exactly on the meta device (the task's own vocabulary and states when
     it is built here; the config's defaults for a data folder, a small term of the count)."""
-    from .builders import task_params
-    from .builders.builder import PAPER_SIZES
-    from .reproduce import parameter_count
+    from ..builders import task_params
+    from ..builders.builder import PAPER_SIZES
+    from ..reproduce import parameter_count
 
     p = task_params(args.config, **{k: v for k, v in args.task_overrides.items() if k not in PAPER_SIZES})
     count = parameter_count(args.mixer, p, args.d_model, args.n_layers, args.n_heads, args.d_state,
@@ -144,7 +144,7 @@ def _train_locked(args: TrainArgs, task: Task | None, stop_after: int | None, ac
             raise ParameterError(f"{split}={args.data_dir or args.config!r} is invalid: allowed a task with at least "
                                  f"1 {split} sample to train")
     check_same_task(out, task, saved_run)
-    from .evaluate import evaluate_loader
+    from ..evaluation.evaluate import evaluate_loader
 
     model = SelectivBenchForTokenClassification(model_config(args, task))
     optimizer = make_optimizer(args, model)
@@ -312,7 +312,7 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
         raise ParameterError("output_dir='' is invalid: allowed a folder path (not empty)")
     if out.exists() and not out.is_dir():
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a folder (it is a file)")
-    from .hub_dataset import check_outside_configs
+    from ..hub.dataset_folder import check_outside_configs
 
     check_outside_configs(out, "output_dir")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))

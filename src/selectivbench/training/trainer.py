@@ -11,7 +11,7 @@ import math
 
 from transformers import Trainer, TrainerCallback
 
-from .data import SelectivBenchCollator
+from ..data.task import SelectivBenchCollator
 
 
 class NoiseEpoch(TrainerCallback):

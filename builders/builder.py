@@ -30,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from .ceiling import ceiling_counts
-from .config import (TASK_DESCRIPTIONS, TASKS, ParameterError, TaskParams, gap_of_split, gap_split, task_description,
+from ..errors import ParameterError, check_int
+from .config import (TASK_DESCRIPTIONS, TASKS, TaskParams, gap_of_split, gap_split, task_description,
                      task_params)
 from .grammar import Grammar, make_grammar
 from .sampler import Sampler, split_code, split_gap_steps
@@ -144,9 +145,8 @@ class SelectivBench(datasets.ArrowBasedBuilder):
 
 
 def check_size(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SPLIT_SAMPLES:
-        raise ParameterError(f"{name}={value!r} is invalid: allowed an integer in [0, {MAX_SPLIT_SAMPLES}] "
-                             "(at most 2**31 - 1 samples per split)")
+    check_int(name, value, 0, MAX_SPLIT_SAMPLES,
+              f"an integer in [0, {MAX_SPLIT_SAMPLES}] (at most 2**31 - 1 samples per split)")
 
 
 def check_storage(p: TaskParams) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import LETTERS, ParameterError, TaskParams
+from ..errors import ParameterError
+from .config import LETTERS, TaskParams
 from .grammar_json import InvalidGrammar, parse_grammar_dict
 
 END = 0  # index of '#' among the symbols and among the states

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import LOGNORMAL_CUT_SIGMAS, ParameterError, TaskParams, duration_to_steps, gap_of_split
+from ..errors import ParameterError
+from .config import LOGNORMAL_CUT_SIGMAS, TaskParams, duration_to_steps, gap_of_split
 from .grammar import END, Grammar
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -14,10 +14,10 @@ import shlex
 import sys
 import typing
 
-from .builders.config import TASKS, ParameterError, TaskParams
+from .builders.config import TASKS, TaskParams
+from .errors import ParameterError, check_int
 
 _SIZES = ("num_train", "num_validation", "num_test")
-SWEEP_TASKS = tuple(TASKS)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -68,8 +68,8 @@ def _main_process() -> bool:
 
 
 def cmd_generate(args) -> None:
-    if args.num_proc is not None and args.num_proc < 1:
-        raise ParameterError(f"num_proc={args.num_proc} is invalid: allowed an integer >= 1")
+    if args.num_proc is not None:
+        check_int("num_proc", args.num_proc, 1)
     from .builders import Sampler, make_grammar
     from .hub.dataset_folder import example_split, generate_folder, render_sample
 
@@ -106,8 +106,7 @@ MAX_INSPECT_SAMPLES = 10_000  # the ceiling's standard error is then at most 0.0
 
 
 def cmd_inspect(args) -> None:
-    if not 1 <= args.samples <= MAX_INSPECT_SAMPLES:
-        raise ParameterError(f"samples={args.samples} is invalid: allowed an integer in [1, {MAX_INSPECT_SAMPLES}]")
+    check_int("samples", args.samples, 1, MAX_INSPECT_SAMPLES)
     from .builders import Sampler, bayes_ceiling, make_grammar, task_params
     from .hub.dataset_folder import render_sample
 
@@ -289,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     pm.set_defaults(func=cmd_publish_model)
 
     rp = sub.add_parser("reproduce", help="run one of the paper's sweeps (train + evaluate), resumable")
-    rp.add_argument("--task", required=True, choices=SWEEP_TASKS)
+    rp.add_argument("--task", required=True, choices=list(TASKS))
     rp.add_argument("--scale", default="small",
                     help="paper: the paper's grids; small: a 2-core CPU study; smoke: a few tiny runs")
     rp.add_argument("--out", default="results")

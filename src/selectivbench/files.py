@@ -8,6 +8,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import ParameterError
+
 UMASK = os.umask(0o022)  # read the process umask (the only way is to set it), then restore it
 os.umask(UMASK)
 
@@ -62,8 +64,6 @@ def file_lock(path: str | Path, busy: str | None = None, what: str = "one writer
     except ImportError:  # not POSIX (Windows): keeping to one writer is then the user's
         yield
         return
-    from .builders.config import ParameterError
-
     path = Path(path)
     fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     try:
@@ -82,8 +82,6 @@ def file_lock(path: str | Path, busy: str | None = None, what: str = "one writer
 def check_writable(path: str | Path, field: str, value=None) -> None:
     """Files can be made at `path`: the nearest of it and its parents that exists is a folder this
     process may write (checked before any work; a read-only folder failed after it)."""
-    from .builders.config import ParameterError
-
     path = Path(path)
     existing = next(p for p in (path, *path.parents) if os.path.lexists(p) or p == Path(p.anchor or "."))
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from .files import atomic_write_text, replaced
-from .builders.config import ParameterError
+from .errors import ParameterError
 
 
 def sha256(data: bytes) -> str:

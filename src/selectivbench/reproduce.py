@@ -41,15 +41,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .files import atomic_write_text, file_lock, replaced
-from .builders import ParameterError, TaskParams, task_params
+from .builders import TaskParams, task_params
+from .errors import ParameterError, check_choice, is_number
 from .builders.builder import PAPER_SIZES
-from .builders.config import duration_to_steps, gap_of_split, gap_split
+from .builders.config import TASKS, duration_to_steps, gap_of_split, gap_split
 from .evaluation.evaluate import FIELDS
 from .models import MIXERS
 from .owned import read_record, sha256, write_record
 from .training.args import TrainArgs, check_train_args
 
-TASKS = ("complexity", "gapped", "distractor", "generalization")
 LAUNCHERS = ("local", "ray")
 CLUSTER_EXTRA = "pip install -e '.[cluster]' (or pip install 'selectivbench[cluster]')"
 
@@ -349,10 +349,6 @@ def parameter_count(mixer: str, p: TaskParams, d_model: int, n_layers: int, n_he
     return _PARAMETERS[key]
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 class SweepIncomplete(Exception):
     """Some runs of a sweep failed (their errors are in failures.jsonl); the next call retries them."""
 
@@ -370,8 +366,7 @@ def check_arguments(task, scale, mixers, launcher, gpus_per_run=None, cpus_per_r
                     out: str | None = None) -> None:
     """Every bad argument is one ParameterError, before any work. `address`, `gpus_per_run` and
     `cpus_per_run` are Ray's: None (not given) unless launcher='ray'."""
-    if task not in TASKS:
-        raise ParameterError(f"task={task!r} is invalid: allowed one of {TASKS}")
+    check_choice("task", task, TASKS)
     if scale not in SCALES:
         raise ParameterError(f"scale={scale!r} is invalid: allowed one of {tuple(SCALES)}")
     unknown = [m for m in mixers or () if m not in MIXERS]
@@ -382,9 +377,9 @@ def check_arguments(task, scale, mixers, launcher, gpus_per_run=None, cpus_per_r
     for name, value in (("address", address), ("gpus_per_run", gpus_per_run), ("cpus_per_run", cpus_per_run)):
         if value is not None and launcher != "ray":  # it would be ignored: say so rather than run without it
             raise ParameterError(f"{name}={value!r} is invalid: allowed only with --launcher ray (launcher='ray')")
-    if gpus_per_run is not None and not (_is_number(gpus_per_run) and gpus_per_run >= 0):
+    if gpus_per_run is not None and not (is_number(gpus_per_run) and gpus_per_run >= 0):
         raise ParameterError(f"gpus_per_run={gpus_per_run!r} is invalid: allowed a number >= 0")
-    if cpus_per_run is not None and not (_is_number(cpus_per_run) and cpus_per_run > 0):
+    if cpus_per_run is not None and not (is_number(cpus_per_run) and cpus_per_run > 0):
         raise ParameterError(f"cpus_per_run={cpus_per_run!r} is invalid: allowed a number > 0")
     if out is not None:
         if not out:

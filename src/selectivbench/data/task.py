@@ -18,7 +18,8 @@ import torch
 from datasets import DatasetDict
 
 from ..builders import Grammar, TaskParams
-from ..builders.config import ParameterError, params_problem
+from ..builders.config import params_problem
+from ..errors import ParameterError, is_count
 from ..builders.sampler import split_code
 from ..evaluation.metrics import IGNORE
 
@@ -201,7 +202,7 @@ def _run_record_problem(run) -> str | None:
         if run.get(field) is not None and not isinstance(run[field], kind):
             return f"{field}: allowed {allowed}"
     sizes = run.get("split_sizes") or {}
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()):
+    if not all(is_count(n) for n in sizes.values()):
         return "split_sizes: allowed an object of split name -> number of samples"
     return None
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..files import check_writable, file_lock, replaced
-from ..builders import ParameterError
+from ..errors import ParameterError, check_int
 from ..builders.ceiling import ceiling_counts
 from ..builders.sampler import Sampler
 from ..data.task import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
@@ -177,13 +177,10 @@ def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_di
 def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str | None = None,
              splits: list[str] | None = None, data_dir: str | None = None, batch_size: int = 64,
              num_samples: int | None = None, noise_seed: int = 0, cpu: bool = False, **overrides) -> list[dict]:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(f"batch_size={batch_size!r} is invalid: allowed an integer >= 1")
-    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                    or num_samples < 1):
-        raise ParameterError(f"num_samples={num_samples!r} is invalid: allowed an integer >= 1 (or unset: all)")
-    if isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or not 0 <= noise_seed <= MAX_NOISE_SEED:
-        raise ParameterError(f"noise_seed={noise_seed!r} is invalid: allowed an integer in [0, {MAX_NOISE_SEED}]")
+    check_int("batch_size", batch_size, 1)
+    if num_samples is not None:
+        check_int("num_samples", num_samples, 1, allowed="an integer >= 1 (or unset: all)")
+    check_int("noise_seed", noise_seed, 0, MAX_NOISE_SEED)
     for field, values in (("checkpoints", [str(Path(c).resolve()) for c in checkpoints]), ("configs", configs),
                           ("splits", splits)):
         if values is not None and len(set(values)) != len(values):  # every row would be scored and written twice

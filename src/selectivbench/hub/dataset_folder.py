@@ -30,7 +30,8 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..files import UMASK, atomic_write_text
 from ..owned import is_ours, read_record as read_owned_record, remove_owned, sha256, write_owned
-from ..builders import (TASKS, Grammar, ParameterError, Sampler, SelectivBench, TaskParams,
+from ..errors import ParameterError, check_choice, is_count, is_number
+from ..builders import (TASKS, Grammar, Sampler, SelectivBench, TaskParams,
                        make_grammar)
 from ..builders.builder import (CITATION, SelectivBenchBuilderConfig, ShardPool, exit_if_orphaned, features_of,
                                max_steps_per_sample, sampler_for, shard_job, shard_ranges)
@@ -54,8 +55,7 @@ def make_builder(config: str, cache_dir=None, **kwargs) -> SelectivBench:
 
 
 def _check_config(config: str) -> None:
-    if config not in TASKS:
-        raise ParameterError(f"config={config!r} is invalid: allowed one of {tuple(TASKS)}")
+    check_choice("config", config, TASKS)
 
 
 def grammar_stats(sampler: Sampler) -> dict:
@@ -364,10 +364,6 @@ def read_record(folder: str | Path, config: str) -> dict:
     return record
 
 
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def _is_sha256(value) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
@@ -385,10 +381,6 @@ def file_sha256(path: Path) -> str:
     return _SHA256_SEEN[key]
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _record_problem(record, config: str) -> str | None:
     """What in a generation.json differs from what `build_config` writes, or None."""
     if not isinstance(record, dict):
@@ -403,14 +395,14 @@ def _record_problem(record, config: str) -> str | None:
     if (why := params_problem(record.get("params"))) is not None:
         return f"params: {why}"
     sizes = record.get("sizes")
-    if not isinstance(sizes, dict) or not all(_is_count(n) for n in sizes.values()):
+    if not isinstance(sizes, dict) or not all(is_count(n) for n in sizes.values()):
         return "sizes: allowed an object of split name -> number of samples"
     stats = record.get("stats")
-    if not isinstance(stats, dict) or not all(_is_number(stats.get(k)) for k in STATS_FIELDS):
+    if not isinstance(stats, dict) or not all(is_number(stats.get(k)) for k in STATS_FIELDS):
         return f"stats: allowed an object of numbers {list(STATS_FIELDS)}"
     ceiling = record.get("ceiling")
     if not isinstance(ceiling, list) or not all(isinstance(c, dict) and isinstance(c.get("split"), str)
-                                                and all(_is_number(c.get(k)) for k in CEILING_FIELDS) for c in ceiling):
+                                                and all(is_number(c.get(k)) for k in CEILING_FIELDS) for c in ceiling):
         return f"ceiling: allowed a list of objects with split and numbers {list(CEILING_FIELDS)}"
     if not _is_sha256(record.get("grammar_sha256")):
         return "grammar_sha256: allowed the sha256 of grammar.json (64 hex digits)"
@@ -418,13 +410,13 @@ def _record_problem(record, config: str) -> str | None:
     if not isinstance(splits, dict):
         return "splits: allowed an object of split name -> {num_examples, num_bytes, files}"
     for name, split in splits.items():
-        if not (isinstance(split, dict) and _is_count(split.get("num_examples")) and _is_count(split.get("num_bytes"))
+        if not (isinstance(split, dict) and is_count(split.get("num_examples")) and is_count(split.get("num_bytes"))
                 and isinstance(split.get("files"), list)):
             return f"splits.{name}: allowed an object {{num_examples, num_bytes, files}} of counts and a list"
         for f in split["files"]:
             # A plain file name: the record must not point outside its config folder.
             if not (isinstance(f, dict) and isinstance(f.get("name"), str) and f["name"] == Path(f["name"]).name
-                    and f["name"] not in ("", ".", "..") and _is_count(f.get("bytes")) and _is_count(f.get("rows"))
+                    and f["name"] not in ("", ".", "..") and is_count(f.get("bytes")) and is_count(f.get("rows"))
                     and _is_sha256(f.get("sha256"))):
                 return (f"splits.{name}.files: allowed objects {{name, bytes, rows, sha256}} naming a file of the "
                         "config folder")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..builders import ParameterError, task_params
+from ..builders import task_params
+from ..errors import ParameterError
 from ..files import check_writable
 from ..owned import is_ours, read_record, sha256, write_owned
 from ..builders.builder import CITATION

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from ..builders.config import ParameterError
+from ..errors import ParameterError
 from ..data.task import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, differences, fingerprint_differences,
                    fingerprint_of, grammar_sha256, load_task, model_view, resolve_hub_id)
 from ..evaluation.metrics import IGNORE

@@ -27,7 +27,7 @@ import numpy as np
 import psutil
 
 from selectivbench.builders import SelectivBench, task_params
-from selectivbench.builders.builder import ShardPool, sampler_for, shard_ranges
+from selectivbench.builders.shards import ShardPool, sampler_for, shard_ranges
 from selectivbench.builders.ceiling import bayes_ceiling
 from selectivbench.hub.dataset_folder import CEILING_SAMPLES
 

@@ -15,7 +15,8 @@ from datasets import load_dataset
 from huggingface_hub import DatasetCard
 
 from selectivbench.builders import ParameterError, SelectivBench, task_params
-from selectivbench.builders.builder import build_split, element_index_dtype
+from selectivbench.builders.shards import element_index_dtype
+from selectivbench.builders.split_cache import build_split
 from selectivbench.hub.dataset_folder import BUILD_PREFIX, check_config_folder, generate_folder, load_config_folder, \
     publish_folder
 

@@ -126,7 +126,7 @@ def cmd_inspect(args) -> None:
         from .files import atomic_write_text
 
         try:
-            atomic_write_text(args.grammar_json, json.dumps(g.to_json_dict(), indent=1), new=True)
+            atomic_write_text(args.grammar_json, g.to_json(), new=True)
         except FileExistsError:  # it appeared while the samples were drawn: the user's file stays
             raise ParameterError(f"grammar_json={args.grammar_json!r} is invalid: allowed a path that does not "
                                  "exist yet (a file appeared there while this ran; never overwritten)") from None

@@ -144,7 +144,7 @@ def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = 
             check(Task(config, DatasetDict(), params, grammar, sizes))
         data = {s: load_config_folder(folder, config, split=s, cache_dir=cache_dir) for s in splits}
         return Task(config, DatasetDict(data), params, grammar, sizes)
-    from ..builders.builder import build_split
+    from ..builders.split_cache import build_split
 
     builder = make_builder(config, cache_dir=cache_dir, **overrides)
     sizes = builder.config.split_sizes  # validates every parameter

@@ -33,8 +33,9 @@ from ..owned import is_ours, read_record as read_owned_record, remove_owned, sha
 from ..errors import ParameterError, check_choice, is_count, is_number
 from ..builders import (TASKS, Grammar, Sampler, SelectivBench, TaskParams,
                        make_grammar)
-from ..builders.builder import (CITATION, SelectivBenchBuilderConfig, ShardPool, exit_if_orphaned, features_of,
-                               max_steps_per_sample, sampler_for, shard_job, shard_ranges)
+from ..builders.builder import CITATION, SelectivBenchBuilderConfig
+from ..builders.shards import (ShardPool, exit_if_orphaned, features_of, max_steps_per_sample, sampler_for, shard_job,
+                               shard_ranges)
 from ..builders.config import params_problem, task_description
 
 CARD_TEMPLATE = resources.files("selectivbench.hub") / "dataset_card.md"
@@ -172,7 +173,7 @@ def build_config(config: SelectivBenchBuilderConfig, folder: Path, pool: ShardPo
         splits[split], c = write_split(pool, p, split, n, folder)
         ceiling.append({"split": split, "element_accuracy": c["element_correct"] / c["elements"],
                         "step_accuracy": c["step_correct"] / c["steps"], "num_samples": min(n, CEILING_SAMPLES)})
-    make_grammar(p).save(folder / "grammar.json")
+    atomic_write_text(folder / "grammar.json", make_grammar(p).to_json())
     record = {"format": RECORD_FORMAT, "config": config.name, "description": config.description,
               "command": command, "params": p.to_dict(), "sizes": config.split_sizes, "stats": stats.get(),
               "ceiling": ceiling, "splits": splits, "grammar_sha256": file_sha256(folder / "grammar.json")}

@@ -34,13 +34,10 @@ def test_publish_model_writes_a_card_that_matches_the_evaluation_and_loads_as_re
     by_hand = evaluate([str(ckpt)], ["complexity"], splits=["validation", "test"], cpu=True, **{**DATA, "seed": 3})
     rows = {r["split"]: r for r in by_hand}
     assert set(rows) == {"validation", "test"} and {r["seed"] for r in rows.values()} == {3}
-    # an earlier version's card (no marker) is this command's too: replaced, never refused
-    old_card = "---\n---\n# x\n\nA `mamba2` sequence model trained on **SelectivBench** " \
-               "(arXiv:[2601.12598](https://arxiv.org/abs/2601.12598)),\nconfig `complexity`\n"
-    (ckpt / "README.md").write_text(old_card)
-    (ckpt / "selectivbench_card.json").unlink()  # a checkpoint of a version before the card's record
+    # a card without its record is not this command's (ownership is the sha256 record alone): refused, kept
+    (ckpt / "selectivbench_card.json").unlink()
     assert main(["publish-model", str(ckpt), "--repo-id", "org/sb-mamba2", "--dry-run",
-                 "--dataset-repo", "org/selectivbench"]) == 0
+                 "--dataset-repo", "org/selectivbench"]) == 2
     assert ModelCard.load(ckpt / "README.md").text == card.text and not (run / "publish_eval.jsonl").exists()
     for split, r in rows.items():
         e = evals[(split, "element_accuracy")]

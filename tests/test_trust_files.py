@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from selectivbench.cli import main
+from selectivbench.errors import ParameterError
 from selectivbench.training import loop as train_module
 from selectivbench.hub.dataset_folder import generate_folder
 from selectivbench.training.loop import TRAIN_LOCK, TrainArgs, train
@@ -231,7 +232,7 @@ def test_an_edited_dataset_card_is_kept_and_the_command_refuses_naming_it(made, 
                f"move {readme} away" in err
         assert snapshot(data) == before
     from selectivbench.hub.dataset_folder import CARD_RECORD
-    from selectivbench.owned import sha256
+    from selectivbench.files import sha256
 
     readme.unlink()  # moved away: the next call writes a new card, recorded
     assert main(["generate", "distractor", "--out", str(data), *TINY_FLAGS]) == 0
@@ -242,12 +243,15 @@ def test_an_edited_dataset_card_is_kept_and_the_command_refuses_naming_it(made, 
     assert json.loads((data / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
 
 
-def test_a_dataset_card_of_a_folder_before_the_record_is_ours_by_its_marker(made, tmp_path):
+def test_a_dataset_card_without_its_record_is_kept_even_with_the_marker(made, tmp_path):
+    """Ownership is the sha256 record alone (no marker fallback for folders of an unreleased version)."""
     data = tmp_path / "data"
     shutil.copytree(made / "data", data)
     (data / "selectivbench_card.json").unlink()
-    generate_folder(["distractor"], data, **TINY)
-    assert "distractor" in (data / "README.md").read_text() and (data / "selectivbench_card.json").is_file()
+    before = snapshot(data)
+    with pytest.raises(ParameterError, match="its README.md was not written by selectivbench, or was edited since"):
+        generate_folder(["distractor"], data, **TINY)
+    assert snapshot(data) == before
 
 
 def test_an_edited_model_card_is_kept_and_publish_model_refuses_naming_it(made, tmp_path, capsys):
@@ -266,7 +270,7 @@ def test_an_edited_model_card_is_kept_and_publish_model_refuses_naming_it(made, 
            "since (this one is not, and would be replaced by the card: move it away; a card edited since it was " \
            "written is yours)" in one_error_line(capsys)
     assert snapshot(ckpt) == before
-    from selectivbench.owned import sha256
+    from selectivbench.files import sha256
     from selectivbench.hub.model import CARD_RECORD
 
     readme.write_bytes(card)  # the user's edit undone: ours again

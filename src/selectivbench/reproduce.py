@@ -40,14 +40,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .files import atomic_write_text, file_lock, replaced
+from .files import atomic_write_text, file_lock, read_record, replaced, sha256, write_record
 from .builders import TaskParams, task_params
 from .errors import ParameterError, check_choice, is_number
 from .builders.builder import PAPER_SIZES
 from .builders.config import TASKS, duration_to_steps, gap_of_split, gap_split
 from .evaluation.evaluate import FIELDS
 from .models import MIXERS
-from .owned import read_record, sha256, write_record
 from .training.args import TrainArgs, check_train_args
 
 LAUNCHERS = ("local", "ray")

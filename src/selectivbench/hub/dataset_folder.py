@@ -28,8 +28,8 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from ..files import UMASK, atomic_write_text
-from ..owned import is_ours, read_record as read_owned_record, remove_owned, sha256, write_owned
+from ..files import (UMASK, atomic_write_text, is_ours, read_record as read_owned_record, remove_owned, swap_in,
+                     write_owned)
 from ..errors import ParameterError, check_choice, is_count, is_number
 from ..builders import (TASKS, Grammar, Sampler, SelectivBench, TaskParams,
                        make_grammar)
@@ -211,7 +211,8 @@ def generate_folder(configs: list[str], out: str | Path, num_proc: int | None = 
             # While configs are swapped, the card leaves them out: a config killed mid-swap does not load.
             write_card(out, repo_id, leave_out=set(builds))
             for name in list(builds):
-                _swap_in(builds.pop(name), out / name)
+                swap_in(builds.pop(name), out / name,
+                        out / f"{BUILD_PREFIX}old-{name}-{os.getpid()}-{secrets.token_hex(4)}")
         finally:
             for build in builds.values():
                 shutil.rmtree(build, ignore_errors=True)
@@ -313,16 +314,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _swap_in(build: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f"{BUILD_PREFIX}old-{target.name}-{os.getpid()}-{secrets.token_hex(4)}")
-        os.rename(target, old)
-    os.rename(build, target)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 @contextlib.contextmanager
@@ -499,21 +490,18 @@ def load_config_folder(folder: str | Path, config: str, split: str | None = None
 # ---------------------------------------------------------------- the card
 
 
-CARD_RECORD = "selectivbench_card.json"  # the sha256 of the card as written (owned.py); never uploaded
+CARD_RECORD = "selectivbench_card.json"  # the sha256 of the card as written (files.py); never uploaded
 CARD_WRITER = "selectivbench generate"
 
 
 def card_record(out: Path, field: str, allowed: str) -> dict[str, list[str]]:
     """The record of the folder's card, after checking that its README.md is the card this package
     wrote, unchanged since (or absent): a card the user edited, or their own README, is never replaced
-    (ParameterError naming `field`). A folder of a version before the record: a card with the marker
-    line is ours."""
+    (ParameterError naming `field`)."""
     readme = Path(out) / "README.md"
     refusal = f"{field}={str(out)!r} is invalid: allowed {allowed}"
-    record = read_owned_record(Path(out) / CARD_RECORD, CARD_WRITER, f"{refusal}, whose {CARD_RECORD} is the card's record")
-    if record is None:
-        legacy = readme.is_file() and not readme.is_symlink() and CARD_MARKER in readme.read_text(errors="replace")
-        record = {"README.md": [sha256(readme.read_bytes())]} if legacy else {}
+    record = read_owned_record(Path(out) / CARD_RECORD, CARD_WRITER,
+                               f"{refusal}, whose {CARD_RECORD} is the card's record") or {}
     if not is_ours(readme, record):
         raise ParameterError(f"{refusal} (its README.md was not written by selectivbench, or was edited since: it "
                              f"is never replaced; move {readme} away)")
@@ -626,7 +614,7 @@ def publish_folder(folder: str | Path, repo_id: str, dry_run: bool = False, priv
     (with dry_run: only list it). Nothing is written unless every check passes."""
     folder = Path(folder)
     readme = folder / "README.md"
-    if not readme.exists() or CARD_MARKER not in readme.read_text(errors="replace"):
+    if not readme.exists() or not (folder / CARD_RECORD).exists():
         raise ParameterError(f"folder={str(folder)!r} is invalid: allowed a folder made by `selectivbench generate`")
     card_record(folder, "folder", "a folder whose card `selectivbench generate` wrote")  # an edited card stays
     check_repo_id(repo_id)

@@ -16,8 +16,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..builders import task_params
 from ..errors import ParameterError
-from ..files import check_writable
-from ..owned import is_ours, read_record, sha256, write_owned
+from ..files import check_writable, is_ours, read_record, write_owned
 from ..builders.builder import CITATION
 from ..data.task import checkpoint_record, resolve_hub_id
 from .dataset_folder import check_can_upload, check_repo_id
@@ -198,31 +197,17 @@ def model_files(checkpoint: str | Path) -> list[str]:
     return files
 
 
-# the first line of the cards written before CARD_MARKER existed
-OLD_CARD_LINE = "sequence model trained on **SelectivBench** (arXiv:[2601.12598](https://arxiv.org/abs/2601.12598)),"
-
-
-def is_our_card(text: str) -> bool:
-    """A README.md that publish-model wrote: this version's marker, or an earlier version's card."""
-    return CARD_MARKER in text or OLD_CARD_LINE in text
-
-
-CARD_RECORD = "selectivbench_card.json"  # the sha256 of the card as written (owned.py); never uploaded
+CARD_RECORD = "selectivbench_card.json"  # the sha256 of the card as written (files.py); never uploaded
 CARD_WRITER = "selectivbench publish-model"
 
 
 def card_record(checkpoint: Path) -> dict[str, list[str]]:
     """The record of the checkpoint's card, after checking that its README.md is the card this command
-    wrote, unchanged since (or absent): a card the user edited, or their own README, is never replaced.
-    A checkpoint of a version before the record: a README with the card's marker (or an earlier
-    version's first line) is ours."""
+    wrote, unchanged since (or absent): a card the user edited, or their own README, is never replaced."""
     readme = checkpoint / "README.md"
     allowed = (f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench publish-model` and "
                "unchanged since")
-    record = read_record(checkpoint / CARD_RECORD, CARD_WRITER, f"{allowed}, beside {CARD_RECORD}, its record")
-    if record is None:
-        legacy = readme.is_file() and not readme.is_symlink() and is_our_card(readme.read_text(errors="replace"))
-        record = {"README.md": [sha256(readme.read_bytes())]} if legacy else {}
+    record = read_record(checkpoint / CARD_RECORD, CARD_WRITER, f"{allowed}, beside {CARD_RECORD}, its record") or {}
     if not is_ours(readme, record):
         raise ParameterError(f"{allowed} (this one is not, and would be replaced by the card: move it away; a card "
                              "edited since it was written is yours)")

@@ -33,7 +33,7 @@ from ..data.task import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_recor
                    fingerprint_of, grammar_sha256, load_task, model_view, resolve_hub_id)
 from ..evaluation.metrics import IGNORE
 from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from ..files import atomic_write_text, file_lock
+from ..files import atomic_write_text, file_lock, swap_in
 from .state import load_newest_state, newest_state_step, save_state
 from .args import TrainArgs, check_train_args
 
@@ -488,10 +488,7 @@ def repair_model_swap(out: Path) -> None:
     are removed. (A --resume of a finished run trains nothing: it saved nothing either.)"""
     final, tmp, old = model_swap_folders(out)
     if (tmp / RUN_FILE).is_file():  # complete, and newer than any model/ (save_model removes it first)
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
+        swap_in(tmp, final, old)
     for p in (tmp, old):
         shutil.rmtree(p, ignore_errors=True)
 
@@ -505,8 +502,5 @@ def save_model(accelerator, model, out: Path, meta: dict) -> None:
             shutil.rmtree(p, ignore_errors=True)
         accelerator.unwrap_model(model).save_pretrained(tmp)
         atomic_write_text(tmp / RUN_FILE, json.dumps(meta, indent=1))
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, final, old)
     accelerator.wait_for_everyone()

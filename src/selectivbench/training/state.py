@@ -8,13 +8,13 @@ saving resumes from the newest state that loads.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..files import swap_in
 from ..errors import ParameterError, is_count, is_int
 
 
@@ -110,8 +110,7 @@ def save_state(accelerator, state_dir: Path, step: int, model, optimizer, schedu
         (tmp / "progress.json").write_text(json.dumps({**progress, "num_processes": accelerator.num_processes}))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        swap_in(tmp, final, state_dir / f"step-{step}.old")
         for old in complete_states(state_dir)[keep:]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()

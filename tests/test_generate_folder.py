@@ -17,8 +17,9 @@ from huggingface_hub import DatasetCard
 from selectivbench.builders import ParameterError, SelectivBench, task_params
 from selectivbench.builders.shards import element_index_dtype
 from selectivbench.builders.split_cache import build_split
-from selectivbench.hub.dataset_folder import BUILD_PREFIX, check_config_folder, generate_folder, load_config_folder, \
-    publish_folder
+from selectivbench.hub.dataset_records import BUILD_PREFIX, check_config_folder, load_config_folder
+from selectivbench.hub.dataset_folder import generate_folder
+from selectivbench.hub.upload import publish_folder
 
 SMALL = dict(num_train=20, num_validation=6, num_test=4, seq_len=40)
 
@@ -223,7 +224,7 @@ def test_the_cards_example_is_a_sample_of_a_split_the_config_has(tmp_path):
     """Without a validation split the card showed a "first validation sample" that is in no split."""
     from selectivbench.builders import make_grammar
     from selectivbench.builders.sampler import Sampler
-    from selectivbench.hub.dataset_folder import render_sample
+    from selectivbench.hub.dataset_card import render_sample
 
     out = tmp_path / "data"
     generate_folder(["complexity"], out, **{**SMALL, "num_validation": 0}, grammar_rng="selectivbench")

@@ -231,7 +231,7 @@ def test_an_edited_dataset_card_is_kept_and_the_command_refuses_naming_it(made, 
         assert "its README.md was not written by selectivbench, or was edited since: it is never replaced; " \
                f"move {readme} away" in err
         assert snapshot(data) == before
-    from selectivbench.hub.dataset_folder import CARD_RECORD
+    from selectivbench.hub.dataset_card import CARD_RECORD
     from selectivbench.files import sha256
 
     readme.unlink()  # moved away: the next call writes a new card, recorded

@@ -16,7 +16,8 @@ import torch
 from selectivbench.builders import ParameterError
 from selectivbench.cli import main
 from selectivbench.data.task import load_task
-from selectivbench.hub.dataset_folder import check_config_folder, generate_folder
+from selectivbench.hub.dataset_records import check_config_folder
+from selectivbench.hub.dataset_folder import generate_folder
 from selectivbench.training.loop import TrainArgs, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,7 +220,7 @@ def test_a_split_file_of_the_recorded_size_and_rows_but_other_content_is_refused
 
 def test_a_folder_loads_the_files_generation_json_records_whatever_the_card_says(made, tmp_path):
     """The card's YAML is a user's to edit; the data a config holds is what generation.json records."""
-    from selectivbench.hub.dataset_folder import load_config_folder
+    from selectivbench.hub.dataset_records import load_config_folder
 
     data = copy_folder(made / "data", tmp_path / "data")
     card = data / "README.md"

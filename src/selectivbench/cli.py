@@ -71,7 +71,8 @@ def cmd_generate(args) -> None:
     if args.num_proc is not None:
         check_int("num_proc", args.num_proc, 1)
     from .builders import Sampler, make_grammar
-    from .hub.dataset_folder import example_split, generate_folder, render_sample
+    from .hub.dataset_card import example_split, render_sample
+    from .hub.dataset_folder import generate_folder
 
     result = generate_folder(args.configs, args.out, num_proc=args.num_proc, repo_id=args.repo_id,
                              command="selectivbench " + shlex.join(sys.argv[1:]),
@@ -91,7 +92,7 @@ def cmd_generate(args) -> None:
 
 
 def cmd_publish_dataset(args) -> None:
-    from .hub.dataset_folder import publish_folder
+    from .hub.upload import publish_folder
 
     files = publish_folder(args.folder, args.repo_id, dry_run=args.dry_run, private=args.private)
     verb = "Would upload" if args.dry_run else "Uploaded"
@@ -108,7 +109,7 @@ MAX_INSPECT_SAMPLES = 10_000  # the ceiling's standard error is then at most 0.0
 def cmd_inspect(args) -> None:
     check_int("samples", args.samples, 1, MAX_INSPECT_SAMPLES)
     from .builders import Sampler, bayes_ceiling, make_grammar, task_params
-    from .hub.dataset_folder import render_sample
+    from .hub.dataset_card import render_sample
 
     p = task_params(args.config, **_task_overrides(args))
     if args.grammar_json is not None:
@@ -146,7 +147,7 @@ def check_new_file(path: str, field: str) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ParameterError(f"{field}={path!r} is invalid: allowed a path in a writable folder ({parent})")
-    from .hub.dataset_folder import check_outside_configs
+    from .hub.dataset_records import check_outside_configs
 
     check_outside_configs(parent, field)
 

@@ -623,7 +623,7 @@ def check_out_folder(out: str, folder: Path) -> None:
     for path in (Path(out), folder):
         if path.exists() and not path.is_dir():
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder ({path} is a file)")
-    from .hub.dataset_folder import check_outside_configs
+    from .hub.dataset_records import check_outside_configs
 
     check_outside_configs(folder, "out")
     existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest

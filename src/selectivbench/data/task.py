@@ -128,7 +128,8 @@ def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = 
     """A config of a generated folder or Hub dataset, or built here with overrides. Only `splits`
     (default: all, train only `with_train`) are read or built, and `check(task_without_data)` runs
     before any of that work."""
-    from ..hub.dataset_folder import check_config_folder, load_config_folder, make_builder
+    from ..hub.dataset_records import check_config_folder, load_config_folder
+    from ..hub.dataset_folder import make_builder
 
     if data_dir is not None:
         if overrides:

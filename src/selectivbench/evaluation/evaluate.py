@@ -225,7 +225,7 @@ def check_table_path(out: str) -> None:
     parent = base.parent
     if parent.exists() and not parent.is_dir():
         raise ParameterError(f"out={out!r} is invalid: allowed a path in a folder ({parent} is a file)")
-    from ..hub.dataset_folder import check_outside_configs
+    from ..hub.dataset_records import check_outside_configs
 
     check_outside_configs(parent, "out")
     check_writable(parent, "out", out)

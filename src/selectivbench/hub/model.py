@@ -19,7 +19,7 @@ from ..errors import ParameterError
 from ..files import check_writable, is_ours, read_record, write_owned
 from ..builders.builder import CITATION
 from ..data.task import checkpoint_record, resolve_hub_id
-from .dataset_folder import check_can_upload, check_repo_id
+from .upload import check_can_upload, check_repo_id
 
 CARD_TEMPLATE = resources.files("selectivbench.hub") / "model_card.md"
 HYPER = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "max_steps", "epochs",

@@ -312,7 +312,7 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
         raise ParameterError("output_dir='' is invalid: allowed a folder path (not empty)")
     if out.exists() and not out.is_dir():
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a folder (it is a file)")
-    from ..hub.dataset_folder import check_outside_configs
+    from ..hub.dataset_records import check_outside_configs
 
     check_outside_configs(out, "output_dir")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))

@@ -25,7 +25,8 @@ from selectivbench.data.task import SelectivBenchCollator, load_task, model_view
 from selectivbench.training.trainer import SelectivBenchTrainer
 from selectivbench.evaluation.metrics import compute_metrics, preprocess_logits_for_metrics
 from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from selectivbench.training.loop import absolute_data_dir, write_run_record
+from selectivbench.training.run_folder import absolute_data_dir
+from selectivbench.training.record import write_run_record
 
 
 @dataclass

@@ -15,7 +15,8 @@ from selectivbench.builders import ParameterError, SelectivBench, TaskParams, ta
 from selectivbench.cli import main
 from selectivbench.data.task import load_task
 from selectivbench.hub.dataset_folder import generate_folder
-from selectivbench.training.loop import TrainArgs, train
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import train
 
 TINY = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=32, num_validation=8, num_test=8)
 TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]

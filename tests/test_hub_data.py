@@ -8,7 +8,8 @@ from huggingface_hub import constants
 from selectivbench.builders import ParameterError
 from selectivbench.data.task import load_task, resolve_hub_id
 from selectivbench.hub.dataset_folder import generate_folder
-from selectivbench.training.loop import TrainArgs, train
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import train
 
 SMALL = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=20, num_train=64, num_validation=16,
              num_test=16)

@@ -9,7 +9,8 @@ from selectivbench.cli import main
 from selectivbench.evaluation.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
 from selectivbench.data.task import RUN_FILE
-from selectivbench.training.loop import TrainArgs, train
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import train
 
 from helpers import assert_loads_without_selectivbench
 

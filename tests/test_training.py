@@ -16,7 +16,9 @@ from selectivbench.builders.sampler import Sampler
 from selectivbench.data.task import SelectivBenchCollator, load_task, model_view
 from selectivbench.evaluation.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
-from selectivbench.training.loop import TrainArgs, model_config, train, write_run_record
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import model_config, train
+from selectivbench.training.record import write_run_record
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=30, num_train=2000, num_validation=100,

@@ -16,7 +16,9 @@ from selectivbench.cli import main
 from selectivbench.errors import ParameterError
 from selectivbench.training import loop as train_module
 from selectivbench.hub.dataset_folder import generate_folder
-from selectivbench.training.loop import TRAIN_LOCK, TrainArgs, train
+from selectivbench.training.run_folder import TRAIN_LOCK
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import train
 
 TINY = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=32, num_validation=8, num_test=8)
 TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]

@@ -18,7 +18,8 @@ from selectivbench.cli import main
 from selectivbench.data.task import load_task
 from selectivbench.hub.dataset_records import check_config_folder
 from selectivbench.hub.dataset_folder import generate_folder
-from selectivbench.training.loop import TrainArgs, train
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=32, num_validation=8, num_test=8)

@@ -420,7 +420,7 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
         # local runs use a GPU when there is one; a Ray run only when it was given one
         cpu = launcher == "ray" and not gpus_per_run
         specs = [run_spec(task, s, r, folder, cpu) for r in runs if r.key not in done]
-        from .training.loop import check_output_dir
+        from .training.run_folder import check_output_dir
 
         for spec in specs:  # a bad combination, or a run folder holding a user's files, is one error now,
             args = TrainArgs(**spec["train"])  # not a failure per run after the others trained

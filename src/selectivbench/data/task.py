@@ -189,7 +189,7 @@ def checkpoint_record(checkpoint: str | Path) -> dict:
 
 
 def _run_record_problem(run) -> str | None:
-    """What in a checkpoint's record differs from what `train.run_card` writes (the fields read), or None."""
+    """What in a checkpoint's record differs from what `training.record.run_record` writes (the fields read), or None."""
     from ..builders.config import TASKS
 
     if not isinstance(run, dict):

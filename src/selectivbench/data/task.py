@@ -21,7 +21,7 @@ from ..builders import Grammar, TaskParams
 from ..builders.config import params_problem
 from ..errors import ParameterError, is_count
 from ..builders.sampler import split_code
-from ..evaluation.metrics import IGNORE
+from ..models.configuration_selectivbench import IGNORE_INDEX
 
 MODEL_COLUMNS = ("input_ids", "labels", "element_index", "index")
 RUN_FILE = "selectivbench_run.json"  # written next to a checkpoint by `selectivbench train`
@@ -272,7 +272,7 @@ class SelectivBenchCollator:
     def __call__(self, rows: list[dict]) -> dict:
         B, T = len(rows), max(len(r["input_ids"]) for r in rows)
         batch = {"input_ids": torch.full((B, T), self.vocab_size, dtype=torch.long),
-                 "labels": torch.full((B, T), IGNORE, dtype=torch.long),
+                 "labels": torch.full((B, T), IGNORE_INDEX, dtype=torch.long),
                  "element_index": torch.full((B, T), -1, dtype=torch.long)}
         for i, r in enumerate(rows):
             n = len(r["input_ids"])

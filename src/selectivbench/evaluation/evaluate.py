@@ -28,7 +28,8 @@ from ..errors import ParameterError, check_int
 from ..builders.ceiling import ceiling_counts
 from ..builders.sampler import Sampler
 from ..data.task import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
-from .metrics import IGNORE, accuracies, window_predictions
+from ..models.configuration_selectivbench import IGNORE_INDEX
+from .metrics import accuracies, element_starts, step_cross_entropy, window_predictions
 from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from ..models.modeling_selectivbench import AUTO_MAP
 from ..training.state import shapes, weights_mismatch
@@ -58,12 +59,9 @@ def per_sample_counts(logits, labels, element_index) -> torch.Tensor:
     """(B, 5): element correct, elements, step correct, steps, summed loss; one row per sample,
     so that gather_for_metrics can drop the duplicates of an uneven last batch."""
     step_pred, element_pred = window_predictions(logits, labels, element_index)
-    valid = labels != IGNORE
-    first = valid.clone()
-    first[:, 1:] &= element_index[:, 1:] != element_index[:, :-1]
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision up, float64 kept
-    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
-                                             reduction="none").sum(1)
+    valid = labels != IGNORE_INDEX
+    first = element_starts(valid, element_index)
+    loss = step_cross_entropy(logits, labels).sum(1)
     rows = [((element_pred == labels) & first).sum(1), first.sum(1), ((step_pred == labels) & valid).sum(1),
             valid.sum(1), loss]
     return torch.stack([r.double() for r in rows], 1)

@@ -29,7 +29,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from ..data.task import SelectivBenchCollator, Task, fingerprint_of, load_task, model_view
 from ..errors import ParameterError
-from ..evaluation.metrics import IGNORE
+from ..models.configuration_selectivbench import IGNORE_INDEX
 from ..files import atomic_write_text
 from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from .args import TrainArgs, check_train_args
@@ -256,7 +256,7 @@ def accumulate_step(accelerator, model, batches: list[dict]) -> torch.Tensor:
     mean. Each micro-batch's summed loss is divided by the global count of labelled steps, and times
     the number of processes because DDP averages the processes' gradients: a mean of per-batch or
     per-process means would weigh a short sequence's steps more than a long one's."""
-    counts = torch.stack([(b["labels"] != IGNORE).sum() for b in batches])
+    counts = torch.stack([(b["labels"] != IGNORE_INDEX).sum() for b in batches])
     # each micro-batch's share of the labelled steps: exactly 1.0 for one batch on one process, whose
     # gradients are then the plain mean's, bit for bit
     shares = counts / accelerator.reduce(counts.sum(), "sum").clamp_min(1)
@@ -274,7 +274,7 @@ def accumulate_step(accelerator, model, batches: list[dict]) -> torch.Tensor:
 class RepeatedRows:
     """With several processes, accelerate completes an epoch's last, short global batch with samples
     from the epoch's start, so that every process gets its equal share (`even_batches`). Those rows
-    get IGNORE labels here: they weigh nothing, and 1 and N processes take the same steps."""
+    get IGNORE_INDEX labels here: they weigh nothing, and 1 and N processes take the same steps."""
 
     def __init__(self, accelerator, num_samples: int, batch_size: int, num_batches: int):
         short = num_samples % batch_size
@@ -286,7 +286,7 @@ class RepeatedRows:
         if index != self.last:
             return batch
         labels = batch["labels"].clone()
-        labels[self.real_rows:] = IGNORE
+        labels[self.real_rows:] = IGNORE_INDEX
         return {**batch, "labels": labels}
 
 def early_stop(progress: dict, score: float, patience: int) -> bool:

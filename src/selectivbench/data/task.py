@@ -89,9 +89,14 @@ def grammar_sha256(grammar: Grammar) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
+def is_local_path(data_dir) -> bool:
+    """A local folder, not a Hub id: one that exists, or a path written as one ('.', '/', '~')."""
+    return Path(data_dir).exists() or str(data_dir).startswith((".", "/", "~"))
+
+
 def resolve_hub_id(data_dir: str | None) -> str | None:
     """`ORG/NAME` when `data_dir` names a Hub dataset rather than a local folder, else None."""
-    if data_dir is None or Path(data_dir).exists() or str(data_dir).startswith((".", "/", "~")):
+    if data_dir is None or is_local_path(data_dir):
         return None
     parsed = parse_hub_id(str(data_dir))
     return parsed[0] if parsed else None
@@ -101,7 +106,7 @@ def resolve_data_dir(data_dir: str, config: str) -> Path:
     """A local folder as it is; a Hub dataset id `ORG/NAME[@revision]` or `hf://datasets/ORG/NAME[@rev][/sub]`
     through the Hub cache (so HF_HUB_OFFLINE and revision pinning work as everywhere in HF)."""
     local = Path(data_dir)
-    if local.exists() or data_dir.startswith((".", "/", "~")):
+    if is_local_path(data_dir):
         if not (local / config).is_dir():
             raise ParameterError(f"data_dir={data_dir!r} is invalid: allowed a folder with a {config!r} config "
                                  "(made by `selectivbench generate`)")

@@ -16,10 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import DatasetDict
+from huggingface_hub import snapshot_download
+from huggingface_hub.utils import parse_hf_uri
 
 from ..builders import Grammar, TaskParams
-from ..builders.config import params_problem
+from ..builders.config import TASKS, params_problem
+from ..builders.split_cache import build_split
 from ..errors import ParameterError, is_count
+from ..hub.dataset_folder import make_builder
+from ..hub.dataset_records import check_config_folder, load_config_folder
 from ..builders.sampler import split_code
 from ..models.configuration_selectivbench import IGNORE_INDEX
 
@@ -29,8 +34,6 @@ def parse_hub_id(data_dir: str) -> tuple[str, str | None, str | None] | None:
     """(ORG/NAME, revision, folder in the repo) of a Hub dataset id, or None. huggingface_hub's own
     parser, a bare `ORG/NAME[@revision][/folder]` read as `hf://datasets/...`: it knows revisions
     with slashes (`refs/pr/1`, or URL-encoded), which a regular expression split at the first '/'."""
-    from huggingface_hub.utils import parse_hf_uri
-
     try:
         uri = parse_hf_uri(data_dir if data_dir.startswith("hf://") else f"hf://datasets/{data_dir}")
     except Exception:  # HfUriError and kin: not a Hub id
@@ -116,8 +119,6 @@ def resolve_data_dir(data_dir: str, config: str) -> Path:
         raise ParameterError(f"data_dir={data_dir!r} is invalid: allowed a generated folder, ORG/NAME[@revision] "
                              "or hf://datasets/ORG/NAME[@revision]")
     repo_id, revision, sub = parsed
-    from huggingface_hub import snapshot_download
-
     prefix = f"{sub}/" if sub else ""
     try:
         root = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision,
@@ -133,9 +134,6 @@ def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = 
     """A config of a generated folder or Hub dataset, or built here with overrides. Only `splits`
     (default: all, train only `with_train`) are read or built, and `check(task_without_data)` runs
     before any of that work."""
-    from ..hub.dataset_records import check_config_folder, load_config_folder
-    from ..hub.dataset_folder import make_builder
-
     if data_dir is not None:
         if overrides:
             raise ParameterError(f"data_dir={data_dir!r} is invalid with task parameters {sorted(overrides)}: "
@@ -150,8 +148,6 @@ def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = 
             check(Task(config, DatasetDict(), params, grammar, sizes))
         data = {s: load_config_folder(folder, config, split=s, cache_dir=cache_dir) for s in splits}
         return Task(config, DatasetDict(data), params, grammar, sizes)
-    from ..builders.split_cache import build_split
-
     builder = make_builder(config, cache_dir=cache_dir, **overrides)
     sizes = builder.config.split_sizes  # validates every parameter
     params, grammar = builder.config.params, builder.grammar
@@ -195,8 +191,6 @@ def checkpoint_record(checkpoint: str | Path) -> dict:
 
 def _run_record_problem(run) -> str | None:
     """What in a checkpoint's record differs from what `training.record.run_record` writes (the fields read), or None."""
-    from ..builders.config import TASKS
-
     if not isinstance(run, dict):
         return "a JSON object"
     if run.get("task") not in TASKS:

@@ -20,9 +20,12 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from safetensors import safe_open
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
+from ..hub.dataset_records import check_outside_configs
 from ..files import check_writable, file_lock, replaced
 from ..errors import ParameterError, check_int
 from ..builders.ceiling import ceiling_counts
@@ -78,8 +81,6 @@ def check_weights(checkpoint: str | Path) -> None:
     checkpoint of an older block layout would then be scored as a partly untrained model. Reads
     what from_pretrained(use_safetensors=True) reads: model.safetensors, else the shards its index
     names (never a pickle)."""
-    from safetensors import safe_open
-
     folder = Path(checkpoint)
     check_model_type(folder)
     files = [folder / name for name in weight_files(folder) if name.endswith(".safetensors")]
@@ -127,8 +128,6 @@ def weight_files(checkpoint: str | Path) -> list[str]:
     """The weight files of a checkpoint, by name: model.safetensors, else the index and the shards it
     names, each a file of the folder itself (a name like '../x' or '/etc/x' would read, and upload,
     a file outside it). ParameterError naming the checkpoint otherwise."""
-    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
-
     folder = Path(checkpoint)
     if (folder / SAFE_WEIGHTS_NAME).is_file():
         return [SAFE_WEIGHTS_NAME]
@@ -223,8 +222,6 @@ def check_table_path(out: str) -> None:
     parent = base.parent
     if parent.exists() and not parent.is_dir():
         raise ParameterError(f"out={out!r} is invalid: allowed a path in a folder ({parent} is a file)")
-    from ..hub.dataset_records import check_outside_configs
-
     check_outside_configs(parent, "out")
     check_writable(parent, "out", out)
     for path, ours in zip(table_paths(out), (_our_jsonl, _our_csv)):

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from ..builders import TASKS, Sampler, SelectivBench, TaskParams, make_grammar
 from ..builders.builder import SelectivBenchBuilderConfig
@@ -50,8 +51,6 @@ def _check_config(config: str) -> None:
 def grammar_stats(sampler: Sampler) -> dict:
     # One BLAS thread: on a loaded 2-core machine, threaded OpenBLAS spins and the dense
     # eigenvalues of the topological entropy take 10x longer.
-    from threadpoolctl import threadpool_limits
-
     g = sampler.grammar
     with threadpool_limits(1):
         return {"num_states": g.num_states, "num_edges": g.num_edges,

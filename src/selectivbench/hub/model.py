@@ -12,13 +12,17 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from transformers.dynamic_module_utils import get_relative_import_files
 
 from ..builders import task_params
-from ..errors import ParameterError
-from ..files import check_writable, is_ours, read_record, write_owned
 from ..builders.builder import CITATION
-from ..data.task import checkpoint_record, resolve_hub_id
+from ..data.task import RUN_FILE, checkpoint_record, resolve_hub_id
+from ..errors import ParameterError
+from ..evaluation.evaluate import (append_rows, check_model_type, check_table_path, check_weights, evaluate,
+                                   weight_files)
+from ..files import check_writable, is_ours, read_record, write_owned
+from ..models import SelectivBenchConfig, taxonomy_rows
 from .upload import check_can_upload, check_repo_id
 
 CARD_TEMPLATE = resources.files("selectivbench.hub") / "model_card.md"
@@ -35,8 +39,6 @@ def results_for(checkpoint: Path, results: str | None) -> list[dict]:
     """The newest row of each (config, split) of this checkpoint: from the table `results`, or
     evaluated now (every split but train) when it is None."""
     if results is None:
-        from ..evaluation.evaluate import evaluate
-
         return evaluate([str(checkpoint)])
     path = Path(results)
     try:
@@ -87,9 +89,6 @@ def dataset_args(run: dict) -> dict:
 
 def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_repo: str | None = None) -> ModelCard:
     """The card of a checkpoint scored by `rows` (rows of `selectivbench evaluate`)."""
-    from ..evaluation.evaluate import check_model_type
-    from ..models import SelectivBenchConfig, taxonomy_rows
-
     checkpoint = Path(checkpoint)
     run = checkpoint_record(checkpoint)
     check_model_type(checkpoint)  # nothing shipped in the folder is imported, and nothing prompts
@@ -123,8 +122,6 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     an upload in offline mode is refused. Without `results` the checkpoint is evaluated now and the
     rows are appended to `<run>/publish_eval.{jsonl,csv}` only once the card is written and uploaded
     (never on a dry run), so a failed upload leaves no rows that a retry would repeat."""
-    from ..evaluation.evaluate import append_rows, check_table_path, check_weights
-
     check_repo_id(repo_id)
     if dataset_repo is not None:
         check_repo_id(dataset_repo, "dataset_repo", " of a Hub dataset")
@@ -152,8 +149,6 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
                              "publish-model` (one appeared or changed while this ran; never overwritten)") from None
     if not dry_run:
-        from huggingface_hub import HfApi
-
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(folder_path=str(checkpoint), repo_id=repo_id, commit_message="Upload SelectivBench model",
@@ -169,11 +164,6 @@ def model_files(checkpoint: str | Path) -> list[str]:
     names with the files that code imports (relative imports: what save_pretrained copies). Anything
     else there (an .env, notes, a link to a system file) stays home. A model file that is a link is
     refused: its target, from anywhere, would be sent."""
-    from transformers.dynamic_module_utils import get_relative_import_files
-
-    from ..data.task import RUN_FILE
-    from ..evaluation.evaluate import weight_files
-
     folder = Path(checkpoint)
     try:
         auto_map = json.loads((folder / "config.json").read_text()).get("auto_map") or {}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub import HfApi, constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
 from ..builders import TASKS
 from ..errors import ParameterError
 from .dataset_card import CARD_RECORD, card_record, write_card
@@ -13,8 +16,6 @@ from .dataset_records import RECORD, check_config_folder
 def check_repo_id(repo_id, field: str = "repo_id", what: str = "", org: bool = True) -> None:
     """ORG/NAME (org=False: also NAME alone) as the Hub accepts it (huggingface_hub's own validator),
     before any work."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     form = "ORG/NAME" if org else "NAME or ORG/NAME"
     allowed = f"allowed {form}{what} (letters, digits, '-', '_', '.'; no '--' or '..')"
     if not isinstance(repo_id, str) or repo_id.count("/") not in ((1,) if org else (0, 1)):
@@ -27,8 +28,6 @@ def check_repo_id(repo_id, field: str = "repo_id", what: str = "", org: bool = T
 
 def check_can_upload(repo_id: str) -> None:
     """An upload in offline mode would fail only at its first request: refuse it before any work."""
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         raise ParameterError(f"dry_run=False is invalid in offline mode (HF_HUB_OFFLINE=1): allowed --dry-run, "
                              f"or HF_HUB_OFFLINE unset to upload to {repo_id}")
@@ -57,7 +56,6 @@ def publish_folder(folder: str | Path, repo_id: str, dry_run: bool = False, priv
     files = ["README.md"] + sorted(f"{r['config']}/{name}" for r in records for name in
                                    [RECORD, "grammar.json", *(f["name"] for s in r["splits"].values() for f in s["files"])])
     if not dry_run:
-        from huggingface_hub import HfApi
         api = HfApi()
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",

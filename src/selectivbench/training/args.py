@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..builders.config import TASKS
 from ..errors import check_choice, check_int, check_real, fail
 
 OPTIMIZERS = ("adam", "adamw")
@@ -74,8 +75,7 @@ class TrainArgs:
 
 def check_train_args(a: TrainArgs) -> None:
     """One ParameterError naming the first bad field, before any work."""
-    from ..builders.config import TASKS
-    from ..models.configuration_selectivbench import LINEAR_INITS, MIXERS, NORMS
+    from ..models.configuration_selectivbench import LINEAR_INITS, MIXERS, NORMS  # transformers: kept off `--help`
 
     ints = {"d_model": 1, "n_layers": 1, "n_heads": 1, "d_state": 1, "num_householder": 1, "batch_size": 1,
             "warmup_steps": 0, "max_steps": 1, "grad_accum": 1, "eval_every": 1, "save_every": 1, "patience": 0,

@@ -20,6 +20,7 @@ from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
+import psutil
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
@@ -27,11 +28,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from ..builders import task_params
+from ..builders.builder import PAPER_SIZES
 from ..data.task import SelectivBenchCollator, Task, fingerprint_of, load_task, model_view
 from ..errors import ParameterError
+from ..evaluation.evaluate import evaluate_loader
 from ..models.configuration_selectivbench import IGNORE_INDEX
 from ..files import atomic_write_text
 from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
+from ..reproduce import parameter_count
 from .args import TrainArgs, check_train_args
 from .record import run_record
 from .run_folder import (check_output_dir, check_same_task, check_state_task, check_state_within, drop_log_after, log,
@@ -109,10 +114,6 @@ def check_fits_in_memory(args: TrainArgs, device: torch.device) -> None:
     cannot train: refused naming --d-model before the data is loaded (it was a raw allocator error
     after). Parameters counted exactly on the meta device (the task's own vocabulary and states when
     it is built here; the config's defaults for a data folder, a small term of the count)."""
-    from ..builders import task_params
-    from ..builders.builder import PAPER_SIZES
-    from ..reproduce import parameter_count
-
     p = task_params(args.config, **{k: v for k, v in args.task_overrides.items() if k not in PAPER_SIZES})
     count = parameter_count(args.mixer, p, args.d_model, args.n_layers, args.n_heads, args.d_state,
                             args.num_householder)
@@ -120,8 +121,6 @@ def check_fits_in_memory(args: TrainArgs, device: torch.device) -> None:
     if device.type == "cuda":
         available, where = torch.cuda.mem_get_info(device)[0], f"free on {device}"
     else:  # the processes of this machine share its memory, each with a copy
-        import psutil
-
         need *= int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         available, where = psutil.virtual_memory().available, "of memory available"
     if need > available:
@@ -145,8 +144,6 @@ def _train_locked(args: TrainArgs, task: Task | None, stop_after: int | None, ac
             raise ParameterError(f"{split}={args.data_dir or args.config!r} is invalid: allowed a task with at least "
                                  f"1 {split} sample to train")
     check_same_task(out, task, saved_run)
-    from ..evaluation.evaluate import evaluate_loader
-
     model = SelectivBenchForTokenClassification(model_config(args, task))
     optimizer = make_optimizer(args, model)
     steps = total_steps(args, len(task.data["train"]))

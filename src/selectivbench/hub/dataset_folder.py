@@ -111,20 +111,20 @@ def write_split(pool: ShardPool, p: TaskParams, split: str, n: int, folder: Path
     return {"num_examples": n, "num_bytes": num_bytes, "files": files}, counts
 
 
-def build_config(config: SelectivBenchBuilderConfig, folder: Path, pool: ShardPool, command: str) -> dict:
+def build_config(builder_config: SelectivBenchBuilderConfig, folder: Path, pool: ShardPool, command: str) -> dict:
     """Write every non-empty split of a config, its grammar.json and its generation.json into folder."""
-    p = config.params
+    p = builder_config.params
     stats = pool.submit(_stats_job, p)  # runs beside the shards
     splits, ceiling = {}, []
-    for split, n in config.split_sizes.items():
+    for split, n in builder_config.split_sizes.items():
         if n == 0:
             continue  # an empty split is left out of the folder (and of the card), which still loads
         splits[split], c = write_split(pool, p, split, n, folder)
         ceiling.append({"split": split, "element_accuracy": c["element_correct"] / c["elements"],
                         "step_accuracy": c["step_correct"] / c["steps"], "num_samples": min(n, CEILING_SAMPLES)})
     atomic_write_text(folder / "grammar.json", make_grammar(p).to_json())
-    record = {"format": RECORD_FORMAT, "config": config.name, "description": config.description,
-              "command": command, "params": p.to_dict(), "sizes": config.split_sizes, "stats": stats.get(),
+    record = {"format": RECORD_FORMAT, "config": builder_config.name, "description": builder_config.description,
+              "command": command, "params": p.to_dict(), "sizes": builder_config.split_sizes, "stats": stats.get(),
               "ceiling": ceiling, "splits": splits, "grammar_sha256": file_sha256(folder / "grammar.json")}
     _write_atomic(folder / RECORD, json.dumps(record, indent=1))
     return record
@@ -168,13 +168,13 @@ def generate_folder(configs: list[str], out: str | Path, num_proc: int | None = 
     return {"card": str(card), "configs": [_summary(summary[c]) for c in configs]}
 
 
-def _plan(config: str, kwargs: dict) -> SelectivBenchBuilderConfig:
-    _check_config(config)
-    plan = SelectivBenchBuilderConfig(name=config, task=config, **{k: v for k, v in kwargs.items() if v is not None})
+def _plan(task: str, kwargs: dict) -> SelectivBenchBuilderConfig:
+    _check_config(task)
+    plan = SelectivBenchBuilderConfig(name=task, task=task, **{k: v for k, v in kwargs.items() if v is not None})
     if not any(plan.split_sizes.values()):  # (split_sizes validates the parameters and sizes)
         raise ParameterError(f"num_train={plan.num_train!r} is invalid: allowed at least one sample in num_train, "
                              "num_validation or num_test (a config without any would not load)")
-    plan.description = task_description(config, plan.params)
+    plan.description = task_description(task, plan.params)
     sampler_for(plan.params)  # the grammar drawn and its law sized now, before the folder is touched (cached)
     return plan
 

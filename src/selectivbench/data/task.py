@@ -190,7 +190,8 @@ def checkpoint_record(checkpoint: str | Path) -> dict:
 
 
 def _run_record_problem(run) -> str | None:
-    """What in a checkpoint's record differs from what `training.record.run_record` writes (the fields read), or None."""
+    """What in a checkpoint's record differs from what `training.record.run_record` writes (the fields
+    read), or None."""
     if not isinstance(run, dict):
         return "a JSON object"
     if run.get("task") not in TASKS:

@@ -30,7 +30,8 @@ from ..files import check_writable, file_lock, replaced
 from ..errors import ParameterError, check_int
 from ..builders.ceiling import ceiling_counts
 from ..builders.sampler import Sampler
-from ..data.task import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
+from ..data.task import (SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task,
+                         model_view)
 from ..models.configuration_selectivbench import IGNORE_INDEX
 from .metrics import accuracies, element_starts, step_cross_entropy, window_predictions
 from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification

@@ -341,7 +341,8 @@ def files_of(folder):
 def test_evaluate_appends_only_to_its_own_tables(place, tmp_path):
     """A table evaluate wrote takes more rows (one header); a user's csv or jsonl of the same name is
     left byte for byte as it was, and nothing is written beside it."""
-    from selectivbench.evaluation.evaluate import FIELDS, evaluate
+    from selectivbench.evaluation.tables import FIELDS
+    from selectivbench.evaluation.evaluate import evaluate
 
     out = tmp_path / "t" / "eval"
     first = evaluate([str(place / "run" / "model")], out=str(out), splits=["test"], num_samples=4, cpu=True)
@@ -652,7 +653,7 @@ def test_publish_dataset_refuses_a_folder_without_configs(place, tmp_path, capsy
 def test_a_table_write_that_fails_leaves_both_tables_as_they_were(tmp_path, monkeypatch):
     """The disk fills while the csv is written: the jsonl must not have taken the rows alone (a retry
     would then add them to it twice)."""
-    from selectivbench.evaluation.evaluate import FIELDS, append_rows
+    from selectivbench.evaluation.tables import FIELDS, append_rows
 
     out = tmp_path / "eval"
     row = {k: 1 for k in FIELDS}

@@ -100,12 +100,12 @@ def test_a_second_train_into_a_folder_in_use_is_refused_at_once(made, tmp_path, 
 def test_two_evaluations_appending_to_one_table_keep_both_rows(tmp_path, monkeypatch):
     """While this process has read the old table and not yet renamed the new one over it, another
     process appends: without a lock, the rename dropped that process's row."""
-    from selectivbench.evaluation.evaluate import FIELDS, append_rows
+    from selectivbench.evaluation.tables import FIELDS, append_rows
 
     out = tmp_path / "eval"
     append_rows(str(out), [{**{k: 0 for k in FIELDS}, "model": "first"}])
     other = textwrap.dedent(f"""
-        from selectivbench.evaluation.evaluate import FIELDS, append_rows
+        from selectivbench.evaluation.tables import FIELDS, append_rows
         print("start", flush=True)
         append_rows({str(out)!r}, [{{**{{k: 0 for k in FIELDS}}, "model": "other"}}])
     """)

@@ -178,7 +178,7 @@ def cmd_evaluate(args) -> None:
              batch_size=args.batch_size, num_samples=args.num_samples, noise_seed=args.noise_seed, cpu=args.cpu,
              **_sizes(args), **_task_overrides(args))
     if _main_process():
-        from .evaluation.evaluate import table_paths
+        from .evaluation.tables import table_paths
 
         print("rows appended to {} and {}".format(*table_paths(args.out)))
 

@@ -45,7 +45,7 @@ from .builders import TaskParams, task_params
 from .errors import ParameterError, check_choice, is_number
 from .builders.builder import PAPER_SIZES
 from .builders.config import TASKS, duration_to_steps, gap_of_split, gap_split
-from .evaluation.evaluate import FIELDS
+from .evaluation.tables import FIELDS
 from .models import MIXERS
 from .training.args import TrainArgs, check_train_args
 

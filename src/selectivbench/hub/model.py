@@ -19,8 +19,8 @@ from ..builders import task_params
 from ..builders.builder import CITATION
 from ..data.task import RUN_FILE, checkpoint_record, resolve_hub_id
 from ..errors import ParameterError
-from ..evaluation.evaluate import (append_rows, check_model_type, check_table_path, check_weights, evaluate,
-                                   weight_files)
+from ..evaluation.tables import append_rows, check_table_path
+from ..evaluation.evaluate import check_model_type, check_weights, evaluate, weight_files
 from ..files import check_writable, is_ours, read_record, write_owned
 from ..models import SelectivBenchConfig, taxonomy_rows
 from .upload import check_can_upload, check_repo_id

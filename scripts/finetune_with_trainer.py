@@ -21,7 +21,9 @@ from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from selectivbench.data.task import SelectivBenchCollator, load_task, model_view
+from selectivbench.data.collator import SelectivBenchCollator, model_view
+
+from selectivbench.data.task import load_task
 from selectivbench.training.trainer import SelectivBenchTrainer
 from selectivbench.evaluation.metrics import compute_metrics, preprocess_logits_for_metrics
 from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification

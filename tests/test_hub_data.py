@@ -6,7 +6,8 @@ import pytest
 from huggingface_hub import constants
 
 from selectivbench.builders import ParameterError
-from selectivbench.data.task import load_task, resolve_hub_id
+from selectivbench.data.task import load_task
+from selectivbench.data.hub_ids import resolve_hub_id
 from selectivbench.hub.dataset_folder import generate_folder
 from selectivbench.training.args import TrainArgs
 from selectivbench.training.loop import train

@@ -13,7 +13,8 @@ import torch
 
 from selectivbench.builders import ParameterError, bayes_ceiling
 from selectivbench.builders.sampler import Sampler
-from selectivbench.data.task import SelectivBenchCollator, load_task, model_view
+from selectivbench.data.collator import SelectivBenchCollator, model_view
+from selectivbench.data.task import load_task
 from selectivbench.evaluation.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
 from selectivbench.training.args import TrainArgs

@@ -24,8 +24,8 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from ..errors import ParameterError, check_int
 from ..builders.ceiling import ceiling_counts
 from ..builders.sampler import Sampler
-from ..data.task import (SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task,
-                         model_view)
+from ..data.collator import SelectivBenchCollator, model_view
+from ..data.task import Task, check_compatible, checkpoint_record, checkpoint_task, load_task
 from ..models.configuration_selectivbench import IGNORE_INDEX
 from .metrics import accuracies, element_starts, step_cross_entropy, window_predictions
 from .tables import append_rows, check_table_path

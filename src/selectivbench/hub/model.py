@@ -17,7 +17,8 @@ from transformers.dynamic_module_utils import get_relative_import_files
 
 from ..builders import task_params
 from ..builders.builder import CITATION
-from ..data.task import RUN_FILE, checkpoint_record, resolve_hub_id
+from ..data.task import RUN_FILE, checkpoint_record
+from ..data.hub_ids import resolve_hub_id
 from ..errors import ParameterError
 from ..evaluation.tables import append_rows, check_table_path
 from ..evaluation.evaluate import check_model_type, check_weights, evaluate, weight_files

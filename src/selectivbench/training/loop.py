@@ -30,7 +30,8 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from ..builders import task_params
 from ..builders.builder import PAPER_SIZES
-from ..data.task import SelectivBenchCollator, Task, fingerprint_of, load_task, model_view
+from ..data.collator import SelectivBenchCollator, model_view
+from ..data.task import Task, fingerprint_of, load_task
 from ..errors import ParameterError
 from ..evaluation.evaluate import evaluate_loader
 from ..models.configuration_selectivbench import IGNORE_INDEX

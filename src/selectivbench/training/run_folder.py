@@ -11,7 +11,9 @@ from pathlib import Path
 
 from accelerate.utils import broadcast_object_list
 
-from ..data.task import RUN_FILE, Task, checkpoint_record, differences, fingerprint_differences, resolve_hub_id
+from ..data.task import RUN_FILE, Task, checkpoint_record, differences, fingerprint_differences
+
+from ..data.hub_ids import resolve_hub_id
 from ..errors import ParameterError
 from ..files import atomic_write_text, file_lock, swap_in
 from ..hub.dataset_records import check_outside_configs

@@ -489,16 +489,20 @@ def test_a_relative_data_folder_is_recorded_as_an_absolute_path(place, tmp_path,
                     max_steps=1, warmup_steps=0, batch_size=8, eval_every=1, save_every=1, cpu=True, quiet=True))
     record = json.loads((tmp_path / "r" / "model" / "selectivbench_run.json").read_text())
     assert record["data_dir"] == str(place / "data") == record["train_args"]["data_dir"]
-    # a run of an earlier version recorded it as given: the same relative folder still resumes it
+    args = TrainArgs(config="gapped", data_dir="data", output_dir=str(tmp_path / "r"), mixer="gru", d_model=8,
+                     max_steps=1, warmup_steps=0, batch_size=8, eval_every=1, save_every=1, cpu=True, quiet=True,
+                     resume=True)
+    train(args)  # the same relative folder resumes the run (it is recorded absolute on both sides)
+    # a train_args.json that records it relative, or lacks a field, is no run of this version: refused
     saved = tmp_path / "r" / "train_args.json"
-    saved.write_text(saved.read_text().replace(f'"data_dir": "{place / "data"}"', '"data_dir": "data"'))
-    assert '"data_dir": "data"' in saved.read_text()
-    # ... and had no fields added since (rope_theta, linear_init): they count as their defaults
-    older = {k: v for k, v in json.loads(saved.read_text()).items() if k not in ("rope_theta", "linear_init")}
-    saved.write_text(json.dumps(older))
-    train(TrainArgs(config="gapped", data_dir="data", output_dir=str(tmp_path / "r"), mixer="gru", d_model=8,
-                    max_steps=1, warmup_steps=0, batch_size=8, eval_every=1, save_every=1, cpu=True, quiet=True,
-                    resume=True))
+    recorded = saved.read_text()
+    saved.write_text(recorded.replace(f'"data_dir": "{place / "data"}"', '"data_dir": "data"'))
+    with pytest.raises(ParameterError, match=r"allowed with --resume only the arguments of the run there "
+                                             r"\(data_dir='.*' \(the run's: 'data'\)\)"):
+        train(args)
+    saved.write_text(json.dumps({k: v for k, v in json.loads(recorded).items() if k != "rope_theta"}))
+    with pytest.raises(ParameterError, match=r"\(rope_theta=10000.0 \(the run's: 'absent'\)\)"):
+        train(args)
 
 
 def test_a_save_killed_midway_leaves_no_state_and_resume_falls_back(monkeypatch, tmp_path):

@@ -60,12 +60,8 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume an empty folder or a run "
                              f"folder (its {saved_path.name} is missing or unreadable)") from None
     given = json.loads(json.dumps(asdict(args)))  # as the file holds them (tuples as lists)
-    # runs of earlier versions recorded a local data folder as given, maybe relative
-    saved["data_dir"] = absolute_data_dir(saved.get("data_dir"))
-    # a field an earlier version did not record had its default's behaviour then
-    defaults = json.loads(json.dumps(asdict(TrainArgs())))
-    differs = [f"{k}={v!r} (the run's: {saved.get(k, defaults[k])!r})" for k, v in given.items()
-               if k not in RESUME_MAY_CHANGE and saved.get(k, defaults[k]) != v]
+    differs = [f"{k}={v!r} (the run's: {saved.get(k, 'absent')!r})" for k, v in given.items()
+               if k not in RESUME_MAY_CHANGE and saved.get(k, 'absent') != v]
     if differs:
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume only the arguments of the "
                              f"run there ({'; '.join(differs)})")

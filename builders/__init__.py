@@ -9,7 +9,7 @@ _WHERE = {
     "BayesFilter": "ceiling", "bayes_ceiling": "ceiling",
     "TASK_DESCRIPTIONS": "config", "TASKS": "config", "ParameterError": "config", "TaskParams": "config",
     "task_params": "config",
-    "Grammar": "grammar", "make_grammar": "grammar",
+    "Grammar": "grammar", "make_grammar": "grammar_draw",
     "SampleBatch": "sampler", "Sampler": "sampler", "StringLaw": "sampler",
     "SelectivBench": "builder", "SelectivBenchBuilderConfig": "builder",
 }

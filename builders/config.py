@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ParameterError, check_choice, check_int, check_real, fail, is_int, is_number
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MAX_VOCAB = len(LETTERS) + 1  # the letters plus the end-of-string marker '#'
 # A gap step is the low 20 bits of the sampler's draw counters: no gap is longer than this
@@ -23,28 +25,18 @@ GAP_CONTENTS = ("silence", "distractor")
 GRAMMAR_RNGS = ("symseq", "selectivbench")
 
 
-class ParameterError(ValueError):
-    """A task or grammar parameter is outside its allowed range."""
-
-
-def _fail(name, value, allowed):
-    raise ParameterError(f"{name}={value!r} is invalid: allowed {allowed}")
-
-
 def _check_int(name, value, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, int):
-        _fail(name, value, f"an integer in [{low}, {high if high is not None else 'inf'}]")
-    if value < low or (high is not None and value > high):
-        _fail(name, value, f"[{low}, {high if high is not None else 'inf'}]")
+    bounds = f"[{low}, {high if high is not None else 'inf'}]"
+    if not is_int(value):
+        fail(name, value, f"an integer in {bounds}")
+    check_int(name, value, low, high, allowed=bounds)
 
 
 def _check_float(name, value, low, high=None, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _fail(name, value, "a finite number")
-    too_low = value <= low if low_open else value < low
-    if too_low or (high is not None and value > high):
-        lo = "(" if low_open else "["
-        _fail(name, value, f"{lo}{low}, {high if high is not None else 'inf'}]")
+    if not is_number(value):
+        fail(name, value, "a finite number")
+    check_real(name, value, low, math.inf if high is None else high, low_open,
+               allowed=f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}]")
 
 
 @dataclass(frozen=True)
@@ -202,23 +194,21 @@ def validate(p: TaskParams) -> None:
     _check_int("ambiguities", p.ambiguities, 0, p.vocab_size - 1)
     _check_int("ambiguity_depth", p.ambiguity_depth, 1 if p.ambiguities > 0 else 0)
     if p.ambiguities > 0 and p.ambiguity_depth > 256:
-        _fail("ambiguity_depth", p.ambiguity_depth, "[1, 256]")
+        fail("ambiguity_depth", p.ambiguity_depth, "[1, 256]")
     _check_float("density", p.density, 0.0, 1.0, low_open=True)
     num_plain_states = (p.vocab_size - 1 - p.ambiguities) + p.ambiguities * p.ambiguity_depth
     _check_int("start_states", p.start_states, 1, num_plain_states)
     _check_int("min_string_length", p.min_string_length, 1, p.seq_len - 1 if p.seq_len > 1 else 1)
     _check_int("seed", p.seed, 0, 2**63 - 1)
-    if p.grammar_rng not in GRAMMAR_RNGS:
-        _fail("grammar_rng", p.grammar_rng, f"one of {GRAMMAR_RNGS}")
+    check_choice("grammar_rng", p.grammar_rng, GRAMMAR_RNGS)
     if p.grammar_rng == "symseq" and p.ambiguity_depth < 1:  # the paper divides density by it
-        _fail("ambiguity_depth", p.ambiguity_depth, "[1, inf) with grammar_rng='symseq'")
+        fail("ambiguity_depth", p.ambiguity_depth, "[1, inf) with grammar_rng='symseq'")
     _check_int("seq_len", p.seq_len, 2)
     if p.seq_len_min is not None:
         _check_int("seq_len_min", p.seq_len_min, 1, p.seq_len)
     _check_int("gap_start", p.gap_start, 0)
     _check_float("gap_prob", p.gap_prob, 0.0, 1.0)
-    if p.gap_law not in GAP_LAWS:
-        _fail("gap_law", p.gap_law, f"one of {GAP_LAWS}")
+    check_choice("gap_law", p.gap_law, GAP_LAWS)
     _check_float("timestep", p.timestep, 0.0, low_open=True)
     if p.gap_law == "fixed":
         _check_float("gap_duration", p.gap_duration, 0.0, 1e4)
@@ -234,15 +224,14 @@ def validate(p: TaskParams) -> None:
         longest = math.inf
     if longest > MAX_GAP_STEPS:
         field_ = {"fixed": "gap_duration", "uniform": "gap_high", "lognormal": "gap_mean"}[p.gap_law]
-        _fail(field_, getattr(p, field_), f"a longest gap of at most {MAX_GAP_STEPS:,} steps of timestep="
+        fail(field_, getattr(p, field_), f"a longest gap of at most {MAX_GAP_STEPS:,} steps of timestep="
               f"{p.timestep} (this law draws gaps of up to {longest:,} steps)")
-    if p.gap_content not in GAP_CONTENTS:
-        _fail("gap_content", p.gap_content, f"one of {GAP_CONTENTS}")
+    check_choice("gap_content", p.gap_content, GAP_CONTENTS)
     _check_float("noise", p.noise, 0.0, 1.0)
     for g in p.test_gaps:
         _check_int("test_gaps", g, 0, 100_000)
     if len(set(p.test_gaps)) != len(p.test_gaps):
-        _fail("test_gaps", p.test_gaps, "distinct gap lengths")
+        fail("test_gaps", p.test_gaps, "distinct gap lengths")
 
 
 # The paper's four tasks (SPEC §4). Each is a set of overrides of TaskParams' defaults.
@@ -273,6 +262,5 @@ def task_description(task: str, params: TaskParams) -> str:
 
 
 def task_params(task: str, **overrides) -> TaskParams:
-    if task not in TASKS:
-        _fail("task", task, f"one of {tuple(TASKS)}")
+    check_choice("task", task, TASKS)
     return TaskParams(**{**TASKS[task], **overrides})

@@ -6,9 +6,12 @@ raise it as a `ParameterError`.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .config import LETTERS, ParameterError, TaskParams
+from ..errors import ParameterError, fail, is_int
+from .config import LETTERS, TaskParams
 
 KEYS = ("symbols", "states", "state_symbol", "start_states", "edges", "params")
 PROB_TOLERANCE = 1e-9  # relative: JSON round-trips floats exactly, this only absorbs other writers' rounding
@@ -18,12 +21,7 @@ class InvalidGrammar(ValueError):
     """What is wrong with a grammar dict (without the file name)."""
 
 
-def _fail(name, value, allowed):
-    raise InvalidGrammar(f"{name}={value!r} is invalid: allowed {allowed}")
-
-
-def _is_index(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+_fail = functools.partial(fail, error=InvalidGrammar)
 
 
 def _check_keys(d) -> None:
@@ -51,7 +49,7 @@ def _check_names(symbols, states) -> None:
 def _check_state_symbol(state_symbol, states, symbols) -> np.ndarray:
     if len(state_symbol) != len(states):
         _fail("state_symbol", f"{len(state_symbol)} entries", f"one per state ({len(states)})")
-    bad = next((i for i, a in enumerate(state_symbol) if not _is_index(a) or not 0 <= a < len(symbols)), None)
+    bad = next((i for i, a in enumerate(state_symbol) if not is_int(a) or not 0 <= a < len(symbols)), None)
     if bad is not None:
         _fail(f"state_symbol[{bad}]", state_symbol[bad], f"a symbol index in [0, {len(symbols)})")
     for s, a in enumerate(state_symbol):
@@ -63,7 +61,7 @@ def _check_state_symbol(state_symbol, states, symbols) -> np.ndarray:
 def _check_start_states(start_states, num_states) -> np.ndarray:
     if not start_states:
         _fail("start_states", start_states, "at least one state")
-    bad = next((x for x in start_states if not _is_index(x) or not 1 <= x < num_states), None)
+    bad = next((x for x in start_states if not is_int(x) or not 1 <= x < num_states), None)
     if bad is not None:
         _fail("start_states", start_states, f"state indices in [1, {num_states}) ('#' cannot start)")
     if len(set(start_states)) != len(start_states):
@@ -73,7 +71,7 @@ def _check_start_states(start_states, num_states) -> np.ndarray:
 
 def _edge_arrays(edges, num_states) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for i, e in enumerate(edges):
-        if not (isinstance(e, list) and len(e) == 3 and _is_index(e[0]) and _is_index(e[1])
+        if not (isinstance(e, list) and len(e) == 3 and is_int(e[0]) and is_int(e[1])
                 and isinstance(e[2], (int, float)) and not isinstance(e[2], bool)):
             _fail(f"edges[{i}]", e, "[source index, target index, probability]")
         if not (0 <= e[0] < num_states and 0 <= e[1] < num_states):

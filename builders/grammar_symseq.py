@@ -26,7 +26,8 @@ import random
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import LETTERS, ParameterError, TaskParams
+from ..errors import ParameterError
+from .config import LETTERS, TaskParams
 from .grammar import END, Grammar, distance_to_end
 
 PAPER_MAX_DRAWS = 100_000  # the paper's n_max_iter

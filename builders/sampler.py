@@ -12,11 +12,13 @@ pure function of (params, seed, split, index) whatever the batch, shard or proce
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .config import LOGNORMAL_CUT_SIGMAS, ParameterError, TaskParams, duration_to_steps, gap_of_split
+from ..errors import ParameterError
+from .config import LOGNORMAL_CUT_SIGMAS, TaskParams, duration_to_steps, gap_of_split
 from .grammar import END, Grammar
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -82,8 +84,6 @@ def check_law_memory(max_len: int, num_states: int, max_degree: int) -> None:
     """The law's tables (h and cum below) take max_len x states x (max out-degree + 1) float64s: refused
     before they are allocated when over half of this machine's memory (a seq_len of 100,000 on the
     paper's 1601-state grammars asked for 31 GiB, and the kernel's OOM killer answered)."""
-    import os
-
     per_step = num_states * (max_degree + 1) * 8
     try:
         budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2

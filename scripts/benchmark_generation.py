@@ -27,9 +27,9 @@ import numpy as np
 import psutil
 
 from selectivbench.builders import SelectivBench, task_params
-from selectivbench.builders.builder import ShardPool, sampler_for, shard_ranges
+from selectivbench.builders.shards import ShardPool, sampler_for, shard_ranges
 from selectivbench.builders.ceiling import bayes_ceiling
-from selectivbench.hub_dataset import CEILING_SAMPLES
+from selectivbench.hub.dataset_records import CEILING_SAMPLES
 
 PARAMS = task_params("gapped")
 

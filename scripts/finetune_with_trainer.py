@@ -21,12 +21,15 @@ from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from selectivbench.data import SelectivBenchCollator, load_task, model_view
-from selectivbench.hf_trainer import SelectivBenchTrainer
-from selectivbench.metrics import compute_metrics, preprocess_logits_for_metrics
+from selectivbench.data.collator import SelectivBenchCollator, model_view
+
+from selectivbench.data.task import load_task
+from selectivbench.training.trainer import SelectivBenchTrainer
+from selectivbench.evaluation.metrics import compute_metrics, preprocess_logits_for_metrics
 from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from selectivbench.train import absolute_data_dir, write_run_record
-from selectivbench.train_args import check_mixer_spec
+from selectivbench.training.run_folder import absolute_data_dir
+from selectivbench.training.record import write_run_record
+from selectivbench.training.args import check_mixer_spec
 
 
 @dataclass

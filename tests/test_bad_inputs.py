@@ -13,9 +13,10 @@ from safetensors.torch import load_file, save_file
 
 from selectivbench.builders import ParameterError, SelectivBench, TaskParams, task_params
 from selectivbench.cli import main
-from selectivbench.data import load_task
-from selectivbench.hub_dataset import generate_folder
-from selectivbench.train import TrainArgs, train
+from selectivbench.data.task import load_task
+from selectivbench.hub.dataset_folder import generate_folder
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import train
 
 TINY = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=32, num_validation=8, num_test=8)
 TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
@@ -340,7 +341,8 @@ def files_of(folder):
 def test_evaluate_appends_only_to_its_own_tables(place, tmp_path):
     """A table evaluate wrote takes more rows (one header); a user's csv or jsonl of the same name is
     left byte for byte as it was, and nothing is written beside it."""
-    from selectivbench.evaluate import FIELDS, evaluate
+    from selectivbench.evaluation.tables import FIELDS
+    from selectivbench.evaluation.evaluate import evaluate
 
     out = tmp_path / "t" / "eval"
     first = evaluate([str(place / "run" / "model")], out=str(out), splits=["test"], num_samples=4, cpu=True)
@@ -487,22 +489,26 @@ def test_a_relative_data_folder_is_recorded_as_an_absolute_path(place, tmp_path,
                     max_steps=1, warmup_steps=0, batch_size=8, eval_every=1, save_every=1, cpu=True, quiet=True))
     record = json.loads((tmp_path / "r" / "model" / "selectivbench_run.json").read_text())
     assert record["data_dir"] == str(place / "data") == record["train_args"]["data_dir"]
-    # a run of an earlier version recorded it as given: the same relative folder still resumes it
+    args = TrainArgs(config="gapped", data_dir="data", output_dir=str(tmp_path / "r"), mixer="gru", d_model=8,
+                     max_steps=1, warmup_steps=0, batch_size=8, eval_every=1, save_every=1, cpu=True, quiet=True,
+                     resume=True)
+    train(args)  # the same relative folder resumes the run (it is recorded absolute on both sides)
+    # a train_args.json that records it relative, or lacks a field, is no run of this version: refused
     saved = tmp_path / "r" / "train_args.json"
-    saved.write_text(saved.read_text().replace(f'"data_dir": "{place / "data"}"', '"data_dir": "data"'))
-    assert '"data_dir": "data"' in saved.read_text()
-    # ... and had no fields added since (rope_theta, linear_init): they count as their defaults
-    older = {k: v for k, v in json.loads(saved.read_text()).items() if k not in ("rope_theta", "linear_init")}
-    saved.write_text(json.dumps(older))
-    train(TrainArgs(config="gapped", data_dir="data", output_dir=str(tmp_path / "r"), mixer="gru", d_model=8,
-                    max_steps=1, warmup_steps=0, batch_size=8, eval_every=1, save_every=1, cpu=True, quiet=True,
-                    resume=True))
+    recorded = saved.read_text()
+    saved.write_text(recorded.replace(f'"data_dir": "{place / "data"}"', '"data_dir": "data"'))
+    with pytest.raises(ParameterError, match=r"allowed with --resume only the arguments of the run there "
+                                             r"\(data_dir='.*' \(the run's: 'data'\)\)"):
+        train(args)
+    saved.write_text(json.dumps({k: v for k, v in json.loads(recorded).items() if k != "rope_theta"}))
+    with pytest.raises(ParameterError, match=r"\(rope_theta=10000.0 \(the run's: 'absent'\)\)"):
+        train(args)
 
 
 def test_a_save_killed_midway_leaves_no_state_and_resume_falls_back(monkeypatch, tmp_path):
     """A crash while state step-6 is written: step-6.tmp stays unread, the run resumes from step-3
     and ends with the weights of a run that never crashed."""
-    from selectivbench import run_state
+    from selectivbench.training import state as run_state
 
     task = load_task("gapped", **{**TINY, "num_train": 64})
 
@@ -536,7 +542,7 @@ def test_a_save_killed_midway_leaves_no_state_and_resume_falls_back(monkeypatch,
 
 @pytest.mark.parametrize("mixer", sorted(__import__("selectivbench.models", fromlist=["MIXERS"]).MIXERS))
 def test_the_weights_check_accepts_every_mixers_checkpoint_and_names_a_missing_tensor(mixer, tmp_path):
-    from selectivbench.evaluate import check_weights
+    from selectivbench.evaluation.evaluate import check_weights
     from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
 
     config = SelectivBenchConfig(mixer=mixer, vocab_size=6, num_labels=5, d_model=8, n_layers=1, n_heads=2, d_state=4)
@@ -552,7 +558,7 @@ def test_the_weights_check_accepts_every_mixers_checkpoint_and_names_a_missing_t
 
 
 def test_the_weights_check_reads_a_sharded_checkpoint_through_its_index(tmp_path):
-    from selectivbench.evaluate import check_weights
+    from selectivbench.evaluation.evaluate import check_weights
     from selectivbench.models import SelectivBenchConfig, SelectivBenchForTokenClassification
 
     config = SelectivBenchConfig(mixer="gla", vocab_size=6, num_labels=5, d_model=16, n_layers=2, n_heads=2)
@@ -651,7 +657,7 @@ def test_publish_dataset_refuses_a_folder_without_configs(place, tmp_path, capsy
 def test_a_table_write_that_fails_leaves_both_tables_as_they_were(tmp_path, monkeypatch):
     """The disk fills while the csv is written: the jsonl must not have taken the rows alone (a retry
     would then add them to it twice)."""
-    from selectivbench.evaluate import FIELDS, append_rows
+    from selectivbench.evaluation.tables import FIELDS, append_rows
 
     out = tmp_path / "eval"
     row = {k: 1 for k in FIELDS}
@@ -709,7 +715,7 @@ def test_resuming_from_damaged_run_files_is_one_clear_error(tmp_path, monkeypatc
     assert target.exists()
     target.write_text(content)
     if damaged.startswith("model/"):  # refused before the task is loaded
-        monkeypatch.setattr("selectivbench.train.load_task", lambda *a, **k: pytest.fail("the data was built first"))
+        monkeypatch.setattr("selectivbench.training.loop.load_task", lambda *a, **k: pytest.fail("the data was built first"))
     with pytest.raises(ParameterError, match=pattern):
         train(dataclasses.replace(args, resume=True))
 
@@ -718,7 +724,7 @@ def test_resuming_from_damaged_run_files_is_one_clear_error(tmp_path, monkeypatc
 def test_a_readme_that_appears_while_publish_model_scores_is_kept(place, tmp_path, monkeypatch, capsys, card_before):
     """No README.md at the check, or our card from an earlier call; the user writes theirs while the
     checkpoint is evaluated: the card is not put over it (it was, in both cases)."""
-    import selectivbench.publish as publish
+    import selectivbench.hub.model as publish
 
     ckpt = copy_folder(place / "run" / "model", tmp_path / "model")
     if card_before:
@@ -748,7 +754,7 @@ def test_a_dangling_readme_link_is_refused_as_not_our_card(place, tmp_path, caps
 def test_a_new_file_is_written_where_hard_links_are_not_supported(tmp_path, monkeypatch):
     """new=True links the file in; a filesystem without hard links (EPERM) falls back to a check and a
     rename, still never over an existing file."""
-    from selectivbench.atomic import atomic_write_text
+    from selectivbench.files import atomic_write_text
 
     def no_links(src, dst):
         raise PermissionError(1, "Operation not permitted")

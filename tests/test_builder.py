@@ -7,11 +7,11 @@ from datasets import load_dataset
 from huggingface_hub import DatasetCard
 
 from selectivbench.builders import Grammar, ParameterError, SelectivBench, Sampler, make_grammar, task_params
-from selectivbench.builders import builder as builder_module
+from selectivbench.builders import shards as shards_module
 from selectivbench.builders.ceiling import ceiling_counts
 from selectivbench.builders.config import TASK_DESCRIPTIONS, task_description
 from selectivbench.cli import main
-from selectivbench.hub_dataset import generate_folder, make_builder
+from selectivbench.hub.dataset_folder import generate_folder, make_builder
 
 SIZES = dict(num_train=30, num_validation=12, num_test=8)
 CONFIGS = ["complexity", "gapped", "distractor", "generalization"]
@@ -105,7 +105,7 @@ def test_overrides_change_the_data_and_the_cache_key(tmp_path):
 
 
 def test_one_and_two_processes_write_identical_parquet_bytes(tmp_path, monkeypatch):
-    monkeypatch.setattr(builder_module, "SHARD_SAMPLES", 7)
+    monkeypatch.setattr(shards_module, "SHARD_SAMPLES", 7)
     outs = []
     for procs in (1, 2):
         out = tmp_path / f"p{procs}"

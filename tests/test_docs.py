@@ -26,7 +26,7 @@ SNIPPETS = [pytest.param(code, id=f"{page.relative_to(ROOT)}:{line}")
 
 @pytest.fixture(scope="module")
 def built_folder(tmp_path_factory):
-    from selectivbench.hub_dataset import generate_folder
+    from selectivbench.hub.dataset_folder import generate_folder
 
     out = tmp_path_factory.mktemp("docs-data") / "selectivbench"
     generate_folder(["complexity", "gapped"], out, **TINY_FOLDER)

@@ -15,9 +15,11 @@ from datasets import load_dataset
 from huggingface_hub import DatasetCard
 
 from selectivbench.builders import ParameterError, SelectivBench, task_params
-from selectivbench.builders.builder import build_split, element_index_dtype
-from selectivbench.hub_dataset import BUILD_PREFIX, check_config_folder, generate_folder, load_config_folder, \
-    publish_folder
+from selectivbench.builders.shards import element_index_dtype
+from selectivbench.builders.split_cache import build_split
+from selectivbench.hub.dataset_records import BUILD_PREFIX, check_config_folder, load_config_folder
+from selectivbench.hub.dataset_folder import generate_folder
+from selectivbench.hub.upload import publish_folder
 
 SMALL = dict(num_train=20, num_validation=6, num_test=4, seq_len=40)
 
@@ -205,7 +207,7 @@ def test_parquet_row_groups_are_the_shards(tmp_path):
 def test_a_damaged_record_of_another_config_is_refused_before_any_build(tmp_path, monkeypatch):
     """The card is rebuilt from every config's record: a damaged one used to fail only after the new
     config had been built (and the build thrown away)."""
-    import selectivbench.hub_dataset as hub
+    import selectivbench.hub.dataset_folder as hub
 
     out = tmp_path / "data"
     generate_folder(["gapped"], out, **SMALL, grammar_rng="selectivbench")
@@ -222,7 +224,7 @@ def test_the_cards_example_is_a_sample_of_a_split_the_config_has(tmp_path):
     """Without a validation split the card showed a "first validation sample" that is in no split."""
     from selectivbench.builders import make_grammar
     from selectivbench.builders.sampler import Sampler
-    from selectivbench.hub_dataset import render_sample
+    from selectivbench.hub.dataset_card import render_sample
 
     out = tmp_path / "data"
     generate_folder(["complexity"], out, **{**SMALL, "num_validation": 0}, grammar_rng="selectivbench")

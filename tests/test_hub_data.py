@@ -6,9 +6,11 @@ import pytest
 from huggingface_hub import constants
 
 from selectivbench.builders import ParameterError
-from selectivbench.data import load_task, resolve_hub_id
-from selectivbench.hub_dataset import generate_folder
-from selectivbench.train import TrainArgs, train
+from selectivbench.data.task import load_task
+from selectivbench.data.hub_ids import resolve_hub_id
+from selectivbench.hub.dataset_folder import generate_folder
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import train
 
 SMALL = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=20, num_train=64, num_validation=16,
              num_test=16)
@@ -45,7 +47,7 @@ def test_a_hub_id_loads_the_same_rows_as_the_folder(hub_repo, spec):
 
 
 def test_training_records_the_hub_id_and_evaluation_rebuilds_from_it(hub_repo, tmp_path):
-    from selectivbench.evaluate import evaluate
+    from selectivbench.evaluation.evaluate import evaluate
 
     args = TrainArgs(config="gapped", data_dir="org/selectivbench", output_dir=str(tmp_path / "run"), mixer="gru",
                      d_model=8, max_steps=2, warmup_steps=0, batch_size=16, eval_every=2, save_every=2, cpu=True,

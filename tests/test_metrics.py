@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from selectivbench.metrics import ElementAccuracy, element_accuracy, window_predictions
+from selectivbench.evaluation.metrics import ElementAccuracy, element_accuracy, window_predictions
 
 
 def test_window_sum_decides_the_element_exactly():

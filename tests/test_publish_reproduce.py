@@ -6,10 +6,11 @@ from huggingface_hub import ModelCard
 
 from selectivbench.builders import ParameterError
 from selectivbench.cli import main
-from selectivbench.evaluate import evaluate
+from selectivbench.evaluation.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
-from selectivbench.data import RUN_FILE
-from selectivbench.train import TrainArgs, train
+from selectivbench.data.task import RUN_FILE
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import train
 
 from helpers import assert_loads_without_selectivbench
 
@@ -34,13 +35,10 @@ def test_publish_model_writes_a_card_that_matches_the_evaluation_and_loads_as_re
     by_hand = evaluate([str(ckpt)], ["complexity"], splits=["validation", "test"], cpu=True, **{**DATA, "seed": 3})
     rows = {r["split"]: r for r in by_hand}
     assert set(rows) == {"validation", "test"} and {r["seed"] for r in rows.values()} == {3}
-    # an earlier version's card (no marker) is this command's too: replaced, never refused
-    old_card = "---\n---\n# x\n\nA `mamba2` sequence model trained on **SelectivBench** " \
-               "(arXiv:[2601.12598](https://arxiv.org/abs/2601.12598)),\nconfig `complexity`\n"
-    (ckpt / "README.md").write_text(old_card)
-    (ckpt / "selectivbench_card.json").unlink()  # a checkpoint of a version before the card's record
+    # a card without its record is not this command's (ownership is the sha256 record alone): refused, kept
+    (ckpt / "selectivbench_card.json").unlink()
     assert main(["publish-model", str(ckpt), "--repo-id", "org/sb-mamba2", "--dry-run",
-                 "--dataset-repo", "org/selectivbench"]) == 0
+                 "--dataset-repo", "org/selectivbench"]) == 2
     assert ModelCard.load(ckpt / "README.md").text == card.text and not (run / "publish_eval.jsonl").exists()
     for split, r in rows.items():
         e = evals[(split, "element_accuracy")]
@@ -61,6 +59,6 @@ def test_publish_model_writes_a_card_that_matches_the_evaluation_and_loads_as_re
 
 def test_publish_model_refuses_bad_input(tmp_path):
     with pytest.raises(ParameterError, match="repo_id='noslash' is invalid: allowed ORG/NAME"):
-        from selectivbench.publish import publish_model
+        from selectivbench.hub.model import publish_model
         publish_model(str(tmp_path), "noslash", dry_run=True)
     assert main(["publish-model", str(tmp_path), "--repo-id", "org/x", "--dry-run"]) == 2

@@ -17,7 +17,8 @@ from selectivbench import reproduce as rep
 from selectivbench.builders import ParameterError, task_params
 from selectivbench.cli import main
 from selectivbench.models import MIXERS, SelectivBenchConfig, SelectivBenchForTokenClassification
-from selectivbench.train import TrainArgs, model_config
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import model_config
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SMOKE_KEYS = 12  # k=2 and k=3 at width 8, k=3 at width 16; x 2 seeds x 2 learning rates

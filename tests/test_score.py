@@ -16,8 +16,8 @@ import pytest
 from selectivbench import score as sc
 from selectivbench.builders import ParameterError
 from selectivbench.cli import main
-from selectivbench.data import load_task
-from selectivbench.metrics import element_accuracy
+from selectivbench.data.task import load_task
+from selectivbench.evaluation.metrics import element_accuracy
 from selectivbench.models import MIXERS, taxonomy_rows
 from selectivbench.reproduce import read_rows, select_on_validation
 

@@ -127,7 +127,7 @@ def test_settings_the_papers_generator_cannot_express_are_refused_before_drawing
 
 def test_grammar_rng_is_a_cli_flag_and_a_builder_kwarg_recorded_in_grammar_json(tmp_path, capsys):
     from selectivbench.cli import main
-    from selectivbench.hub_dataset import make_builder
+    from selectivbench.hub.dataset_folder import make_builder
 
     small = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, seed=3)
     main(["inspect", "complexity", "--samples", "4", "--vocab-size", "6", "--ambiguities", "2",

@@ -13,10 +13,13 @@ import torch
 
 from selectivbench.builders import ParameterError, bayes_ceiling
 from selectivbench.builders.sampler import Sampler
-from selectivbench.data import SelectivBenchCollator, load_task, model_view
-from selectivbench.evaluate import evaluate
+from selectivbench.data.collator import SelectivBenchCollator, model_view
+from selectivbench.data.task import load_task
+from selectivbench.evaluation.evaluate import evaluate
 from selectivbench.models import SelectivBenchForTokenClassification
-from selectivbench.train import TrainArgs, model_config, train, write_run_record
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import model_config, train
+from selectivbench.training.record import write_run_record
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=30, num_train=2000, num_validation=100,
@@ -207,7 +210,7 @@ def test_trainer_metrics_match_ours_and_its_loss_is_right_on_two_processes(tmp_p
 def test_trainer_draws_the_validation_splits_noise_and_new_noise_every_epoch(noisy_task, tmp_path):
     from transformers import TrainingArguments
 
-    from selectivbench.hf_trainer import SelectivBenchTrainer
+    from selectivbench.training.trainer import SelectivBenchTrainer
 
     p = noisy_task.params
     train_col, eval_col = (SelectivBenchCollator(p.vocab_size, p.noise, 0, split) for split in ("train", "validation"))
@@ -236,7 +239,7 @@ def test_trainer_accumulation_weighs_every_labelled_step_alike(noisy_task, tmp_p
     variable-length sequences reach the weights of one batch of 16."""
     from transformers import TrainingArguments
 
-    from selectivbench.hf_trainer import SelectivBenchTrainer
+    from selectivbench.training.trainer import SelectivBenchTrainer
 
     p = noisy_task.params
 
@@ -263,8 +266,8 @@ def test_trainer_compute_metrics_equals_the_streaming_metric_and_our_loss():
     (Trainer's eval_loss, a mean of batch means, is not that)."""
     from transformers import EvalPrediction
 
-    from selectivbench.evaluate import per_sample_counts
-    from selectivbench.metrics import ElementAccuracy, compute_metrics, preprocess_logits_for_metrics
+    from selectivbench.evaluation.evaluate import per_sample_counts
+    from selectivbench.evaluation.metrics import ElementAccuracy, compute_metrics, preprocess_logits_for_metrics
 
     gapped = load_task("gapped", vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=1,
                        num_validation=7, num_test=1)
@@ -387,7 +390,7 @@ def test_states_hold_no_pickle_and_a_damaged_newest_state_falls_back(noisy_task,
 @pytest.mark.parametrize("progress", ['{"step": "abc", "best": 0.5, "bad_evals": 0}', '[1, 2]',
                                       '{"step": 3, "best": 0.5, "bad_evals": -1}'])
 def test_a_state_whose_progress_is_malformed_is_damaged(tmp_path, progress):
-    from selectivbench.run_state import read_state
+    from selectivbench.training.state import read_state
 
     (tmp_path / "progress.json").write_text(progress)
     with pytest.raises(ParameterError, match=r"state .* is incomplete or damaged: .*(progress.json holds|list)"):
@@ -434,7 +437,7 @@ def test_report_to_tensorboard_writes_event_files_and_a_missing_tracker_is_an_er
 def test_no_two_training_seeds_share_an_epochs_order(tmp_path, monkeypatch):
     """accelerate shuffles epoch e with data_seed + e: seeds s and s + 1 must not see the same orders
     one epoch apart (they did while the training seed was the data seed). Seed 0's orders are kept."""
-    from selectivbench.train import data_seed
+    from selectivbench.training.loop import data_seed
 
     fed = []
     call = SelectivBenchCollator.__call__
@@ -499,7 +502,7 @@ def test_a_checkpoint_whose_data_folder_is_gone_is_scored_on_the_rebuilt_task(tm
     removed (it refused: "allowed a folder with a 'gapped' config"); the samples are the same."""
     import shutil
 
-    from selectivbench.hub_dataset import generate_folder
+    from selectivbench.hub.dataset_folder import generate_folder
 
     sizes = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=20, num_train=16, num_validation=6,
                  num_test=6)

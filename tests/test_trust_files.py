@@ -13,9 +13,12 @@ import pytest
 import torch
 
 from selectivbench.cli import main
-from selectivbench import train as train_module
-from selectivbench.hub_dataset import generate_folder
-from selectivbench.train import TRAIN_LOCK, TrainArgs, train
+from selectivbench.errors import ParameterError
+from selectivbench.training import loop as train_module
+from selectivbench.hub.dataset_folder import generate_folder
+from selectivbench.training.run_folder import TRAIN_LOCK
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import train
 
 TINY = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=32, num_validation=8, num_test=8)
 TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
@@ -97,12 +100,12 @@ def test_a_second_train_into_a_folder_in_use_is_refused_at_once(made, tmp_path, 
 def test_two_evaluations_appending_to_one_table_keep_both_rows(tmp_path, monkeypatch):
     """While this process has read the old table and not yet renamed the new one over it, another
     process appends: without a lock, the rename dropped that process's row."""
-    from selectivbench.evaluate import FIELDS, append_rows
+    from selectivbench.evaluation.tables import FIELDS, append_rows
 
     out = tmp_path / "eval"
     append_rows(str(out), [{**{k: 0 for k in FIELDS}, "model": "first"}])
     other = textwrap.dedent(f"""
-        from selectivbench.evaluate import FIELDS, append_rows
+        from selectivbench.evaluation.tables import FIELDS, append_rows
         print("start", flush=True)
         append_rows({str(out)!r}, [{{**{{k: 0 for k in FIELDS}}, "model": "other"}}])
     """)
@@ -230,8 +233,8 @@ def test_an_edited_dataset_card_is_kept_and_the_command_refuses_naming_it(made, 
         assert "its README.md was not written by selectivbench, or was edited since: it is never replaced; " \
                f"move {readme} away" in err
         assert snapshot(data) == before
-    from selectivbench.hub_dataset import CARD_RECORD
-    from selectivbench.owned import sha256
+    from selectivbench.hub.dataset_card import CARD_RECORD
+    from selectivbench.files import sha256
 
     readme.unlink()  # moved away: the next call writes a new card, recorded
     assert main(["generate", "distractor", "--out", str(data), *TINY_FLAGS]) == 0
@@ -242,12 +245,15 @@ def test_an_edited_dataset_card_is_kept_and_the_command_refuses_naming_it(made, 
     assert json.loads((data / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(readme.read_bytes())]}
 
 
-def test_a_dataset_card_of_a_folder_before_the_record_is_ours_by_its_marker(made, tmp_path):
+def test_a_dataset_card_without_its_record_is_kept_even_with_the_marker(made, tmp_path):
+    """Ownership is the sha256 record alone (no marker fallback for folders of an unreleased version)."""
     data = tmp_path / "data"
     shutil.copytree(made / "data", data)
     (data / "selectivbench_card.json").unlink()
-    generate_folder(["distractor"], data, **TINY)
-    assert "distractor" in (data / "README.md").read_text() and (data / "selectivbench_card.json").is_file()
+    before = snapshot(data)
+    with pytest.raises(ParameterError, match="its README.md was not written by selectivbench, or was edited since"):
+        generate_folder(["distractor"], data, **TINY)
+    assert snapshot(data) == before
 
 
 def test_an_edited_model_card_is_kept_and_publish_model_refuses_naming_it(made, tmp_path, capsys):
@@ -266,8 +272,8 @@ def test_an_edited_model_card_is_kept_and_publish_model_refuses_naming_it(made, 
            "since (this one is not, and would be replaced by the card: move it away; a card edited since it was " \
            "written is yours)" in one_error_line(capsys)
     assert snapshot(ckpt) == before
-    from selectivbench.owned import sha256
-    from selectivbench.publish import CARD_RECORD
+    from selectivbench.files import sha256
+    from selectivbench.hub.model import CARD_RECORD
 
     readme.write_bytes(card)  # the user's edit undone: ours again
     assert json.loads((ckpt / CARD_RECORD).read_text())["files"] == {"README.md": [sha256(card)]}

@@ -15,9 +15,11 @@ import torch
 
 from selectivbench.builders import ParameterError
 from selectivbench.cli import main
-from selectivbench.data import load_task
-from selectivbench.hub_dataset import check_config_folder, generate_folder
-from selectivbench.train import TrainArgs, train
+from selectivbench.data.task import load_task
+from selectivbench.hub.dataset_records import check_config_folder
+from selectivbench.hub.dataset_folder import generate_folder
+from selectivbench.training.args import TrainArgs
+from selectivbench.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=6, ambiguities=2, ambiguity_depth=2, seq_len=12, num_train=32, num_validation=8, num_test=8)
@@ -222,7 +224,7 @@ def test_a_split_file_of_the_recorded_size_and_rows_but_other_content_is_refused
 
 def test_a_folder_loads_the_files_generation_json_records_whatever_the_card_says(made, tmp_path):
     """The card's YAML is a user's to edit; the data a config holds is what generation.json records."""
-    from selectivbench.hub_dataset import load_config_folder
+    from selectivbench.hub.dataset_records import load_config_folder
 
     data = copy_folder(made / "data", tmp_path / "data")
     card = data / "README.md"

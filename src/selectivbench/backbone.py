@@ -22,7 +22,7 @@ from transformers import (AutoConfig, AutoModel, AutoModelForTokenClassification
                           PreTrainedModel)
 from transformers.modeling_outputs import TokenClassifierOutput
 
-from .builders.config import ParameterError
+from .errors import ParameterError
 from .models.modeling_selectivbench import OneHotInput, token_loss
 
 # size flag -> the config fields it sets, where the backbone's config has them

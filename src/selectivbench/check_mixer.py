@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .builders.config import ParameterError
+from .errors import ParameterError
 from .models import (AttentionState, SelectivBenchConfig, SelectivBenchForTokenClassification, has_step)
 from .models.mixer_state import state_tensors
 

@@ -14,10 +14,10 @@ import shlex
 import sys
 import typing
 
-from .builders.config import TASKS, ParameterError, TaskParams
+from .builders.config import TASKS, TaskParams
+from .errors import ParameterError, check_int
 
 _SIZES = ("num_train", "num_validation", "num_test")
-SWEEP_TASKS = tuple(TASKS)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -68,10 +68,11 @@ def _main_process() -> bool:
 
 
 def cmd_generate(args) -> None:
-    if args.num_proc is not None and args.num_proc < 1:
-        raise ParameterError(f"num_proc={args.num_proc} is invalid: allowed an integer >= 1")
+    if args.num_proc is not None:
+        check_int("num_proc", args.num_proc, 1)
     from .builders import Sampler, make_grammar
-    from .hub_dataset import example_split, generate_folder, render_sample
+    from .hub.dataset_card import example_split, render_sample
+    from .hub.dataset_folder import generate_folder
 
     result = generate_folder(args.configs, args.out, num_proc=args.num_proc, repo_id=args.repo_id,
                              command="selectivbench " + shlex.join(sys.argv[1:]),
@@ -91,7 +92,7 @@ def cmd_generate(args) -> None:
 
 
 def cmd_publish_dataset(args) -> None:
-    from .hub_dataset import publish_folder
+    from .hub.upload import publish_folder
 
     files = publish_folder(args.folder, args.repo_id, dry_run=args.dry_run, private=args.private)
     verb = "Would upload" if args.dry_run else "Uploaded"
@@ -106,10 +107,9 @@ MAX_INSPECT_SAMPLES = 10_000  # the ceiling's standard error is then at most 0.0
 
 
 def cmd_inspect(args) -> None:
-    if not 1 <= args.samples <= MAX_INSPECT_SAMPLES:
-        raise ParameterError(f"samples={args.samples} is invalid: allowed an integer in [1, {MAX_INSPECT_SAMPLES}]")
+    check_int("samples", args.samples, 1, MAX_INSPECT_SAMPLES)
     from .builders import Sampler, bayes_ceiling, make_grammar, task_params
-    from .hub_dataset import render_sample
+    from .hub.dataset_card import render_sample
 
     p = task_params(args.config, **_task_overrides(args))
     if args.grammar_json is not None:
@@ -124,10 +124,10 @@ def cmd_inspect(args) -> None:
           f"step {c['step_accuracy']:.4f}")
     print(render_sample(s))
     if args.grammar_json is not None:
-        from .atomic import atomic_write_text
+        from .files import atomic_write_text
 
         try:
-            atomic_write_text(args.grammar_json, json.dumps(g.to_json_dict(), indent=1), new=True)
+            atomic_write_text(args.grammar_json, g.to_json(), new=True)
         except FileExistsError:  # it appeared while the samples were drawn: the user's file stays
             raise ParameterError(f"grammar_json={args.grammar_json!r} is invalid: allowed a path that does not "
                                  "exist yet (a file appeared there while this ran; never overwritten)") from None
@@ -147,7 +147,7 @@ def check_new_file(path: str, field: str) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ParameterError(f"{field}={path!r} is invalid: allowed a path in a writable folder ({parent})")
-    from .hub_dataset import check_outside_configs
+    from .hub.dataset_records import check_outside_configs
 
     check_outside_configs(parent, field)
 
@@ -176,12 +176,12 @@ def cmd_check_mixer(args) -> int:
 
 
 def cmd_train(args) -> None:
-    from .train_args import TrainArgs, check_train_args
+    from .training.args import TrainArgs, check_train_args
 
     fields = {f.name for f in dataclasses.fields(TrainArgs)} - {"task_overrides"}
     targs = TrainArgs(**{k: getattr(args, k) for k in fields}, task_overrides={**_sizes(args), **_task_overrides(args)})
     check_train_args(targs)
-    from .train import train
+    from .training.loop import train
 
     metrics = train(targs)
     if _main_process():
@@ -189,19 +189,19 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluate import evaluate
+    from .evaluation.evaluate import evaluate
 
     evaluate(args.checkpoints, args.configs, args.out, splits=args.splits, data_dir=args.data_dir,
              batch_size=args.batch_size, num_samples=args.num_samples, noise_seed=args.noise_seed, cpu=args.cpu,
              **_sizes(args), **_task_overrides(args))
     if _main_process():
-        from .evaluate import table_paths
+        from .evaluation.tables import table_paths
 
         print("rows appended to {} and {}".format(*table_paths(args.out)))
 
 
 def cmd_publish_model(args) -> None:
-    from .publish import publish_model
+    from .hub.model import publish_model
 
     files = publish_model(args.checkpoint, args.repo_id, results=args.results, dry_run=args.dry_run,
                           private=args.private, dataset_repo=args.dataset_repo)
@@ -259,7 +259,7 @@ def _add_sizes(parser, help_text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train_args import TrainArgs
+    from .training.args import TrainArgs
 
     parser = ArgumentParser(prog="selectivbench", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     pm.set_defaults(func=cmd_publish_model)
 
     rp = sub.add_parser("reproduce", help="run one of the paper's sweeps (train + evaluate), resumable")
-    rp.add_argument("--task", required=True, choices=SWEEP_TASKS)
+    rp.add_argument("--task", required=True, choices=list(TASKS))
     rp.add_argument("--scale", default="small",
                     help="paper: the paper's grids; small: a 2-core CPU study; smoke: a few tiny runs")
     rp.add_argument("--out", default="results")

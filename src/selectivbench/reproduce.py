@@ -40,16 +40,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_text, file_lock, replaced
-from .builders import ParameterError, TaskParams, task_params
+from .files import atomic_write_text, file_lock, read_record, replaced, sha256, write_record
+from .builders import TaskParams, task_params
+from .errors import ParameterError, check_choice, is_number
 from .builders.builder import PAPER_SIZES
-from .builders.config import duration_to_steps, gap_of_split, gap_split
-from .evaluate import FIELDS
+from .builders.config import TASKS, duration_to_steps, gap_of_split, gap_split
+from .evaluation.tables import FIELDS
 from .models import MIXERS
-from .owned import read_record, sha256, write_record
-from .train_args import TrainArgs, check_train_args
+from .training.args import TrainArgs, check_train_args
 
-TASKS = ("complexity", "gapped", "distractor", "generalization")
 LAUNCHERS = ("local", "ray")
 CLUSTER_EXTRA = "pip install -e '.[cluster]' (or pip install 'selectivbench[cluster]')"
 
@@ -280,9 +279,9 @@ def execute(spec: dict) -> list[dict]:
     training split, padding not counted) and `train_seconds` (wall time of the training alone, the
     data built before the clock starts), None for a run resumed from a checkpoint (only part of it
     trained in this call), and `run_seconds`, the wall time of the whole run."""
-    from .data import load_task
-    from .evaluate import evaluate
-    from .train import total_steps, train
+    from .data.task import load_task
+    from .evaluation.evaluate import evaluate
+    from .training.loop import total_steps, train
 
     started = time.perf_counter()
     args = TrainArgs(**spec["train"])
@@ -384,10 +383,6 @@ def parameter_count(mixer: str, p: TaskParams, d_model: int, n_layers: int, n_he
     return _PARAMETERS[key]
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 class SweepIncomplete(Exception):
     """Some runs of a sweep failed (their errors are in failures.jsonl); the next call retries them."""
 
@@ -405,15 +400,14 @@ def check_arguments(task, scale, mixers, launcher, gpus_per_run=None, cpus_per_r
                     out: str | None = None) -> None:
     """Every bad argument is one ParameterError, before any work. `address`, `gpus_per_run` and
     `cpus_per_run` are Ray's: None (not given) unless launcher='ray'."""
-    if task not in TASKS:
-        raise ParameterError(f"task={task!r} is invalid: allowed one of {TASKS}")
+    check_choice("task", task, TASKS)
     if scale not in SCALES:
         raise ParameterError(f"scale={scale!r} is invalid: allowed one of {tuple(SCALES)}")
     if mixers is not None and not mixers:
         raise ParameterError(f"mixers={list(mixers)!r} is invalid: allowed one or more of {MIXERS} or plugins")
     for m in mixers or ():
         if m not in MIXERS:  # a plugin: it must import and run, before any run starts
-            from .train_args import check_mixer_spec
+            from .training.args import check_mixer_spec
 
             try:
                 check_mixer_spec(m)
@@ -436,9 +430,9 @@ def check_launcher(launcher, gpus_per_run=None, cpus_per_run=None, address=None,
     for name, value in (("address", address), ("gpus_per_run", gpus_per_run), ("cpus_per_run", cpus_per_run)):
         if value is not None and launcher != "ray":  # it would be ignored: say so rather than run without it
             raise ParameterError(f"{name}={value!r} is invalid: allowed only with --launcher ray (launcher='ray')")
-    if gpus_per_run is not None and not (_is_number(gpus_per_run) and gpus_per_run >= 0):
+    if gpus_per_run is not None and not (is_number(gpus_per_run) and gpus_per_run >= 0):
         raise ParameterError(f"gpus_per_run={gpus_per_run!r} is invalid: allowed a number >= 0")
-    if cpus_per_run is not None and not (_is_number(cpus_per_run) and cpus_per_run > 0):
+    if cpus_per_run is not None and not (is_number(cpus_per_run) and cpus_per_run > 0):
         raise ParameterError(f"cpus_per_run={cpus_per_run!r} is invalid: allowed a number > 0")
     if launcher == "ray" and check_ray:
         check_ray_installed()
@@ -479,7 +473,7 @@ def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | N
         # local runs use a GPU when there is one; a Ray run only when it was given one
         cpu = launcher == "ray" and not gpus_per_run
         specs = [run_spec(task, s, r, folder, cpu) for r in runs if r.key not in done]
-        from .train import check_output_dir
+        from .training.run_folder import check_output_dir
 
         for spec in specs:  # a bad combination, or a run folder holding a user's files, is one error now,
             args = TrainArgs(**spec["train"])  # not a failure per run after the others trained
@@ -683,7 +677,7 @@ def check_out_folder(out: str, folder: Path) -> None:
     for path in (Path(out), folder):
         if path.exists() and not path.is_dir():
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder ({path} is a file)")
-    from .hub_dataset import check_outside_configs
+    from .hub.dataset_records import check_outside_configs
 
     check_outside_configs(folder, "out")
     existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest

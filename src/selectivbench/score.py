@@ -33,7 +33,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_write_text
+from .files import atomic_write_text
 from .builders import ParameterError
 from .builders.config import gap_split
 from .models import MIXERS
@@ -41,7 +41,7 @@ from .reproduce import (ROW_KEYS, Outcome, Scale, _grammar_rng, _run_all, check_
                         check_ray_address, check_ray_resources, complete_runs, execute, launch_local, launch_ray,
                         mean_std, plan, ray_cluster, read_rows, replace_outputs, run_spec, select_on_validation,
                         sweep_lock)
-from .train_args import TrainArgs, check_train_args
+from .training.args import TrainArgs, check_train_args
 
 TASKS = ("complexity", "gapped", "distractor", "generalization")
 STATE_T = 1024  # the sequence length at which the carried state (or the KV cache) is measured
@@ -216,7 +216,7 @@ def state_bytes(train: dict, task) -> int:
     import torch
 
     from .models import SelectivBenchForTokenClassification
-    from .train import model_config
+    from .training.loop import model_config
 
     args = TrainArgs(**{k: v for k, v in train.items() if k in TrainArgs.__dataclass_fields__})
     model = SelectivBenchForTokenClassification(model_config(args, task)).eval()
@@ -493,7 +493,7 @@ def score(mixer: str | None = None, preset: str = "lite", out: str | None = None
             locks.enter_context(sweep_lock(folder, out, command="score", lock_file=LOCK_FILE))
             for task in TASKS:
                 specs += missing_runs(p, m, task, folder / task, planned, cpu=launcher == "ray" and not gpus_per_run)
-        from .train import check_output_dir
+        from .training.run_folder import check_output_dir
 
         for spec in specs:  # a bad combination, or a run folder holding a user's files: one error now
             args = TrainArgs(**spec["train"])
@@ -574,7 +574,7 @@ def missing_runs(p: Preset, mixer: str, task: str, folder: Path, planned: dict, 
 def build_card(mixer: str, p: Preset, folder: Path, planned: dict, command: str, threads: int) -> dict:
     """The scorecard of a score folder from its records (rows, failures), the chance level of each
     task's scored split and the model's state size."""
-    from .data import load_task
+    from .data.task import load_task
     from .models import taxonomy_rows
 
     tasks, timing, data_of = {}, [], {}

@@ -8,14 +8,14 @@ saving resumes from the newest state that loads.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from .builders.config import ParameterError
+from ..files import swap_in
+from ..errors import ParameterError, is_count, is_int
 
 
 # --- nested state dicts <-> (JSON, tensors) ---
@@ -87,7 +87,7 @@ def newest_state_step(state_dir: Path) -> tuple[Path, int] | None:
             step = json.loads((folder / "progress.json").read_text())["step"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if isinstance(step, int) and not isinstance(step, bool):
+        if is_int(step):
             return folder, step
     return None
 
@@ -110,8 +110,7 @@ def save_state(accelerator, state_dir: Path, step: int, model, optimizer, schedu
         (tmp / "progress.json").write_text(json.dumps({**progress, "num_processes": accelerator.num_processes}))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        swap_in(tmp, final, state_dir / f"step-{step}.old")
         for old in complete_states(state_dir)[keep:]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
@@ -121,8 +120,7 @@ def read_state(folder: Path, process_index: int) -> dict:
     """Everything of one state in memory, or an error saying what is missing or broken."""
     try:
         progress = json.loads((folder / "progress.json").read_text())
-        counts_ok = all(isinstance(progress.get(k), int) and not isinstance(progress.get(k), bool)
-                        and progress[k] >= 0 for k in ("step", "bad_evals"))
+        counts_ok = all(is_count(progress.get(k)) for k in ("step", "bad_evals"))
         if not (counts_ok and isinstance(progress.get("best"), (int, float))):
             raise ValueError(f"progress.json holds {progress!r}: allowed integers step, bad_evals >= 0 and a number best")
         return {"progress": progress, "model": load_file(str(folder / "model.safetensors")),

@@ -12,16 +12,22 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from transformers.dynamic_module_utils import get_relative_import_files
 
-from .builders import ParameterError, task_params
-from .atomic import check_writable
-from .owned import is_ours, read_record, sha256, write_owned
-from .builders.builder import CITATION
-from .data import checkpoint_record, resolve_hub_id
-from .hub_dataset import check_can_upload, check_repo_id
+from ..builders import task_params
+from ..builders.builder import CITATION
+from ..data.task import RUN_FILE, checkpoint_record
+from ..data.hub_ids import resolve_hub_id
+from ..errors import ParameterError
+from ..evaluation.tables import append_rows, check_table_path
+from ..evaluation.evaluate import check_model_type, check_weights, evaluate, weight_files
+from ..files import check_writable, is_ours, read_record, write_owned
+from ..backbone import model_class_of
+from ..models.taxonomy import mixer_taxonomy_row
+from .upload import check_can_upload, check_repo_id
 
-CARD_TEMPLATE = resources.files("selectivbench") / "model_card.md"
+CARD_TEMPLATE = resources.files("selectivbench.hub") / "model_card.md"
 HYPER = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "max_steps", "epochs",
          "grad_accum", "clip", "mixed_precision", "dropout", "linear_init", "rope_theta", "train_seed")
 ROW_FIELDS = (("model", str, "the checkpoint's path"), ("config", str, "a config name"), ("split", str, "a split name"),
@@ -35,8 +41,6 @@ def results_for(checkpoint: Path, results: str | None) -> list[dict]:
     """The newest row of each (config, split) of this checkpoint: from the table `results`, or
     evaluated now (every split but train) when it is None."""
     if results is None:
-        from .evaluate import evaluate
-
         return evaluate([str(checkpoint)])
     path = Path(results)
     try:
@@ -87,10 +91,6 @@ def dataset_args(run: dict) -> dict:
 
 def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_repo: str | None = None) -> ModelCard:
     """The card of a checkpoint scored by `rows` (rows of `selectivbench evaluate`)."""
-    from .backbone import model_class_of
-    from .evaluate import check_model_type
-    from .models.taxonomy import mixer_taxonomy_row
-
     checkpoint = Path(checkpoint)
     run = checkpoint_record(checkpoint)
     check_model_type(checkpoint)  # nothing shipped in the folder is imported, and nothing prompts
@@ -120,7 +120,7 @@ def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_r
 def scorecard_of(checkpoint: Path) -> dict | None:
     """The scorecard of the `selectivbench score` folder a checkpoint belongs to
     (<folder>/<task>/runs/<run>/model), or None for a checkpoint made otherwise."""
-    from .score import RUN_RECORD, WRITER
+    from ..score import RUN_RECORD, WRITER
 
     parts = Path(checkpoint).resolve().parents
     if len(parts) < 4 or parts[1].name != "runs":
@@ -144,8 +144,6 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
     an upload in offline mode is refused. Without `results` the checkpoint is evaluated now and the
     rows are appended to `<run>/publish_eval.{jsonl,csv}` only once the card is written and uploaded
     (never on a dry run), so a failed upload leaves no rows that a retry would repeat."""
-    from .evaluate import append_rows, check_table_path, check_weights
-
     check_repo_id(repo_id)
     if dataset_repo is not None:
         check_repo_id(dataset_repo, "dataset_repo", " of a Hub dataset")
@@ -173,8 +171,6 @@ def publish_model(checkpoint: str, repo_id: str, results: str | None = None, dry
         raise ParameterError(f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench "
                              "publish-model` (one appeared or changed while this ran; never overwritten)") from None
     if not dry_run:
-        from huggingface_hub import HfApi
-
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(folder_path=str(checkpoint), repo_id=repo_id, commit_message="Upload SelectivBench model",
@@ -190,11 +186,6 @@ def model_files(checkpoint: str | Path) -> list[str]:
     names with the files that code imports (relative imports: what save_pretrained copies). Anything
     else there (an .env, notes, a link to a system file) stays home. A model file that is a link is
     refused: its target, from anywhere, would be sent."""
-    from transformers.dynamic_module_utils import get_relative_import_files
-
-    from .data import RUN_FILE
-    from .evaluate import weight_files
-
     folder = Path(checkpoint)
     try:
         auto_map = json.loads((folder / "config.json").read_text()).get("auto_map") or {}
@@ -218,31 +209,17 @@ def model_files(checkpoint: str | Path) -> list[str]:
     return files
 
 
-# the first line of the cards written before CARD_MARKER existed
-OLD_CARD_LINE = "sequence model trained on **SelectivBench** (arXiv:[2601.12598](https://arxiv.org/abs/2601.12598)),"
-
-
-def is_our_card(text: str) -> bool:
-    """A README.md that publish-model wrote: this version's marker, or an earlier version's card."""
-    return CARD_MARKER in text or OLD_CARD_LINE in text
-
-
-CARD_RECORD = "selectivbench_card.json"  # the sha256 of the card as written (owned.py); never uploaded
+CARD_RECORD = "selectivbench_card.json"  # the sha256 of the card as written (files.py); never uploaded
 CARD_WRITER = "selectivbench publish-model"
 
 
 def card_record(checkpoint: Path) -> dict[str, list[str]]:
     """The record of the checkpoint's card, after checking that its README.md is the card this command
-    wrote, unchanged since (or absent): a card the user edited, or their own README, is never replaced.
-    A checkpoint of a version before the record: a README with the card's marker (or an earlier
-    version's first line) is ours."""
+    wrote, unchanged since (or absent): a card the user edited, or their own README, is never replaced."""
     readme = checkpoint / "README.md"
     allowed = (f"file={str(readme)!r} is invalid: allowed a README.md written by `selectivbench publish-model` and "
                "unchanged since")
-    record = read_record(checkpoint / CARD_RECORD, CARD_WRITER, f"{allowed}, beside {CARD_RECORD}, its record")
-    if record is None:
-        legacy = readme.is_file() and not readme.is_symlink() and is_our_card(readme.read_text(errors="replace"))
-        record = {"README.md": [sha256(readme.read_bytes())]} if legacy else {}
+    record = read_record(checkpoint / CARD_RECORD, CARD_WRITER, f"{allowed}, beside {CARD_RECORD}, its record") or {}
     if not is_ours(readme, record):
         raise ParameterError(f"{allowed} (this one is not, and would be replaced by the card: move it away; a card "
                              "edited since it was written is yours)")

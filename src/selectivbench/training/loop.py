@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import asdict, replace
+from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 
+import psutil
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
@@ -28,14 +28,21 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from .builders.config import ParameterError
-from .data import (RUN_FILE, SelectivBenchCollator, Task, checkpoint_record, differences, fingerprint_differences,
-                   fingerprint_of, grammar_sha256, load_task, model_view, resolve_hub_id)
-from .metrics import IGNORE
-from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from .atomic import atomic_write_text, file_lock
-from .run_state import load_newest_state, newest_state_step, save_state
-from .train_args import TrainArgs, check_train_args
+from ..builders import task_params
+from ..builders.builder import PAPER_SIZES
+from ..data.collator import SelectivBenchCollator, model_view
+from ..data.task import Task, fingerprint_of, load_task
+from ..errors import ParameterError
+from ..evaluation.evaluate import evaluate_loader
+from ..models.configuration_selectivbench import IGNORE_INDEX
+from ..files import atomic_write_text
+from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
+from ..reproduce import parameter_count
+from .args import TrainArgs, check_train_args
+from .record import run_record
+from .run_folder import (check_output_dir, check_same_task, check_state_task, check_state_within, drop_log_after, log,
+                         repair_model_swap, run_folder_lock, save_model, saved_record, with_absolute_data_dir)
+from .state import load_newest_state, newest_state_step, save_state
 
 # never decayed: norms, biases and the SSM parameters whose scale is their meaning
 NO_DECAY = ("A_log", "dt_bias", "D")
@@ -52,7 +59,7 @@ def build_model(args: TrainArgs, task: Task):
     """The model a run trains: the SelectivBench model of its mixer, or its transformers backbone."""
     if args.backbone is None:
         return SelectivBenchForTokenClassification(model_config(args, task))
-    from .backbone import BackboneConfig, BackboneForTokenClassification, backbone_config
+    from ..backbone import BackboneConfig, BackboneForTokenClassification, backbone_config
 
     inner = backbone_config(args.backbone, args.backbone_kwargs, args.d_model, args.n_layers, args.n_heads,
                             args.d_state)
@@ -119,10 +126,6 @@ def check_fits_in_memory(args: TrainArgs, device: torch.device) -> None:
     cannot train: refused naming --d-model before the data is loaded (it was a raw allocator error
     after). Parameters counted exactly on the meta device (the task's own vocabulary and states when
     it is built here; the config's defaults for a data folder, a small term of the count)."""
-    from .builders import task_params
-    from .builders.builder import PAPER_SIZES
-    from .reproduce import parameter_count
-
     p = task_params(args.config, **{k: v for k, v in args.task_overrides.items() if k not in PAPER_SIZES})
     count = parameter_count(args.mixer, p, args.d_model, args.n_layers, args.n_heads, args.d_state,
                             args.num_householder)
@@ -130,8 +133,6 @@ def check_fits_in_memory(args: TrainArgs, device: torch.device) -> None:
     if device.type == "cuda":
         available, where = torch.cuda.mem_get_info(device)[0], f"free on {device}"
     else:  # the processes of this machine share its memory, each with a copy
-        import psutil
-
         need *= int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         available, where = psutil.virtual_memory().available, "of memory available"
     if need > available:
@@ -155,8 +156,6 @@ def _train_locked(args: TrainArgs, task: Task | None, stop_after: int | None, ac
             raise ParameterError(f"{split}={args.data_dir or args.config!r} is invalid: allowed a task with at least "
                                  f"1 {split} sample to train")
     check_same_task(out, task, saved_run)
-    from .evaluate import evaluate_loader
-
     model = build_model(args, task)
     optimizer = make_optimizer(args, model)
     steps = total_steps(args, len(task.data["train"]))
@@ -220,7 +219,7 @@ def _train_locked(args: TrainArgs, task: Task | None, stop_after: int | None, ac
             if step % args.save_every == 0 or step == steps or stop:
                 save_state(accelerator, out / "state", step, model, optimizer, scheduler,
                            {**progress, "task": fingerprint})
-                save_model(accelerator, model, out, run_card(args, task, step, metrics, metrics_step))
+                save_model(accelerator, model, out, run_record(args, task, step, metrics, metrics_step))
             if stop_after is not None and step >= stop_after:
                 return {"stopped_at": step}
             if step >= steps or stop:
@@ -230,7 +229,7 @@ def _train_locked(args: TrainArgs, task: Task | None, stop_after: int | None, ac
         metrics = evaluate_loader(model, eval_loader, accelerator)
     if broadcast_object_list([(saved_record(out) or {}).get("step") if accelerator.is_main_process else None])[0] \
             != progress["step"]:  # killed after its last state, before model/ was: saved now from that state
-        save_model(accelerator, model, out, run_card(args, task, progress["step"], metrics, progress["step"]))
+        save_model(accelerator, model, out, run_record(args, task, progress["step"], metrics, progress["step"]))
     # DDP's reducer holds the process group. Released here, after a barrier, the group is torn down in
     # end_training while every process is alive; freed only at return, after the other process had
     # exited, gloo's destructor once hung joining its threads (two CPU processes, this machine)
@@ -266,7 +265,7 @@ def accumulate_step(accelerator, model, batches: list[dict]) -> torch.Tensor:
     mean. Each micro-batch's summed loss is divided by the global count of labelled steps, and times
     the number of processes because DDP averages the processes' gradients: a mean of per-batch or
     per-process means would weigh a short sequence's steps more than a long one's."""
-    counts = torch.stack([(b["labels"] != IGNORE).sum() for b in batches])
+    counts = torch.stack([(b["labels"] != IGNORE_INDEX).sum() for b in batches])
     # each micro-batch's share of the labelled steps: exactly 1.0 for one batch on one process, whose
     # gradients are then the plain mean's, bit for bit
     shares = counts / accelerator.reduce(counts.sum(), "sum").clamp_min(1)
@@ -284,7 +283,7 @@ def accumulate_step(accelerator, model, batches: list[dict]) -> torch.Tensor:
 class RepeatedRows:
     """With several processes, accelerate completes an epoch's last, short global batch with samples
     from the epoch's start, so that every process gets its equal share (`even_batches`). Those rows
-    get IGNORE labels here: they weigh nothing, and 1 and N processes take the same steps."""
+    get IGNORE_INDEX labels here: they weigh nothing, and 1 and N processes take the same steps."""
 
     def __init__(self, accelerator, num_samples: int, batch_size: int, num_batches: int):
         short = num_samples % batch_size
@@ -296,142 +295,8 @@ class RepeatedRows:
         if index != self.last:
             return batch
         labels = batch["labels"].clone()
-        labels[self.real_rows:] = IGNORE
+        labels[self.real_rows:] = IGNORE_INDEX
         return {**batch, "labels": labels}
-
-
-# what may change when a run is resumed: where and how it reports, not what it trains
-RESUME_MAY_CHANGE = ("output_dir", "resume", "quiet", "report_to", "cpu")
-
-
-def absolute_data_dir(data_dir: str | None) -> str | None:
-    """A local data folder as an absolute path, a Hub id as it is: the run and its checkpoint are read
-    later from other directories (a relative 'o/sb' would then read as a Hub id)."""
-    if data_dir is not None and resolve_hub_id(data_dir) is None and Path(data_dir).exists():
-        return str(Path(data_dir).resolve())
-    return data_dir
-
-
-def with_absolute_data_dir(args: TrainArgs) -> TrainArgs:
-    """Also a plugin file's path (PATH.py:CLASS), for the same reason."""
-    from .models.plugins import absolute_spec
-
-    return replace(args, data_dir=absolute_data_dir(args.data_dir), mixer=absolute_spec(args.mixer))
-
-
-def check_output_dir(out: Path, args: TrainArgs) -> None:
-    """A run folder is new, or the same run resumed: never mixes two runs' files, never touches a
-    folder that is not a run's (a run folder holds the train_args.json of the same arguments)."""
-    if not args.output_dir:  # Path("") is the current folder: "" is a mistake, not a choice of "."
-        raise ParameterError("output_dir='' is invalid: allowed a folder path (not empty)")
-    if out.exists() and not out.is_dir():
-        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a folder (it is a file)")
-    from .hub_dataset import check_outside_configs
-
-    check_outside_configs(out, "output_dir")
-    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
-        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a writable folder ({probe} is not writable)")
-    if not (out.exists() and any(p.name != TRAIN_LOCK for p in out.iterdir())):
-        return
-    if not args.resume:
-        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed an empty or new folder "
-                             "(pass --resume to continue the run that is there)")
-    saved_path = out / "train_args.json"
-    try:
-        saved = json.loads(saved_path.read_text())
-        assert isinstance(saved, dict)
-    except (OSError, ValueError, AssertionError):
-        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume an empty folder or a run "
-                             f"folder (its {saved_path.name} is missing or unreadable)") from None
-    given = json.loads(json.dumps(asdict(args)))  # as the file holds them (tuples as lists)
-    # runs of earlier versions recorded a local data folder as given, maybe relative
-    saved["data_dir"] = absolute_data_dir(saved.get("data_dir"))
-    # a field an earlier version did not record had its default's behaviour then
-    defaults = json.loads(json.dumps(asdict(TrainArgs())))
-    differs = [f"{k}={v!r} (the run's: {saved.get(k, defaults[k])!r})" for k, v in given.items()
-               if k not in RESUME_MAY_CHANGE and saved.get(k, defaults[k]) != v]
-    if differs:
-        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume only the arguments of the "
-                             f"run there ({'; '.join(differs)})")
-
-
-TRAIN_LOCK = ".selectivbench-train.lock"  # in the run folder: held by the run writing there
-
-
-@contextmanager
-def run_folder_lock(accelerator, out: Path, args: TrainArgs):
-    """One `train` per run folder: a second run into it (started meanwhile, or a --resume while the
-    first runs) is refused at once, before anything is written; two would interleave their logs and
-    replace each other's files. The main process takes it and tells the others, so that every
-    process refuses together. The folder is checked again under the lock: a run may have written
-    there since the first check."""
-    made = [p for p in (out, *out.parents) if not p.exists()] if accelerator.is_main_process else []
-    with ExitStack() as held:
-        refusal = None
-        if accelerator.is_main_process:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                held.enter_context(file_lock(out / TRAIN_LOCK, busy=(
-                    f"output_dir={str(out)!r} is invalid: allowed a folder no other `selectivbench train` is writing "
-                    f"to ({out} is in use: wait for that run or stop it)")))
-                check_output_dir(out, args)
-            except (ParameterError, OSError) as err:
-                refusal = str(err) if isinstance(err, ParameterError) else \
-                    f"output_dir={str(out)!r} is invalid: allowed a folder that can be made ({err.strerror})"
-        try:
-            refusal = broadcast_object_list([refusal])[0]
-            if refusal is not None:
-                raise ParameterError(refusal)
-            yield
-        except BaseException:
-            remove_if_unused(made, out / TRAIN_LOCK)
-            raise
-
-
-def remove_if_unused(made: list[Path], lock: Path) -> None:
-    """A run that failed before writing anything leaves no folder behind: the lock file (still held)
-    and the folders this run made for it are removed, when they hold nothing else."""
-    if not made or not lock.exists() or [p.name for p in made[0].iterdir()] != [lock.name]:
-        return
-    lock.unlink()
-    for folder in made:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (another run made something there meanwhile)
-            break
-
-
-def check_state_within(where: Path, step: int, steps: int, args: TrainArgs) -> None:
-    """A saved state past the run's last step is another run's (a copied folder, an edited record, a
-    training split that has shrunk): resuming it would train nothing and report that run as this one."""
-    if step > steps:
-        field, value = ("max_steps", args.max_steps) if args.epochs is None else ("epochs", args.epochs)
-        raise ParameterError(f"{field}={value} is invalid for output_dir={args.output_dir!r}: allowed with --resume "
-                             f"a run whose saved state is at most at its last step {steps} ({where} is at step {step}: "
-                             "it belongs to another run)")
-
-
-def saved_record(out: Path) -> dict | None:
-    """The run record of the checkpoint a run folder holds (checked, read before any work), or None."""
-    return checkpoint_record(out / "model") if (out / "model" / RUN_FILE).exists() else None
-
-
-def check_same_task(out: Path, task: Task, record: dict | None) -> None:
-    """A resumed run trains on the task it started on: every task parameter and split size of its
-    record (a data folder may have been regenerated with another seq_len or noise)."""
-    if record is not None and (differs := fingerprint_differences(record, task)):
-        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the task the run was "
-                             f"trained on (its {RUN_FILE} differs from the data now: {'; '.join(differs)})")
-
-
-def check_state_task(out: Path, restored: dict, fingerprint: dict) -> None:
-    """The newest state was saved by a run of this task (its model/ record may be missing: a run
-    killed between its first state and its first checkpoint)."""
-    if (differs := differences(restored.get("task") or {}, fingerprint)):
-        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed with --resume the task the run was "
-                             f"trained on (its newest state's task differs from the data now: {'; '.join(differs)})")
-
 
 def early_stop(progress: dict, score: float, patience: int) -> bool:
     if score > progress["best"]:
@@ -439,88 +304,3 @@ def early_stop(progress: dict, score: float, patience: int) -> bool:
         return False
     progress["bad_evals"] += 1
     return patience > 0 and progress["bad_evals"] >= patience
-
-
-def log(accelerator, out: Path, record: dict, report_to) -> None:
-    if accelerator.is_main_process:
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-    if report_to:
-        accelerator.log(record, step=record["step"])
-
-
-def drop_log_after(path: Path, step: int) -> None:
-    """Keep the log lines up to `step`. A last line cut short by a kill is dropped; a damaged line
-    before it is an error naming the file."""
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = []
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-            logged = record["step"]
-            assert isinstance(logged, int)
-        except (ValueError, KeyError, TypeError, AssertionError):
-            if number == len(lines):
-                break
-            raise ParameterError(f"file={str(path)!r} is invalid: allowed one JSON record with an integer 'step' "
-                                 f"per line (line {number} is not)") from None
-        if logged <= step:
-            kept.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-def run_card(args: TrainArgs | dict, task: Task, step: int, metrics: dict, metrics_step: int | None = None) -> dict:
-    """What a checkpoint records about how it was made: enough to rebuild its task exactly
-    (`data.checkpoint_task`) and to refuse data of another grammar. `validation_step`: the step the
-    validation numbers are of (a save between evaluations keeps the last ones; None: none yet).
-    Not evaluated afresh at a save: the evaluation draws from torch's generator, and with dropout the
-    training would then depend on save_every."""
-    train_args = asdict(args) if isinstance(args, TrainArgs) else dict(args)
-    return {"train_args": train_args, "task": task.name, "task_params": task.params.to_dict(),
-            "split_sizes": task.split_sizes, "data_dir": train_args.get("data_dir"),
-            "grammar_sha256": grammar_sha256(task.grammar), "step": step, "validation": metrics,
-            "validation_step": metrics_step if metrics else None}
-
-
-def write_run_record(folder: str | Path, task: Task, args: TrainArgs | dict, step: int = 0,
-                     metrics: dict | None = None) -> None:
-    """Record next to a save_pretrained folder how it was made (read by evaluate and publish-model)."""
-    atomic_write_text(Path(folder) / RUN_FILE, json.dumps(run_card(args, task, step, metrics or {}, step), indent=1))
-
-
-def model_swap_folders(out: Path) -> tuple[Path, Path, Path]:
-    """`model/`, the new one being written, the previous one being removed."""
-    return out / "model", out / "model.tmp", out / "model.old"
-
-
-def repair_model_swap(out: Path) -> None:
-    """Finish a `save_model` cut short. Its new folder is complete once its run record is in (written
-    last), and `model/` is renamed away only after that: a complete new one is swapped in (a kill
-    between the two renames left no `model/` at all); the leftovers of a kill at any other point
-    are removed. (A --resume of a finished run trains nothing: it saved nothing either.)"""
-    final, tmp, old = model_swap_folders(out)
-    if (tmp / RUN_FILE).is_file():  # complete, and newer than any model/ (save_model removes it first)
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
-    for p in (tmp, old):
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def save_model(accelerator, model, out: Path, meta: dict) -> None:
-    """`model/` is swapped in whole: a reader sees the previous checkpoint or this one; a kill between
-    the two renames is finished by `repair_model_swap` (the next train or --resume of the folder)."""
-    if accelerator.is_main_process:
-        final, tmp, old = model_swap_folders(out)
-        for p in (tmp, old):
-            shutil.rmtree(p, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(tmp)
-        atomic_write_text(tmp / RUN_FILE, json.dumps(meta, indent=1))
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .builders.config import _fail as _bad
+from ..builders.config import TASKS
+from ..errors import check_choice, check_int, check_real, fail
 
 OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("no", "fp16", "bf16")
@@ -80,41 +81,33 @@ class TrainArgs:
 
 def check_train_args(a: TrainArgs) -> None:
     """One ParameterError naming the first bad field, before any work."""
-    from .builders.config import TASKS
-    from .models.configuration_selectivbench import LINEAR_INITS, NORMS
+    from ..models.configuration_selectivbench import LINEAR_INITS, NORMS  # transformers: kept off `--help`
 
     ints = {"d_model": 1, "n_layers": 1, "n_heads": 1, "d_state": 1, "num_householder": 1, "batch_size": 1,
             "warmup_steps": 0, "max_steps": 1, "grad_accum": 1, "eval_every": 1, "save_every": 1, "patience": 0,
             "train_seed": 0}
     for name, low in ints.items():
-        v = getattr(a, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            _bad(name, v, f"an integer >= {low}")
-    if a.train_seed > 2**32 - 1:  # numpy's and torch's seeds
-        _bad("train_seed", a.train_seed, f"an integer in [0, {2**32 - 1}]")
+        check_int(name, getattr(a, name), low)
+    check_int("train_seed", a.train_seed, 0, 2**32 - 1)  # numpy's and torch's seeds
     for name in ("epochs", "eval_samples"):
-        v = getattr(a, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            _bad(name, v, "an integer >= 1 (or unset)")
-    floats = {"lr": (0.0, math.inf, True), "weight_decay": (0.0, math.inf, False), "clip": (0.0, math.inf, False),
-              "min_lr_ratio": (0.0, 1.0, False), "dropout": (0.0, 1.0, False), "rope_theta": (0.0, math.inf, True)}
-    for name, (low, high, open_low) in floats.items():
-        v = getattr(a, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or v < low or (open_low and v == low) or v > high or (name == "dropout" and v == 1.0):
-            closed_high = name != "dropout" and math.isfinite(high)
-            _bad(name, v, f"a number in {'(' if open_low else '['}{low}, {high}{']' if closed_high else ')'}")
-    choices = {"config": tuple(TASKS), "norm": NORMS, "optimizer": OPTIMIZERS,
+        if getattr(a, name) is not None:
+            check_int(name, getattr(a, name), 1, allowed="an integer >= 1 (or unset)")
+    # name: (low, high, low_open, high_open)
+    reals = {"lr": (0.0, math.inf, True, False), "weight_decay": (0.0, math.inf, False, False),
+             "clip": (0.0, math.inf, False, False), "min_lr_ratio": (0.0, 1.0, False, False),
+             "dropout": (0.0, 1.0, False, True), "rope_theta": (0.0, math.inf, True, False)}
+    for name, bounds in reals.items():
+        check_real(name, getattr(a, name), *bounds)
+    choices = {"config": TASKS, "norm": NORMS, "optimizer": OPTIMIZERS,
                "mixed_precision": PRECISIONS, "linear_init": LINEAR_INITS}
     for name, allowed in choices.items():
-        if getattr(a, name) not in allowed:
-            _bad(name, getattr(a, name), f"one of {allowed}")
+        check_choice(name, getattr(a, name), allowed)
     if a.d_model % a.n_heads:
-        _bad("n_heads", a.n_heads, f"a divisor of d_model={a.d_model}")
+        fail("n_heads", a.n_heads, f"a divisor of d_model={a.d_model}")
     if a.backbone_kwargs is not None and a.backbone is None:
-        _bad("backbone_kwargs", a.backbone_kwargs, "only with --backbone")
+        fail("backbone_kwargs", a.backbone_kwargs, "only with --backbone")
     if a.backbone is not None:
-        from .backbone import backbone_config
+        from ..backbone import backbone_config
 
         backbone_config(a.backbone, a.backbone_kwargs, a.d_model, a.n_layers, a.n_heads, a.d_state)
     else:
@@ -128,19 +121,19 @@ def check_tracker(name: str) -> None:
     from accelerate import utils
 
     if name not in TRACKERS:
-        _bad("report_to", name, f"one of {TRACKERS}")
+        fail("report_to", name, f"one of {TRACKERS}")
     available = getattr(utils, f"is_{name}_available", None)
     if available is not None and not available():
         extra = ' (pip install -e ".[tensorboard]")' if name == "tensorboard" else f" (pip install {name})"
-        _bad("report_to", name, f"an installed tracker: {name} is not installed{extra}")
+        fail("report_to", name, f"an installed tracker: {name} is not installed{extra}")
 
 
 def check_mixer_spec(spec, **sizes) -> None:
     """A built-in name, or a plugin that imports, is a Mixer and runs a forward pass at these sizes."""
-    from .models import MIXERS
+    from ..models import MIXERS
 
     if spec in MIXERS:
         return
-    from .check_mixer import probe
+    from ..check_mixer import probe
 
     probe(spec, {"n_layers": 1, **sizes})

@@ -5,37 +5,35 @@ By default each checkpoint is scored on the task it was trained on, rebuilt from
 (`data.checkpoint_task`); `configs`, `data_dir` or task overrides score it elsewhere, and only a
 task of the very same grammar is accepted. Only the asked splits are read or built.
 
-One row per (model, config, split) appended to `<out>.jsonl` and `<out>.csv`: element and per-step
-accuracy, token-mean loss, and the Bayes ceiling of the same samples beside them. `seed` is the
-task seed; `noise_seed` seeds the evaluation input noise. An existing `<out>.csv` / `<out>.jsonl` is
-appended to only when this command wrote it (`check_table_path`); any other file is left alone.
+One row per (model, config, split) appended to `<out>.jsonl` and `<out>.csv` (`tables.py`): element
+and per-step accuracy, token-mean loss, and the Bayes ceiling of the same samples beside them.
+`seed` is the task seed; `noise_seed` seeds the evaluation input noise.
 """
 from __future__ import annotations
 
-import csv
-import io
-import os
 import json
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from safetensors import safe_open
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from .atomic import check_writable, file_lock, replaced
-from .builders import ParameterError
-from .builders.ceiling import ceiling_counts
-from .builders.sampler import Sampler
-from .data import SelectivBenchCollator, Task, check_compatible, checkpoint_record, checkpoint_task, load_task, model_view
-from .metrics import IGNORE, accuracies, window_predictions
-from .backbone import BackboneConfig, model_class_of
-from .models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from .models.modeling_selectivbench import AUTO_MAP
-from .run_state import shapes, weights_mismatch
+from ..errors import ParameterError, check_int
+from ..builders.ceiling import ceiling_counts
+from ..builders.sampler import Sampler
+from ..data.collator import SelectivBenchCollator, model_view
+from ..data.task import Task, check_compatible, checkpoint_record, checkpoint_task, load_task
+from ..models.configuration_selectivbench import IGNORE_INDEX
+from .metrics import accuracies, element_starts, step_cross_entropy, window_predictions
+from .tables import append_rows, check_table_path
+from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
+from ..models.modeling_selectivbench import AUTO_MAP
+from ..training.state import shapes, weights_mismatch
+from ..backbone import BackboneConfig, model_class_of
 
-FIELDS = ["model", "mixer", "config", "split", "seed", "noise_seed", "samples", "element_accuracy", "step_accuracy",
-          "loss", "bayes_element_accuracy", "bayes_step_accuracy", "parameters", "elements", "steps"]
 MAX_NOISE_SEED = 2**63 - 1  # the task seed's range; data.noise_for's SeedSequence takes no negative entropy
 
 
@@ -59,12 +57,9 @@ def per_sample_counts(logits, labels, element_index) -> torch.Tensor:
     """(B, 5): element correct, elements, step correct, steps, summed loss; one row per sample,
     so that gather_for_metrics can drop the duplicates of an uneven last batch."""
     step_pred, element_pred = window_predictions(logits, labels, element_index)
-    valid = labels != IGNORE
-    first = valid.clone()
-    first[:, 1:] &= element_index[:, 1:] != element_index[:, :-1]
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision up, float64 kept
-    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
-                                             reduction="none").sum(1)
+    valid = labels != IGNORE_INDEX
+    first = element_starts(valid, element_index)
+    loss = step_cross_entropy(logits, labels).sum(1)
     rows = [((element_pred == labels) & first).sum(1), first.sum(1), ((step_pred == labels) & valid).sum(1),
             valid.sum(1), loss]
     return torch.stack([r.double() for r in rows], 1)
@@ -81,8 +76,6 @@ def check_weights(checkpoint: str | Path) -> None:
     checkpoint of an older block layout would then be scored as a partly untrained model. Reads
     what from_pretrained(use_safetensors=True) reads: model.safetensors, else the shards its index
     names (never a pickle)."""
-    from safetensors import safe_open
-
     folder = Path(checkpoint)
     check_model_type(folder)
     files = [folder / name for name in weight_files(folder) if name.endswith(".safetensors")]
@@ -143,8 +136,6 @@ def weight_files(checkpoint: str | Path) -> list[str]:
     """The weight files of a checkpoint, by name: model.safetensors, else the index and the shards it
     names, each a file of the folder itself (a name like '../x' or '/etc/x' would read, and upload,
     a file outside it). ParameterError naming the checkpoint otherwise."""
-    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
-
     folder = Path(checkpoint)
     if (folder / SAFE_WEIGHTS_NAME).is_file():
         return [SAFE_WEIGHTS_NAME]
@@ -191,13 +182,10 @@ def tasks_for(checkpoints: list[str], configs: list[str] | None, splits, data_di
 def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str | None = None,
              splits: list[str] | None = None, data_dir: str | None = None, batch_size: int = 64,
              num_samples: int | None = None, noise_seed: int = 0, cpu: bool = False, **overrides) -> list[dict]:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(f"batch_size={batch_size!r} is invalid: allowed an integer >= 1")
-    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                    or num_samples < 1):
-        raise ParameterError(f"num_samples={num_samples!r} is invalid: allowed an integer >= 1 (or unset: all)")
-    if isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or not 0 <= noise_seed <= MAX_NOISE_SEED:
-        raise ParameterError(f"noise_seed={noise_seed!r} is invalid: allowed an integer in [0, {MAX_NOISE_SEED}]")
+    check_int("batch_size", batch_size, 1)
+    if num_samples is not None:
+        check_int("num_samples", num_samples, 1, allowed="an integer >= 1 (or unset: all)")
+    check_int("noise_seed", noise_seed, 0, MAX_NOISE_SEED)
     for field, values in (("checkpoints", [str(Path(c).resolve()) for c in checkpoints]), ("configs", configs),
                           ("splits", splits)):
         if values is not None and len(set(values)) != len(values):  # every row would be scored and written twice
@@ -228,77 +216,3 @@ def evaluate(checkpoints: list[str], configs: list[str] | None = None, out: str 
     if accelerator.is_main_process and out:
         append_rows(out, rows)
     return rows
-
-
-def check_table_path(out: str) -> None:
-    """`out` names a table this command may write: `<out>.jsonl` and `<out>.csv` each new, or a
-    table this command wrote (csv: its header is exactly FIELDS; jsonl: one or more lines, each a
-    JSON object with exactly the FIELDS keys). Any other file is a user's and is never appended to."""
-    out = os.fspath(out)
-    base = Path(out)
-    if out.replace(os.sep, "/").rsplit("/", 1)[-1] in ("", ".", ".."):  # as typed: Path("runs/.") is "runs"
-        raise ParameterError(f"out={out!r} is invalid: allowed a table path ending in a file name (<out>.csv and "
-                             "<out>.jsonl are written)")
-    parent = base.parent
-    if parent.exists() and not parent.is_dir():
-        raise ParameterError(f"out={out!r} is invalid: allowed a path in a folder ({parent} is a file)")
-    from .hub_dataset import check_outside_configs
-
-    check_outside_configs(parent, "out")
-    check_writable(parent, "out", out)
-    for path, ours in zip(table_paths(out), (_our_jsonl, _our_csv)):
-        if path.exists() and not path.is_file():
-            raise ParameterError(f"out={out!r} is invalid: allowed a table path ({path} is not a file)")
-        if path.exists() and not ours(path):
-            raise ParameterError(f"out={out!r} is invalid: allowed a new table or one written by `selectivbench "
-                                 f"evaluate` ({path} has other content: a file of yours is never appended to)")
-
-
-def table_paths(out: str) -> tuple[Path, Path]:
-    """`<out>.jsonl` and `<out>.csv`, the suffix added to the name as given (`eval.v2` gives
-    `eval.v2.jsonl`, where Path.with_suffix would give `eval.jsonl`); a given .jsonl or .csv is replaced."""
-    base = Path(out)
-    if base.suffix in (".jsonl", ".csv"):
-        base = base.with_suffix("")
-    return base.parent / f"{base.name}.jsonl", base.parent / f"{base.name}.csv"
-
-
-def _our_csv(path: Path) -> bool:
-    with open(path, newline="", errors="replace") as f:
-        return next(csv.reader(f), None) == FIELDS
-
-
-def _our_jsonl(path: Path) -> bool:
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    try:
-        rows = [json.loads(line) for line in lines]
-    except ValueError:
-        return False
-    return bool(rows) and all(isinstance(r, dict) and sorted(r) == sorted(FIELDS) for r in rows)
-
-
-def append_rows(out: str, rows: list[dict]) -> None:
-    """Rows added to both tables, each file replaced whole (old content + new rows) by a rename, so
-    that it is the old table or the new one, never half; checked again first, since a file may have
-    appeared while the models were scored. Under a lock on the tables' folder: two evaluations
-    appending to one table at once would each read the old table, and the second rename would drop
-    the first one's rows."""
-    check_table_path(out)
-    jsonl, csv_path = table_paths(out)
-    jsonl.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(jsonl.parent, what="append to one table at a time"):  # the folder: no lock file beside the tables
-        check_table_path(out)
-        _append_unlocked(jsonl, csv_path, rows)
-
-
-def _append_unlocked(jsonl: Path, csv_path: Path, rows: list[dict]) -> None:
-    lines = io.StringIO()
-    w = csv.DictWriter(lines, fieldnames=FIELDS, extrasaction="ignore")
-    if not csv_path.exists():
-        w.writeheader()
-    w.writerows(rows)
-    # both new versions written in full before either is renamed: a full disk leaves both tables as they were
-    with replaced(jsonl) as new_jsonl, replaced(csv_path) as new_csv:
-        for path, tmp, text in ((jsonl, new_jsonl, "".join(json.dumps(r) + "\n" for r in rows)),
-                                (csv_path, new_csv, lines.getvalue())):
-            tmp.write_bytes((path.read_bytes() if path.exists() else b"") + text.encode())

@@ -1,10 +1,5 @@
-"""From a task config to model batches: load (or build) the dataset, then collate.
-
-The collator builds the model inputs of SPEC §4: token ids padded with the gap id (a zero input
-vector), labels padded with -100, element windows for the metric, and the uniform input noise.
-Noise is a pure function of (seed, split, sample index, epoch): an evaluation batch gets the same
-noise every time, and a resumed run redraws exactly what it would have drawn.
-"""
+"""A task: a config of a generated folder or Hub dataset, or built here, with its parameters and
+grammar; the task a checkpoint recorded, and the checks that a checkpoint fits a task."""
 from __future__ import annotations
 
 import hashlib
@@ -13,30 +8,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
 from datasets import DatasetDict
 
-from .builders import Grammar, TaskParams
-from .builders.config import ParameterError, params_problem
-from .builders.sampler import split_code
-from .metrics import IGNORE
+from ..builders import Grammar, TaskParams
+from ..builders.config import TASKS, params_problem
+from ..builders.split_cache import build_split
+from ..errors import ParameterError, is_count
+from ..hub.dataset_folder import make_builder
+from ..hub.dataset_records import check_config_folder, load_config_folder
+from .hub_ids import resolve_data_dir, resolve_hub_id
 
-MODEL_COLUMNS = ("input_ids", "labels", "element_index", "index")
 RUN_FILE = "selectivbench_run.json"  # written next to a checkpoint by `selectivbench train`
-def parse_hub_id(data_dir: str) -> tuple[str, str | None, str | None] | None:
-    """(ORG/NAME, revision, folder in the repo) of a Hub dataset id, or None. huggingface_hub's own
-    parser, a bare `ORG/NAME[@revision][/folder]` read as `hf://datasets/...`: it knows revisions
-    with slashes (`refs/pr/1`, or URL-encoded), which a regular expression split at the first '/'."""
-    from huggingface_hub.utils import parse_hf_uri
-
-    try:
-        uri = parse_hf_uri(data_dir if data_dir.startswith("hf://") else f"hf://datasets/{data_dir}")
-    except Exception:  # HfUriError and kin: not a Hub id
-        return None
-    if uri.type != "dataset" or uri.id.count("/") != 1:
-        return None
-    return uri.id, uri.revision, uri.path_in_repo.strip("/") or None
 
 
 @dataclass
@@ -88,47 +70,11 @@ def grammar_sha256(grammar: Grammar) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-def resolve_hub_id(data_dir: str | None) -> str | None:
-    """`ORG/NAME` when `data_dir` names a Hub dataset rather than a local folder, else None."""
-    if data_dir is None or Path(data_dir).exists() or str(data_dir).startswith((".", "/", "~")):
-        return None
-    parsed = parse_hub_id(str(data_dir))
-    return parsed[0] if parsed else None
-
-
-def resolve_data_dir(data_dir: str, config: str) -> Path:
-    """A local folder as it is; a Hub dataset id `ORG/NAME[@revision]` or `hf://datasets/ORG/NAME[@rev][/sub]`
-    through the Hub cache (so HF_HUB_OFFLINE and revision pinning work as everywhere in HF)."""
-    local = Path(data_dir)
-    if local.exists() or data_dir.startswith((".", "/", "~")):
-        if not (local / config).is_dir():
-            raise ParameterError(f"data_dir={data_dir!r} is invalid: allowed a folder with a {config!r} config "
-                                 "(made by `selectivbench generate`)")
-        return local
-    parsed = parse_hub_id(data_dir)
-    if not parsed:
-        raise ParameterError(f"data_dir={data_dir!r} is invalid: allowed a generated folder, ORG/NAME[@revision] "
-                             "or hf://datasets/ORG/NAME[@revision]")
-    repo_id, revision, sub = parsed
-    from huggingface_hub import snapshot_download
-
-    prefix = f"{sub}/" if sub else ""
-    try:
-        root = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision,
-                                      allow_patterns=[f"{prefix}{config}/*", f"{prefix}README.md"]))
-    except Exception as err:  # offline without a cached copy, unknown repo or revision
-        raise ParameterError(f"data_dir={data_dir!r} is invalid: allowed a dataset repository that can be read "
-                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    return root / sub if sub else root
-
-
 def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = None, num_proc=None,
               splits: list[str] | None = None, with_train: bool = True, check=None, **overrides) -> Task:
     """A config of a generated folder or Hub dataset, or built here with overrides. Only `splits`
     (default: all, train only `with_train`) are read or built, and `check(task_without_data)` runs
     before any of that work."""
-    from .hub_dataset import check_config_folder, load_config_folder, make_builder
-
     if data_dir is not None:
         if overrides:
             raise ParameterError(f"data_dir={data_dir!r} is invalid with task parameters {sorted(overrides)}: "
@@ -143,8 +89,6 @@ def load_task(config: str, data_dir: str | None = None, cache_dir: str | None = 
             check(Task(config, DatasetDict(), params, grammar, sizes))
         data = {s: load_config_folder(folder, config, split=s, cache_dir=cache_dir) for s in splits}
         return Task(config, DatasetDict(data), params, grammar, sizes)
-    from .builders.builder import build_split
-
     builder = make_builder(config, cache_dir=cache_dir, **overrides)
     sizes = builder.config.split_sizes  # validates every parameter
     params, grammar = builder.config.params, builder.grammar
@@ -187,9 +131,8 @@ def checkpoint_record(checkpoint: str | Path) -> dict:
 
 
 def _run_record_problem(run) -> str | None:
-    """What in a checkpoint's record differs from what `train.run_card` writes (the fields read), or None."""
-    from .builders.config import TASKS
-
+    """What in a checkpoint's record differs from what `training.record.run_record` writes (the fields
+    read), or None."""
     if not isinstance(run, dict):
         return "a JSON object"
     if run.get("task") not in TASKS:
@@ -201,7 +144,7 @@ def _run_record_problem(run) -> str | None:
         if run.get(field) is not None and not isinstance(run[field], kind):
             return f"{field}: allowed {allowed}"
     sizes = run.get("split_sizes") or {}
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()):
+    if not all(is_count(n) for n in sizes.values()):
         return "split_sizes: allowed an object of split name -> number of samples"
     return None
 
@@ -240,57 +183,3 @@ def check_compatible(checkpoint: str | Path, task: Task, same_task: bool = False
             f"(checkpoint: seed={p.get('seed')}, vocab_size={p.get('vocab_size')}, ambiguities={p.get('ambiguities')}; "
             f"task: seed={task.params.seed}, vocab_size={task.params.vocab_size}, "
             f"ambiguities={task.params.ambiguities}; grammar hashes differ)")
-
-
-DROPOUT_STREAM = 1  # a fifth SeedSequence entry: the dropout seeds' stream, apart from the noise's
-
-
-def dropout_seed_for(seed: int, split: str, index: int, epoch: int) -> int:
-    """The 32-bit seed of a sample's dropout masks in an epoch (it is seen once per epoch): a pure
-    function of (seed, split, sample index, epoch), whatever process or batch the sample is in."""
-    return int(np.random.SeedSequence([seed, split_code(split), int(index), epoch, DROPOUT_STREAM]).generate_state(1)[0])
-
-
-def noise_for(seed: int, split: str, index: int, epoch: int, shape, amplitude: float) -> torch.Tensor:
-    entropy = np.random.SeedSequence([seed, split_code(split), int(index), epoch]).generate_state(2)
-    gen = torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
-    return torch.rand(shape, generator=gen) * amplitude
-
-
-@dataclass
-class SelectivBenchCollator:
-    """Pads a list of dataset rows into a batch; adds `input_noise` when noise > 0."""
-
-    vocab_size: int
-    noise: float = 0.0
-    seed: int = 0
-    split: str = "train"
-    epoch: int = 0
-
-    def __call__(self, rows: list[dict]) -> dict:
-        B, T = len(rows), max(len(r["input_ids"]) for r in rows)
-        batch = {"input_ids": torch.full((B, T), self.vocab_size, dtype=torch.long),
-                 "labels": torch.full((B, T), IGNORE, dtype=torch.long),
-                 "element_index": torch.full((B, T), -1, dtype=torch.long)}
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            for key in batch:
-                batch[key][i, :n] = torch.as_tensor(r[key])
-        if "index" in rows[0]:
-            batch["index"] = torch.tensor([int(r["index"]) for r in rows])
-            batch["dropout_seed"] = torch.tensor([dropout_seed_for(self.seed, self.split, r["index"], self.epoch)
-                                                  for r in rows])
-        if self.noise > 0:
-            noise = torch.zeros(B, T, self.vocab_size)
-            for i, r in enumerate(rows):
-                n = len(r["input_ids"])
-                noise[i, :n] = noise_for(self.seed, self.split, r.get("index", i), self.epoch,
-                                         (n, self.vocab_size), self.noise)
-            batch["input_noise"] = noise
-        return batch
-
-
-def model_view(dataset):
-    """Only the columns a model batch is made of."""
-    return dataset.select_columns([c for c in MODEL_COLUMNS if c in dataset.column_names])
-

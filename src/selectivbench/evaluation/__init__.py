@@ -1,0 +1,1 @@
+"""Evaluation: the SPEC metrics, scoring checkpoints and the results tables."""

@@ -1,0 +1,1 @@
+"""Training: arguments, the Accelerate loop, resumable states, run records and the transformers.Trainer glue."""

@@ -37,10 +37,6 @@ from .atomic import atomic_write_text, file_lock
 from .run_state import load_newest_state, newest_state_step, save_state
 from .train_args import TrainArgs, check_train_args
 
-# never decayed: norms, biases and the SSM parameters whose scale is their meaning
-NO_DECAY = ("A_log", "dt_bias", "D")
-
-
 def model_config(args: TrainArgs, task: Task) -> SelectivBenchConfig:
     return SelectivBenchConfig.for_task(
         task, mixer=args.mixer, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
@@ -60,9 +56,10 @@ def build_model(args: TrainArgs, task: Task):
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
-    decay, keep = [], []
+    """Decayed and not: the model names its parameters weight decay leaves alone (`no_weight_decay_names`)."""
+    no_decay, decay, keep = model.no_weight_decay_names(), [], []
     for name, p in model.named_parameters():
-        (keep if p.ndim < 2 or name.split(".")[-1] in NO_DECAY else decay).append(p)
+        (keep if name in no_decay else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 

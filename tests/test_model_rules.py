@@ -126,3 +126,23 @@ def test_each_family_keeps_its_layout():
     assert [t.shape for t in matrix.tensors()] == [(2, 4, 8, 16), (2, 5, 3)] and matrix.seen == 7
     assert [t.shape for t in diagonal.tensors()] == [(2, 32, 8)] and diagonal.seen == 0
     assert DiagonalState(torch.zeros(2, 32)).tensors()[0].shape == (2, 32)
+
+
+def test_every_config_field_is_documented_with_its_type_and_default():
+    """As transformers' configs: 'd_state (`int`, *optional*, defaults to 16):', the default the signature has."""
+    import inspect
+    import re
+
+    doc = SelectivBenchConfig.__doc__
+    fields = [p for p in inspect.signature(SelectivBenchConfig.__init__).parameters.values()
+              if p.name not in ("self", "kwargs")]
+    for field in fields:
+        entry = re.search(rf"\n        {field.name} \(`[^`]+`, \*optional\*(?:, defaults to `?([^`\n]+?)`?)?\):\n", doc)
+        assert entry, field.name
+        documented = entry.group(1)
+        if field.default is None:
+            assert documented is None or field.name == "num_labels", field.name
+        else:
+            assert documented == (f'"{field.default}"' if isinstance(field.default, str) else str(field.default)), \
+                field.name
+    assert len(re.findall(r"\n        \w+ \(`", doc)) == len(fields)

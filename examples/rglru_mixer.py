@@ -17,6 +17,7 @@ TAXONOMY = dict(transition="data-dependent diagonal (a^(8 r_t))", input_gating="
 
 
 class RGLRUMixer(Mixer):  # --mixer name: rglru
+    no_weight_decay = ("a_logit",)  # its decay rates: weight decay would pull every a towards 0.5
     def __init__(self, config):
         super().__init__()
         self.in_proj = nn.Linear(config.d_model, 3 * config.d_model)  # r, i and the value v

@@ -14,59 +14,84 @@ IGNORE_INDEX = -100  # label of steps the loss and the metrics skip (padding), a
 
 
 class SelectivBenchConfig(PretrainedConfig):
-    """Configuration of `SelectivBenchModel` / `SelectivBenchForTokenClassification`.
+    r"""Configuration of `SelectivBenchModel` / `SelectivBenchForTokenClassification`.
 
     Args:
-        mixer: token mixer of every layer: one of `MIXERS`, or a plugin (`plugins.py`): a registered or
+        mixer (`str`, *optional*, defaults to `"gla"`):
+            Token mixer of every layer: one of `MIXERS`, or a plugin (`plugins.py`): a registered or
             installed plugin's name, `PATH.py:CLASS` or `MODULE:CLASS`, recorded as its name plus
             `mixer_plugin`.
-        mixer_plugin: where a plugin mixer came from (name, class, origin, sha256 of its source;
-            set by resolving `mixer`); None for the built-ins.
-        vocab_size: number of symbols, the end marker '#' included. Token id `vocab_size` is a
-            silent gap step, whose input vector is zero (SPEC §4).
-        num_labels: number of hidden grammar states (classes); default 1601 (k = d = 40).
-        d_model: width of the residual stream.
-        n_layers: number of blocks (mixer -> dropout -> residual -> norm).
-        n_heads: heads of the attention-like mixers (d_model must be divisible by it).
-        d_state: state size per channel of the SSM mixers (s4d, mamba, mamba2).
-        input_noise: amplitude n of the uniform [0, n) noise added to every one-hot input entry
-            when the caller passes no noise of its own, in training mode only: in eval mode the
-            model adds no noise unless the caller passes `input_noise` (so evaluation is
-            deterministic; the data collator draws the task's test noise reproducibly).
-        expand: inner width factor of mamba, mamba2 and gru.
-        conv_size: kernel of the short causal convolutions: mamba's and mamba2's on their inner
-            stream, and (with `use_short_conv`) the ones on q, k and v of the fla-style mixers.
-        use_short_conv: a short causal convolution of `conv_size` (depthwise, no bias, then silu)
-            on each of q, k and v of deltanet, gated_deltanet, gated_deltaproduct, gla and retnet,
-            as fla's layers with `use_short_conv=True` (the paper's). Its last `conv_size - 1`
-            inputs are carried in the state. False: no conv; q, k, v get fla's activations of
-            that branch (silu for the delta rules, none for gla and retnet).
-        expand_v: value width factor of deltanet, gated_deltanet, gated_deltaproduct, gla and
-            retnet, as fla's `expand_v`: each head reads keys of d_head = d_model / n_heads and
-            values of expand_v * d_head, so the state per head is d_head x (expand_v * d_head),
-            the output norm and gate are expand_v * d_model wide, and o_proj maps that back to
-            d_model. The paper's is 2; 1 gives the square blocks. (mamba2 instead has heads of
-            d_model / n_heads channels and so expand * n_heads of them: mamba-ssm's `headdim`
-            rule in the paper.)
-        dropout: dropout after each mixer.
-        norm: 'layernorm' or 'rmsnorm' after each residual.
-        chunk_size: time chunk of the chunked (training) forms; mamba's selective scan (blocks of 32
-            steps) and the minGRU scan (sqrt(T) steps) are memory-bound and size their own.
-        num_householder: Householder reflections per token of gated_deltaproduct (fla's default
-            2; the paper's runs, and `reproduce --scale paper`, use 4).
-        rope_theta: base of the rotary embedding of transformer and retnet (the paper's transformer
-            runs: 1000; its retnet keeps fla's 10000).
-        time_step_min, time_step_max: range of the initial step sizes dt, drawn log-uniformly per
-            channel or head (mamba, mamba2, gated_deltanet, gated_deltaproduct, s4d), as in
-            transformers' Mamba2Config: decays exp(dt A) start between fast and slow.
-        A_init_range: (low, high) range of the initial decay rates -A per head, drawn uniformly
-            (mamba2, gated_deltanet, gated_deltaproduct; stored as A_log = log(-A)).
-        use_fast_kernels: on CUDA, use flash-linear-attention / mamba-ssm kernels when installed.
-        initializer_range: std of the normal init of linear layers; None: 1/sqrt(fan_in).
-        linear_init: 'normal' (normal weights of std `initializer_range`, zero biases) or 'torch'
-            (PyTorch's own nn.Linear init: weights and biases uniform in +-1/sqrt(fan_in), std 3x
-            smaller: the paper's, whose layers are built bare, so that no library init runs).
-            The mixers' own parameters (decays, step sizes, conv kernels) are set the same either way.
+        vocab_size (`int`, *optional*, defaults to 41):
+            Number of symbols, the end marker '#' included. Token id `vocab_size` is a silent gap step,
+            whose input vector is zero (SPEC §4).
+        num_labels (`int`, *optional*, defaults to 1601):
+            Number of hidden grammar states (classes); 1601 is k = d = 40. Without it, a saved config's
+            `id2label` gives it.
+        d_model (`int`, *optional*, defaults to 128):
+            Width of the residual stream.
+        n_layers (`int`, *optional*, defaults to 2):
+            Number of blocks (mixer -> dropout -> residual -> norm).
+        n_heads (`int`, *optional*, defaults to 4):
+            Heads of the attention-like mixers (`d_model` must be divisible by it).
+        d_state (`int`, *optional*, defaults to 16):
+            State size per channel of the SSM mixers (s4d, mamba, mamba2).
+        input_noise (`float`, *optional*, defaults to 0.0):
+            Amplitude n of the uniform [0, n) noise added to every one-hot input entry when the caller
+            passes no noise of its own, in training mode only: in eval mode the model adds no noise
+            unless the caller passes `input_noise` (so evaluation is deterministic; the data collator
+            draws the task's test noise reproducibly).
+        expand (`int`, *optional*, defaults to 2):
+            Inner width factor of mamba, mamba2 and gru.
+        conv_size (`int`, *optional*, defaults to 4):
+            Kernel of the short causal convolutions: mamba's and mamba2's on their inner stream, and
+            (with `use_short_conv`) the ones on q, k and v of the fla-style mixers.
+        use_short_conv (`bool`, *optional*, defaults to `True`):
+            A short causal convolution of `conv_size` (depthwise, no bias, then silu) on each of q, k
+            and v of deltanet, gated_deltanet, gated_deltaproduct, gla and retnet, as fla's layers with
+            `use_short_conv=True` (the paper's). Its last `conv_size - 1` inputs are carried in the
+            state. `False`: no conv; q, k, v get fla's activations of that branch (silu for the delta
+            rules, none for gla and retnet).
+        expand_v (`int`, *optional*, defaults to 2):
+            Value width factor of deltanet, gated_deltanet, gated_deltaproduct, gla and retnet, as fla's
+            `expand_v`: each head reads keys of d_head = d_model / n_heads and values of
+            expand_v * d_head, so the state per head is d_head x (expand_v * d_head), the output norm
+            and gate are expand_v * d_model wide, and o_proj maps that back to d_model. The paper's is
+            2; 1 gives square blocks. (mamba2 instead has heads of d_model / n_heads channels and so
+            expand * n_heads of them: mamba-ssm's `headdim` rule in the paper.)
+        dropout (`float`, *optional*, defaults to 0.0):
+            Dropout after each mixer, in [0, 1).
+        norm (`str`, *optional*, defaults to `"layernorm"`):
+            Norm after each residual: `"layernorm"` or `"rmsnorm"`.
+        chunk_size (`int`, *optional*, defaults to 16):
+            Time chunk of the chunked (training) forms; mamba's selective scan (blocks of 32 steps) and
+            the minGRU scan (sqrt(T) steps) are memory-bound and size their own.
+        num_householder (`int`, *optional*, defaults to 2):
+            Householder reflections per token of gated_deltaproduct (fla's default 2; the paper's runs,
+            and `reproduce --scale paper`, use 4).
+        rope_theta (`float`, *optional*, defaults to 10000.0):
+            Base of the rotary embedding of transformer and retnet (the paper's transformer runs: 1000;
+            its retnet keeps fla's 10000).
+        time_step_min (`float`, *optional*, defaults to 0.001):
+            Lower end of the initial step sizes dt, drawn log-uniformly per channel or head (mamba,
+            mamba2, gated_deltanet, gated_deltaproduct, s4d), as in transformers' Mamba2Config: decays
+            exp(dt A) start between fast and slow.
+        time_step_max (`float`, *optional*, defaults to 0.1):
+            Upper end of the initial step sizes dt (at least `time_step_min`).
+        A_init_range (`tuple[float, float]`, *optional*, defaults to `(1.0, 16.0)`):
+            (low, high) range of the initial decay rates -A per head, drawn uniformly (mamba2,
+            gated_deltanet, gated_deltaproduct; stored as A_log = log(-A)).
+        use_fast_kernels (`bool`, *optional*, defaults to `True`):
+            On CUDA, use flash-linear-attention / mamba-ssm kernels when installed.
+        initializer_range (`float`, *optional*):
+            Std of the normal init of linear layers; `None`: 1/sqrt(fan_in).
+        linear_init (`str`, *optional*, defaults to `"normal"`):
+            `"normal"` (normal weights of std `initializer_range`, zero biases) or `"torch"` (PyTorch's
+            own nn.Linear init: weights and biases uniform in +-1/sqrt(fan_in), std 3x smaller: the
+            paper's, whose layers are built bare, so that no library init runs). The mixers' own
+            parameters (decays, step sizes, conv kernels) are set the same either way.
+        mixer_plugin (`dict`, *optional*):
+            Where a plugin mixer came from (name, class, origin, sha256 of its source; set by resolving
+            `mixer`); `None` for the built-ins.
     """
 
     model_type = "selectivbench"

@@ -9,8 +9,8 @@ expand_v * d_head (config `expand_v`), RMSNorm per head over the values, o_proj 
 d_model. With `use_short_conv` each of q, k, v goes through its own depthwise causal conv
 (`q_conv1d`, `k_conv1d`, `v_conv1d`, no bias) before the silu; without it, silu alone (fla's
 branch without conv). The gated variants (mixer_gated_deltanet, mixer_gated_deltaproduct) add a
-scalar decay exp(g_t) and an output gate; the product variant applies `n_householder` rank-one
-corrections per token, i.e. runs the same rule over n_householder sub-steps, the decay on the
+scalar decay exp(g_t) and an output gate; the product variant applies `num_householder` rank-one
+corrections per token, i.e. runs the same rule over num_householder sub-steps, the decay on the
 first, the output after the last, with beta in (0, 2) (fla's GatedDeltaProduct allows negative
 eigenvalues by default).
 Chunked form: `chunk_delta_rule` (WY/UT transform) over the sub-steps. Recurrent form: the K x V state.
@@ -44,18 +44,18 @@ class DeltaNetMixer(Mixer):
     gated = False
     beta_scale = 1.0  # fla's allow_neg_eigval doubles beta (eigenvalues of I - beta k k^T in (-1, 1])
 
-    def __init__(self, config, n_householder: int = 1):
+    def __init__(self, config, num_householder: int = 1):
         super().__init__()
         D, H = config.d_model, config.n_heads
         Dv = config.expand_v * D  # fla's value_dim: H heads of expand_v * d_head
-        self.n_heads, self.nh, self.chunk_size = H, n_householder, config.chunk_size
-        self.sizes = (D, Dv)
+        self.n_heads, self.num_householder, self.chunk_size = H, num_householder, config.chunk_size
+        self.key_dim, self.value_dim = D, Dv  # of one sub-step, all heads (fla's names)
         self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
         self.q_proj = nn.Linear(D, D, bias=False)
         # per sub-step j: keys [j*D, (j+1)*D), values and betas alike (fla's GatedDeltaProduct layout)
-        self.k_proj = nn.Linear(D, n_householder * D, bias=False)
-        self.v_proj = nn.Linear(D, n_householder * Dv, bias=False)
-        self.b_proj = nn.Linear(D, n_householder * H, bias=False)
+        self.k_proj = nn.Linear(D, num_householder * D, bias=False)
+        self.v_proj = nn.Linear(D, num_householder * Dv, bias=False)
+        self.b_proj = nn.Linear(D, num_householder * H, bias=False)
         if self.gated:
             self.a_proj = nn.Linear(D, H, bias=False)  # decay step size
             self.A_log = nn.Parameter(torch.empty(H))
@@ -65,7 +65,7 @@ class DeltaNetMixer(Mixer):
         self.use_short_conv = config.use_short_conv
         if self.use_short_conv:
             self.q_conv1d, self.k_conv1d, self.v_conv1d = qkv_short_convs(
-                (D, n_householder * D, n_householder * Dv), config.conv_size)
+                (D, num_householder * D, num_householder * Dv), config.conv_size)
         self.norm = RMSNorm(Dv // H)
         self.o_proj = nn.Linear(Dv, D, bias=False)
 
@@ -76,19 +76,20 @@ class DeltaNetMixer(Mixer):
             init.copy_(self.dt_bias, inverse_softplus(log_uniform(H, *self.time_step_range)))
 
     def _project(self, x, window, step: bool = False):
-        """q (B,H,T,d); k (B,H,T,nh,d); v (B,H,T,nh,dv); beta (B,H,T,nh); g (B,H,T) log decay; conv window."""
+        """q (B,H,T,d); k (B,H,T,n,d); v (B,H,T,n,dv); beta (B,H,T,n); g (B,H,T) log decay; conv window
+        (n: the Householder sub-steps per token)."""
         B, T, _ = x.shape
-        H, nh, (D, Dv) = self.n_heads, self.nh, self.sizes
+        H, n, D, Dv = self.n_heads, self.num_householder, self.key_dim, self.value_dim
         gates = (self.a_proj, self.g_proj) if self.gated else ()
         qkv, beta, *gates = fused_linear(x, (self.q_proj, self.k_proj, self.v_proj), self.b_proj, *gates)
         if self.use_short_conv:
             (q, k, v), window = conv_qkv((self.q_conv1d, self.k_conv1d, self.v_conv1d), qkv, window, step)
         else:
-            q, k, v = F.silu(qkv).split([D, nh * D, nh * Dv], -1)
+            q, k, v = F.silu(qkv).split([D, n * D, n * Dv], -1)
         q = l2norm(split_heads(q, H), scale=(D // H) ** -0.5)
-        k = l2norm(k.view(B, T, nh, H, -1)).permute(0, 3, 1, 2, 4)
-        v = v.view(B, T, nh, H, -1).permute(0, 3, 1, 2, 4)
-        beta = (beta.sigmoid() * self.beta_scale).view(B, T, nh, H).permute(0, 3, 1, 2)
+        k = l2norm(k.view(B, T, n, H, -1)).permute(0, 3, 1, 2, 4)
+        v = v.view(B, T, n, H, -1).permute(0, 3, 1, 2, 4)
+        beta = (beta.sigmoid() * self.beta_scale).view(B, T, n, H).permute(0, 3, 1, 2)
         if self.gated:
             a, gate = gates
             g = (-self.A_log.exp() * F.softplus(a + self.dt_bias)).transpose(1, 2)
@@ -98,23 +99,23 @@ class DeltaNetMixer(Mixer):
 
     def forward(self, x, state=None):
         q, k, v, beta, g, gate, window = self._project(x, None if state is None else state.conv)
-        B, H, T, nh, d = k.shape
-        if nh == 1:  # one delta step per token
+        n = self.num_householder
+        if n == 1:  # one delta step per token
             q_sub, g_sub = q, g
-        else:  # sub-step j of token t sits at t * nh + j; the decay acts on j = 0, the output is read at j = nh-1
-            q_sub = torch.zeros_like(k).index_copy_(3, torch.tensor([nh - 1], device=x.device), q[:, :, :, None])
-            q_sub, g_sub = q_sub.flatten(2, 3), F.pad(g[..., None], (0, nh - 1)).flatten(2, 3)
+        else:  # sub-step j of token t sits at t * n + j; the decay acts on j = 0, the output is read at j = n - 1
+            q_sub = torch.zeros_like(k).index_copy_(3, torch.tensor([n - 1], device=x.device), q[:, :, :, None])
+            q_sub, g_sub = q_sub.flatten(2, 3), F.pad(g[..., None], (0, n - 1)).flatten(2, 3)
         o, memory = chunk_delta_rule(q_sub, k.flatten(2, 3), v.flatten(2, 3), beta.flatten(2, 3),
                                      g_sub if self.gated else None, self.chunk_size,
                                      initial_state=None if state is None else state.memory, fast=self.fast)
-        seen = (0 if state is None else state.seen) + T
-        y = gated_output(self.norm, self.o_proj, o[:, :, nh - 1::nh].to(x.dtype), gate)
+        seen = (0 if state is None else state.seen) + x.shape[1]
+        y = gated_output(self.norm, self.o_proj, o[:, :, n - 1::n].to(x.dtype), gate)
         return y, MatrixState(memory, window, seen)
 
     def step(self, x_t, state):
         q, k, v, beta, g, gate, window = self._project(x_t[:, None], None if state is None else state.conv, step=True)
         S = state_zeros(k, x_t.shape[0], self.n_heads, k.shape[-1], v.shape[-1]) if state is None else state.memory
-        for j in range(self.nh):
+        for j in range(self.num_householder):
             g_j = g[:, :, 0] if j == 0 else torch.zeros_like(g[:, :, 0])
             o, S = recurrent_delta_step(q[:, :, 0], k[:, :, 0, j], v[:, :, 0, j], beta[:, :, 0, j], g_j, S)
         seen = (0 if state is None else state.seen) + 1

@@ -16,3 +16,4 @@ TAXONOMY = dict(transition="data-dependent scalar x (identity plus low rank)",
 
 class GatedDeltaNetMixer(DeltaNetMixer):
     gated = True
+    no_weight_decay = ("A_log", "dt_bias")  # the decay rates and their step sizes (fla's _no_weight_decay)

@@ -20,4 +20,4 @@ class GatedDeltaProductMixer(GatedDeltaNetMixer):
     beta_scale = 2.0  # fla's GatedDeltaProduct: allow_neg_eigval=True by default
 
     def __init__(self, config):
-        super().__init__(config, n_householder=config.num_householder)
+        super().__init__(config, num_householder=config.num_householder)

@@ -23,6 +23,8 @@ TAXONOMY = dict(transition="data-dependent diagonal", input_gating="yes (dt scal
 
 
 class MambaMixer(Mixer):
+    no_weight_decay = ("A_log", "D")  # the decay rates and the skip (mamba-ssm's _no_weight_decay)
+
     def __init__(self, config):
         super().__init__()
         D, Di, N = config.d_model, config.expand * config.d_model, config.d_state

@@ -23,11 +23,13 @@ TAXONOMY = dict(transition="data-dependent scalar per head", input_gating="yes (
 
 
 class Mamba2Mixer(Mixer):
+    no_weight_decay = ("A_log", "dt_bias", "D")  # the decay rates, step sizes and skip (as mamba-ssm)
+
     def __init__(self, config):
         super().__init__()
         D, Di, N = config.d_model, config.expand * config.d_model, config.d_state
         H = Di // config.head_dim  # mamba-ssm's nheads = d_inner / headdim, headdim = d_model / n_heads
-        self.sizes = (Di, N, H)
+        self.d_inner, self.d_state, self.n_heads = Di, N, H
         self.chunk_size = config.chunk_size
         self.time_step_range, self.A_init_range = (config.time_step_min, config.time_step_max), config.A_init_range
         self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
@@ -46,7 +48,7 @@ class Mamba2Mixer(Mixer):
         init.ones_(self.D)
 
     def _split(self, u, conv_out):
-        Di, N, H = self.sizes
+        Di, N, H = self.d_inner, self.d_state, self.n_heads
         z, xbc, dt = self.in_proj(u).split([Di, Di + 2 * N, H], -1)
         xbc, window = conv_out(xbc)
         x, B, C = F.silu(xbc).split([Di, N, N], -1)
@@ -54,13 +56,12 @@ class Mamba2Mixer(Mixer):
         return z, x, B, C, dt, dt * -self.A_log.exp(), window
 
     def _output(self, y, x, z):
-        Di, _, H = self.sizes
-        y = y.to(x.dtype) + self.D[:, None] * x.unflatten(-1, (H, -1))
+        y = y.to(x.dtype) + self.D[:, None] * x.unflatten(-1, (self.n_heads, -1))
         return self.o_proj(self.norm(y.flatten(-2) * F.silu(z)))
 
     def forward(self, u, state=None):
         z, x, B, C, dt, g, window = self._split(u, lambda t: self.conv(t, None if state is None else state.conv))
-        Di, N, H = self.sizes
+        N, H = self.d_state, self.n_heads
         Bsz, T, _ = u.shape
         v = (x.view(Bsz, T, H, -1) * dt[..., None]).transpose(1, 2)
         q, k = (t[:, None].expand(Bsz, H, T, N) for t in (C, B))
@@ -71,7 +72,7 @@ class Mamba2Mixer(Mixer):
 
     def step(self, u_t, state):
         z, x, B, C, dt, g, window = self._split(u_t, lambda t: self.conv.step(t, None if state is None else state.conv))
-        Di, N, H = self.sizes
+        N, H = self.d_state, self.n_heads
         v = x.view(x.shape[0], H, -1) * dt[..., None]
         S = state_zeros(v, u_t.shape[0], H, N, v.shape[-1]) if state is None else state.memory
         q, k = (t[:, None].expand(-1, H, N) for t in (C, B))

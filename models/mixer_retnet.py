@@ -32,7 +32,7 @@ class RetNetMixer(Mixer):
         self.fast = config.use_fast_kernels  # flash-linear-attention on CUDA, when installed
         D = config.d_model
         Dv = config.expand_v * D
-        self.sizes = (D, Dv)
+        self.key_dim, self.value_dim = D, Dv  # all heads (fla's names)
         self.q_proj = nn.Linear(D, D, bias=False)
         self.k_proj = nn.Linear(D, D, bias=False)
         self.v_proj = nn.Linear(D, Dv, bias=False)
@@ -50,7 +50,7 @@ class RetNetMixer(Mixer):
         return torch.log(1 - 2.0 ** (-5.0 - torch.arange(self.n_heads, dtype=dtype, device=like.device)))
 
     def _project(self, x, start: int, window, step: bool = False):
-        D, Dv = self.sizes
+        D, Dv = self.key_dim, self.value_dim
         qkv, gate = fused_linear(x, (self.q_proj, self.k_proj, self.v_proj), self.g_proj)
         if self.use_short_conv:
             (q, k, v), window = conv_qkv((self.q_conv1d, self.k_conv1d, self.v_conv1d), qkv, window, step)

@@ -21,6 +21,8 @@ TAXONOMY = dict(transition="fixed (diagonal, time-invariant)", input_gating="no"
 
 
 class S4DMixer(Mixer):
+    no_weight_decay = ("log_dt", "log_A_real", "A_imag", "D")  # the modes, their step size and the skip
+
     def __init__(self, config):
         super().__init__()
         H, N = config.d_model, config.d_state // 2

@@ -35,9 +35,16 @@ class Mixer(nn.Module, abc.ABC):
     sets in `__init__`). A state that grows with the stream (a KV cache) is an `AttentionState`, or
     the class sets `state_grows = True`; the carried state is one of this module's state types, or
     any object with a `tensors()` method listing what it holds.
+
+    `no_weight_decay` names the parameters (relative to the mixer, e.g. "A_log" or "f_proj.bias")
+    that weight decay must leave alone: those of the recurrence whose scale is their meaning (decay
+    rates, step sizes), which decay would pull towards a different recurrence. Parameters of fewer
+    than two dimensions (biases, norm weights) are never decayed anyway (the model's
+    `no_weight_decay_names`).
     """
 
     state_grows = False
+    no_weight_decay: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor, state=None):
@@ -54,6 +61,17 @@ def has_step(mixer) -> bool:
     """Whether a mixer defines its one-step recurrence (plugins may have a parallel form only). Read
     from a mark, not by identity: a checkpoint's copy of this module has a Mixer class of its own."""
     return not getattr(type(mixer).step, "missing", False)
+
+
+def declared_no_decay(mixer) -> tuple[str, ...]:
+    """The mixer's `no_weight_decay`, checked: a name that is not one of its parameters is an error."""
+    params = dict(mixer.named_parameters())
+    declared = tuple(getattr(mixer, "no_weight_decay", ()))
+    unknown = [n for n in declared if n not in params]
+    if unknown:
+        raise ValueError(f"{type(mixer).__name__}.no_weight_decay={declared!r} is invalid: {unknown[0]!r} is not one "
+                         f"of its parameters; allowed names among {sorted(params)}")
+    return declared
 
 
 def state_tensors(state) -> list[torch.Tensor]:
@@ -126,7 +144,35 @@ class AttentionState:
 
 
 @dataclass
-class MatrixState:
+class RecurrentState:
+    """A constant-size state: `memory`, the short convolutions' window `conv` (B, C, conv_size - 1)
+    or None, and `seen`, the number of steps consumed. The two families below differ in the layout
+    of `memory`, which each checks when built (`memory_dims`), so that a mixer handing on the wrong
+    family's state fails where it is made, with the layout it should have."""
+
+    memory: torch.Tensor
+    conv: Optional[torch.Tensor] = None
+    seen: int = 0
+
+    memory_dims = ()  # the allowed numbers of dimensions of `memory`
+    memory_layout = ""
+
+    def __post_init__(self):
+        name = type(self).__name__
+        if not torch.is_tensor(self.memory) or self.memory.dim() not in self.memory_dims:
+            got = f"shape {tuple(self.memory.shape)}" if torch.is_tensor(self.memory) else repr(self.memory)
+            raise ValueError(f"{name} memory of {got} is invalid: allowed a tensor {self.memory_layout}")
+        if self.conv is not None and (not torch.is_tensor(self.conv) or self.conv.dim() != 3):
+            got = f"shape {tuple(self.conv.shape)}" if torch.is_tensor(self.conv) else repr(self.conv)
+            raise ValueError(f"{name} conv of {got} is invalid: allowed None or a tensor "
+                             "(batch, channels, conv_size - 1)")
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.memory, self.conv) if t is not None]
+
+
+@dataclass
+class MatrixState(RecurrentState):
     """State of the linear-attention family (retnet, gla, mamba2, deltanet, gated_deltanet,
     gated_deltaproduct): one K x V matrix memory per head, read as o_t = S_t^T q_t.
 
@@ -137,29 +183,23 @@ class MatrixState:
     steps consumed (retnet's rotary positions continue from it).
     """
 
-    memory: torch.Tensor
-    conv: Optional[torch.Tensor] = None
-    seen: int = 0
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [t for t in (self.memory, self.conv) if t is not None]
+    memory_dims = (4,)
+    memory_layout = "(batch, heads, key size, value size): one matrix per head"
 
 
 @dataclass
-class DiagonalState:
-    """State of the diagonal (element-wise) family (s4d, mamba, gru): one memory per channel.
+class DiagonalState(RecurrentState):
+    """State of the diagonal (element-wise) family (s4d, mamba, gru): one memory per channel, each
+    channel decaying on its own (no matrix mixes them).
 
-    Layout of `memory`: gru (B, d_inner) and mamba (B, d_inner, d_state), float32 at least; s4d
-    (B, d_model, d_state / 2) complex, before the output map C. `conv` (B, d_inner, conv_size - 1)
-    the last inputs of mamba's short convolution (None for the others); `seen` the steps consumed.
+    Layout of `memory`: (B, channels) or (B, channels, n) for n state entries per channel: gru
+    (B, d_inner) and mamba (B, d_inner, d_state), float32 at least; s4d (B, d_model, d_state / 2)
+    complex, before the output map C. `conv` (B, d_inner, conv_size - 1) the last inputs of mamba's
+    short convolution (None for the others); `seen` the steps consumed.
     """
 
-    memory: torch.Tensor
-    conv: Optional[torch.Tensor] = None
-    seen: int = 0
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [t for t in (self.memory, self.conv) if t is not None]
+    memory_dims = (2, 3)
+    memory_layout = "(batch, channels) or (batch, channels, state per channel): one memory per channel"
 
 
 class SelectivBenchCache:

@@ -39,7 +39,7 @@ from .mixer_mamba import MambaMixer
 from .mixer_mamba2 import Mamba2Mixer
 from .mixer_retnet import RetNetMixer
 from .mixer_s4d import S4DMixer
-from .mixer_state import SelectivBenchCache, has_step
+from .mixer_state import SelectivBenchCache, declared_no_decay, has_step
 from .mixer_transformer import TransformerMixer
 from .plugins import plugin_available, plugin_class, travelling_source, trust_saved_plugin
 
@@ -113,6 +113,7 @@ class SelectivBenchBlock(nn.Module):
     def __init__(self, config: SelectivBenchConfig):
         super().__init__()
         self.mixer = mixer_class(config)(config)
+        declared_no_decay(self.mixer)  # a mixer naming a parameter it lacks fails here, before any training
         self.dropout = SeededDropout(config.dropout)
         self.norm = {"layernorm": nn.LayerNorm, "rmsnorm": RMSNorm}[config.norm](config.d_model)
 
@@ -171,6 +172,17 @@ class SelectivBenchPreTrainedModel(PreTrainedModel):
         super().save_pretrained(save_directory, *args, **kwargs)
         if source is not None:  # over the placeholder transformers copied
             (Path(save_directory) / plugin["file"]).write_text(source)
+
+    def no_weight_decay_names(self) -> set[str]:
+        """The names of the parameters weight decay leaves alone: every one of fewer than two dimensions
+        (norm weights, biases, per-channel gains) and those each mixer names in its `no_weight_decay`
+        (the recurrence's decay rates and step sizes). The rule lives with the model, as nanoGPT's
+        `configure_optimizers`; a trainer builds its parameter groups from it."""
+        names = {name for name, p in self.named_parameters() if p.ndim < 2}
+        for prefix, module in self.named_modules():
+            if isinstance(module, SelectivBenchBlock):
+                names.update(f"{prefix}.mixer.{name}" for name in declared_no_decay(module.mixer))
+        return names
 
     def _first_mixer(self):
         return next(m.mixer for m in self.modules() if isinstance(m, SelectivBenchBlock))

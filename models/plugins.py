@@ -71,6 +71,9 @@ def _check_class(cls, where: str) -> None:
         raise PluginError(f"{where} is not a Mixer subclass (got {cls!r}): subclass selectivbench.models.Mixer")
     if inspect.isabstract(cls):
         raise PluginError(f"{where} cannot be built: it does not define forward (abstract {cls.__name__})")
+    declared = cls.no_weight_decay  # the parameters weight decay leaves alone (Mixer's docstring)
+    if not (isinstance(declared, (tuple, list)) and all(isinstance(name, str) for name in declared)):
+        raise PluginError(f"{where}: no_weight_decay={declared!r} is invalid: allowed a tuple of its parameter names")
 
 
 def _check_name(name) -> None:

@@ -194,6 +194,12 @@ class BackboneForTokenClassification(PreTrainedModel):
         elif hasattr(module, "init_own_weights"):
             module.init_own_weights(init)
 
+    def no_weight_decay_names(self) -> set[str]:
+        """As `SelectivBenchForTokenClassification.no_weight_decay_names`: parameters of fewer than two
+        dimensions, and the recurrence parameters transformers' SSM layers name as mamba-ssm does."""
+        return {name for name, p in self.named_parameters()
+                if p.ndim < 2 or name.rpartition(".")[2] in ("A_log", "dt_bias", "D")}
+
     def forward(self, input_ids, labels=None, input_noise=None, attention_mask=None, element_index=None, index=None,
                 num_items_in_batch=None, return_dict=None, dropout_seed=None):
         """As `SelectivBenchForTokenClassification.forward` without states: input_ids (B, T) with the gap id

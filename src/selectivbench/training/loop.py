@@ -44,10 +44,6 @@ from .run_folder import (check_output_dir, check_same_task, check_state_task, ch
                          repair_model_swap, run_folder_lock, save_model, saved_record, with_absolute_data_dir)
 from .state import load_newest_state, newest_state_step, save_state
 
-# never decayed: norms, biases and the SSM parameters whose scale is their meaning
-NO_DECAY = ("A_log", "dt_bias", "D")
-
-
 def model_config(args: TrainArgs, task: Task) -> SelectivBenchConfig:
     return SelectivBenchConfig.for_task(
         task, mixer=args.mixer, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
@@ -67,9 +63,10 @@ def build_model(args: TrainArgs, task: Task):
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
-    decay, keep = [], []
+    """Decayed and not: the model names its parameters weight decay leaves alone (`no_weight_decay_names`)."""
+    no_decay, decay, keep = model.no_weight_decay_names(), [], []
     for name, p in model.named_parameters():
-        (keep if p.ndim < 2 or name.split(".")[-1] in NO_DECAY else decay).append(p)
+        (keep if name in no_decay else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 

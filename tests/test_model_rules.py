@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from selectivbench.models import (MIXERS, DiagonalState, MatrixState, Mixer, PluginError, SelectivBenchConfig,
                                   SelectivBenchForTokenClassification, register_mixer)
-from selectivbench.train import param_groups
+from selectivbench.training.loop import param_groups
 
 # the recurrence's own parameters of two or more dimensions (decay rates, modes): never decayed
 RECURRENCE_MATRICES = {"s4d": {"log_A_real", "A_imag"}, "mamba": {"A_log"}}

@@ -318,7 +318,7 @@ def set_plugin_record(ckpt: Path, **fields) -> None:
 
 @pytest.mark.parametrize("named", ["absolute path", "relative path: the checkpoint's own copy",
                                    "relative path: a file beside the weights", "module in the current folder",
-                                   "spec as the config's mixer"])
+                                   "entry point declared in the current folder", "spec as the config's mixer"])
 def test_a_checkpoint_never_runs_the_code_its_config_names(trained, tmp_path, monkeypatch, capsys, fresh_process,
                                                           named):
     ckpt, marker = checkpoint_copy(trained, tmp_path), tmp_path / "MARKER"
@@ -336,6 +336,16 @@ def test_a_checkpoint_never_runs_the_code_its_config_names(trained, tmp_path, mo
         sha = marker_plugin(cwd / "rglru_impl.py", marker)
         set_plugin_record(ckpt, origin="module:rglru_impl:RGLRUMixer", sha256=sha)
         monkeypatch.syspath_prepend(str(cwd))  # as `python -m selectivbench` puts the current folder first
+    elif named == "entry point declared in the current folder":
+        cwd = ckpt  # metadata shipped in the folder: found on sys.path, yet not installed by the user
+        sha = marker_plugin(ckpt / "rglru_impl.py", marker)
+        (ckpt / "rglru_impl-0.1.dist-info").mkdir()
+        (ckpt / "rglru_impl-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: rglru-impl\n"
+                                                                      "Version: 0.1\n")
+        (ckpt / "rglru_impl-0.1.dist-info" / "entry_points.txt").write_text(
+            "[selectivbench.mixers]\nrglru = rglru_impl:RGLRUMixer\n")
+        set_plugin_record(ckpt, origin="entry-point:rglru", sha256=sha)
+        monkeypatch.syspath_prepend(str(cwd))
     else:  # no record: the config's mixer is itself a spec, which building the config would resolve
         marker_plugin(tmp_path / "elsewhere.py", marker)
         set_plugin_record(ckpt, config={"mixer": f"{tmp_path / 'elsewhere.py'}:RGLRUMixer", "mixer_plugin": None})

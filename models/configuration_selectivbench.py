@@ -143,6 +143,17 @@ class SelectivBenchConfig(PretrainedConfig):
         self.validate_fields()
 
     @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """A saved config (config.json): its mixer is a built-in or the plugin its `mixer_plugin` records.
+        A spec there (PATH.py:CLASS, MODULE:CLASS, a name) is never resolved: that would import code a
+        checkpoint names."""
+        mixer = config_dict.get("mixer", "gla")
+        if mixer not in MIXERS and config_dict.get("mixer_plugin") is None:
+            raise ValueError(f"mixer={mixer!r} is invalid: allowed in a saved config one of {MIXERS}, or a plugin "
+                             "recorded in mixer_plugin (code a config names is never imported)")
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
     def for_task(cls, task, **kwargs) -> "SelectivBenchConfig":
         """The config of a model for a loaded task (anything with `.params` (vocab_size, noise) and
         `.grammar.states`): symbols, classes, state names and input noise come from the task."""

@@ -96,7 +96,8 @@ class OneHotInput(nn.Module):
 def mixer_class(config: SelectivBenchConfig) -> type:
     """The class of the config's mixer: a built-in, or a plugin. Loaded as remote code, a checkpoint's
     plugin is its own copy (`mixer_plugin.py`, written by save_pretrained); in the installed package
-    that file is a placeholder, and the plugin is rebuilt from where it came from (`plugins.py`)."""
+    that file is a placeholder, and the plugin is the one this process already knows with the recorded
+    source (`plugins.plugin_class`: registered, resolved from a user's spec, or installed)."""
     if config.mixer in MIXER_CLASSES:
         return MIXER_CLASSES[config.mixer]
     # written as a static relative import so that transformers copies the file with the remote code
@@ -189,7 +190,7 @@ class SelectivBenchPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """As transformers', and with trust_remote_code=True a plugin this process cannot rebuild is
+        """As transformers', and with trust_remote_code=True a plugin this process does not know is
         taken from the checkpoint's own copy (`mixer_plugin.py`); without it, one clear error."""
         config = kwargs.get("config")
         if kwargs.get("trust_remote_code") and not isinstance(config, PretrainedConfig):

@@ -15,8 +15,10 @@ lower case without a trailing "mixer" (`LRUMixer` -> `lru`). The config records 
 (`mixer_plugin`: name, class, origin, sha256 of its module's source), and `save_pretrained` writes
 that source beside the weights as `mixer_plugin.py` (its `selectivbench.models` imports made
 relative), so the checkpoint opens with `trust_remote_code=True` where neither selectivbench nor
-the plugin exists. selectivbench itself never runs code read from a checkpoint: it rebuilds a
-plugin from where the config says it came from (same source, checked by sha256).
+the plugin exists. selectivbench never imports code that a checkpoint names (its record is data a
+user was handed, and may name any file or module): a plugin checkpoint loads only when its plugin is
+already known in this process, registered or resolved from a spec the user gave (`--mixer`), or an
+installed entry point, with the very source the record's sha256 names (`plugin_class`).
 
 This file travels with every checkpoint (`modeling_selectivbench` imports it): standard library
 and relative imports only.
@@ -28,8 +30,10 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import re
 import sys
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -135,9 +139,14 @@ def _load_file(path: Path):
 
 
 def _entry_points() -> dict:
+    """The installed entry points of the group. Metadata found in the current folder is not installed:
+    `python -m` puts the current folder on sys.path, and a folder a user was handed (a checkpoint) could
+    ship a *.dist-info naming its own code."""
     from importlib.metadata import entry_points
 
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    here = Path.cwd().resolve()
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)
+            if ep.dist is None or Path(ep.dist.locate_file("")).resolve() != here}
 
 
 def _import_failure(where: str, err: BaseException) -> PluginError:
@@ -203,28 +212,85 @@ def absolute_spec(spec: str) -> str:
     return spec
 
 
+def file_sha256(path) -> str:
+    """The sha256 that a plugin file's record would hold, read without importing it: its text as
+    `inspect.getsource` gives it (the encoding its cookie names, universal newlines, a final newline)."""
+    with tokenize.open(path) as f:
+        text = f.read()
+    return _sha256(text if not text or text.endswith("\n") else text + "\n")
+
+
+def _short(sha) -> str:
+    return f"{sha[:12]}..." if isinstance(sha, str) else repr(sha)
+
+
 def plugin_class(record: dict):
-    """The class a config's `mixer_plugin` record names, rebuilt from its origin in this process (a
-    class registered here under its name with the same source first). Never runs a checkpoint's copy."""
-    name, origin, sha = record.get("name"), record.get("origin", ""), record.get("sha256")
-    known = _REGISTRY.get(name)
+    """The class a config's `mixer_plugin` record names, if this process already knows it with the
+    recorded source (sha256): registered (`register_mixer`) or resolved from a spec the user gave
+    (`--mixer`, `SelectivBenchConfig(mixer=SPEC)`), else an installed entry point of that name. The
+    record's origin is never imported: a checkpoint is data, and its config may name any file or
+    module (one beside the weights, or one the current folder shadows)."""
+    name, origin, sha = record.get("name"), record.get("origin"), record.get("sha256")
+    known = _REGISTRY.get(name) if isinstance(name, str) else None
     if known is not None and known.plugin["sha256"] == sha:
         return known.cls
-    kind, _, rest = origin.partition(":")
-    spec = {"file": rest, "module": rest, "entry-point": rest}.get(kind)
-    reason = "it was registered in another process"
-    if spec is not None:
+    if known is not None:
+        reason = f"the plugin {name!r} known here has another source (sha256 {_short(known.plugin['sha256'])})"
+    elif isinstance(name, str) and NAME_PATTERN.match(name) and name not in MIXERS and name in _entry_points():
         try:
-            resolved = resolve_mixer(spec)
+            resolved = resolve_mixer(name)
         except PluginError as err:
-            reason = str(err)
+            reason = f"its installed entry point does not load ({err})"
         else:
             if resolved.plugin["sha256"] == sha:
                 return resolved.cls
-            reason = f"its source there changed since the checkpoint was made (sha256 {sha[:12]}...)"
-    raise PluginError(f"mixer plugin {name!r} (from {origin}) is not available in this process: {reason}. "
-                      f"Register it (selectivbench.models.register_mixer, or --mixer PATH.py:CLASS), or load the "
-                      f"checkpoint's own copy ({SAVED_FILE}) with trust_remote_code=True")
+            reason = (f"the installed entry point {name!r} has another source (sha256 "
+                      f"{_short(resolved.plugin['sha256'])})")
+    else:
+        reason = "code a checkpoint names is never imported on its say-so"
+    raise PluginError(f"mixer plugin {name!r} (from {origin}, sha256 {_short(sha)}) is not known in this process: "
+                      f"{reason}. Pass --mixer PATH.py:CLASS or MODULE:CLASS naming its source, register it "
+                      f"(selectivbench.models.register_mixer) or install it (entry point group {ENTRY_POINT_GROUP}); "
+                      f"or load the checkpoint's own copy ({SAVED_FILE}) with trust_remote_code=True")
+
+
+def saved_plugin(folder) -> Optional[dict]:
+    """The `mixer_plugin` record of a checkpoint's config.json, read as JSON (None: no plugin, or no
+    readable config, which loading it reports)."""
+    try:
+        record = json.loads((Path(folder) / "config.json").read_text()).get("mixer_plugin")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def resolve_for_checkpoints(spec: str, records: list[dict]) -> ResolvedMixer:
+    """A user's `--mixer` spec for loading checkpoints whose configs hold `records`: resolved and
+    registered here only when its source is the one a record names (same plugin name, same sha256).
+    A file's text is hashed before it is imported, so a file of another source never runs."""
+    records = [r for r in records if isinstance(r, dict)]
+    if not records:
+        raise PluginError("no checkpoint given records a mixer plugin (built-in mixers need no --mixer)")
+    recorded = ", ".join(f"{r.get('name')!r} sha256 {_short(r.get('sha256'))}" for r in records)
+    if spec in MIXERS:
+        raise PluginError(f"{spec!r} is a built-in mixer: allowed the source of a checkpoint's plugin ({recorded})")
+    where = spec.rpartition(":")[0] if isinstance(spec, str) else ""
+    if where.endswith(".py"):
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise PluginError(f"no file {path}")
+        try:
+            sha = file_sha256(path)
+        except (OSError, SyntaxError, UnicodeDecodeError) as err:
+            raise PluginError(f"cannot read {path}: {type(err).__name__}: {err}") from None
+        if sha not in {r.get("sha256") for r in records}:
+            raise PluginError(f"its source (sha256 {_short(sha)}) is not the one the checkpoint recorded "
+                              f"({recorded}); not imported")
+    resolved = resolve_mixer(spec)
+    if not any(r.get("name") == resolved.name and r.get("sha256") == resolved.plugin["sha256"] for r in records):
+        raise PluginError(f"it is plugin {resolved.name!r} with source sha256 {_short(resolved.plugin['sha256'])}, "
+                          f"not the one the checkpoint recorded ({recorded})")
+    return resolved
 
 
 def plugin_available(record: dict) -> bool:

@@ -24,7 +24,7 @@ def taxonomy_rows() -> list[dict]:
 
 
 def mixer_taxonomy_row(config) -> dict:
-    """The taxonomy row of a config's mixer (a plugin's rebuilt from where it came from)."""
+    """The taxonomy row of a config's mixer (a plugin's: known in this process, `plugin_class`)."""
     if config.mixer in MIXERS:
         return next(row for row in taxonomy_rows() if row["mixer"] == config.mixer)
     plugin = getattr(config, "mixer_plugin", None)

@@ -1,6 +1,7 @@
 """Mixer plugins end to end: a mixer in a file outside models/ (the example RG-LRU), an installed
 entry point and register_mixer, through check-mixer, train, evaluate, reproduce, save and load (also
 where the plugin file is gone and where selectivbench is blocked); broken and bad plugins."""
+import hashlib
 import json
 import os
 import shutil
@@ -207,7 +208,8 @@ def test_train_evaluate_publish_and_load_where_the_plugin_is_gone(example, tmp_p
     shutil.rmtree(plugin_file.parent)  # the plugin is gone from disk
     # (b) neither selectivbench nor the plugin: the checkpoint's own code, same logits
     assert_loads_without_selectivbench(ckpt, model, tmp_path, V)
-    # (a) selectivbench in a fresh process, plugin gone: its own loader says what to do; with
+    # (a) selectivbench in a fresh process (plugin gone; it would be refused anyway, the record's origin is
+    # never imported): its own loader says what to do; with
     # trust_remote_code=True the checkpoint's copy gives the same logits
     ids = torch.randint(0, V + 1, (2, 11), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -228,8 +230,9 @@ def test_train_evaluate_publish_and_load_where_the_plugin_is_gone(example, tmp_p
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules_a")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"REFUSED mixer plugin 'rglru' (from file:{plugin_file}:RGLRUMixer) is not available in this process: " \
-           f"no file {plugin_file}" in done.stdout
+    assert f"REFUSED mixer plugin 'rglru' (from file:{plugin_file}:RGLRUMixer, sha256 " in done.stdout
+    assert "is not known in this process: code a checkpoint names is never imported on its say-so. Pass --mixer " \
+           "PATH.py:CLASS" in done.stdout
     assert "trust_remote_code=True" in done.stdout
     assert "SAME True transformers_modules." in done.stdout and ".mixer_plugin" in done.stdout
 
@@ -263,3 +266,143 @@ def test_an_installed_entry_point_plugin_is_a_mixer_name_and_a_taxonomy_row(tmp_
     assert config.mixer_plugin["origin"] == "entry-point:griffin"
     assert main(["train", "--mixer", "griffin", "--output-dir", str(tmp_path / "run"), *TINY, *DATA]) == 0
     assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["mixer"] == "griffin"
+
+
+# --- a checkpoint is data: the code its config names is never imported on its say-so ---------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A checkpoint of the example plugin, trained once; its plugin file stays where the record says."""
+    root = tmp_path_factory.mktemp("trained")
+    plugin = root / "plugin" / "my_rglru.py"
+    plugin.parent.mkdir()
+    shutil.copy(EXAMPLE, plugin)
+    assert main(["train", "--mixer", f"{plugin}:RGLRUMixer", "--output-dir", str(root / "run"), *TINY, *DATA]) == 0
+    return root / "run" / "model", plugin
+
+
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """No plugin registered or resolved yet, as in a new process (training the fixture's checkpoint
+    registered one here), and every prompt recorded instead of answered."""
+    from selectivbench.models import plugins
+
+    monkeypatch.setattr(plugins, "_REGISTRY", {})
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda *a: prompts.append(a) or "y")
+    return prompts
+
+
+def checkpoint_copy(trained, tmp_path) -> Path:
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained[0], ckpt)
+    return ckpt
+
+
+def marker_plugin(path: Path, marker: Path) -> str:
+    """The example plugin with a first line that writes `marker` when the file is imported: the
+    same class, so that importing it would even load the model. Returns the sha256 of its text (as a
+    plugin record holds it)."""
+    text = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('imported')\n" + EXAMPLE.read_text()
+    path.write_text(text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def set_plugin_record(ckpt: Path, **fields) -> None:
+    config = json.loads((ckpt / "config.json").read_text())
+    config.update(fields.pop("config", {}))
+    if config.get("mixer_plugin") is not None:
+        config["mixer_plugin"].update(fields)
+    (ckpt / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("named", ["absolute path", "relative path: the checkpoint's own copy",
+                                   "relative path: a file beside the weights", "module in the current folder",
+                                   "entry point declared in the current folder", "spec as the config's mixer"])
+def test_a_checkpoint_never_runs_the_code_its_config_names(trained, tmp_path, monkeypatch, capsys, fresh_process,
+                                                          named):
+    ckpt, marker = checkpoint_copy(trained, tmp_path), tmp_path / "MARKER"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    if named == "absolute path":
+        sha = marker_plugin(tmp_path / "elsewhere.py", marker)
+        set_plugin_record(ckpt, origin=f"file:{tmp_path / 'elsewhere.py'}:RGLRUMixer", sha256=sha)
+    elif named.startswith("relative path"):
+        cwd = ckpt  # a user evaluating from inside the folder they were handed
+        name = "mixer_plugin.py" if "own copy" in named else "helper.py"
+        sha = marker_plugin(ckpt / name, marker)
+        set_plugin_record(ckpt, origin=f"file:{name}:RGLRUMixer", sha256=sha)
+    elif named == "module in the current folder":
+        sha = marker_plugin(cwd / "rglru_impl.py", marker)
+        set_plugin_record(ckpt, origin="module:rglru_impl:RGLRUMixer", sha256=sha)
+        monkeypatch.syspath_prepend(str(cwd))  # as `python -m selectivbench` puts the current folder first
+    elif named == "entry point declared in the current folder":
+        cwd = ckpt  # metadata shipped in the folder: found on sys.path, yet not installed by the user
+        sha = marker_plugin(ckpt / "rglru_impl.py", marker)
+        (ckpt / "rglru_impl-0.1.dist-info").mkdir()
+        (ckpt / "rglru_impl-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: rglru-impl\n"
+                                                                      "Version: 0.1\n")
+        (ckpt / "rglru_impl-0.1.dist-info" / "entry_points.txt").write_text(
+            "[selectivbench.mixers]\nrglru = rglru_impl:RGLRUMixer\n")
+        set_plugin_record(ckpt, origin="entry-point:rglru", sha256=sha)
+        monkeypatch.syspath_prepend(str(cwd))
+    else:  # no record: the config's mixer is itself a spec, which building the config would resolve
+        marker_plugin(tmp_path / "elsewhere.py", marker)
+        set_plugin_record(ckpt, config={"mixer": f"{tmp_path / 'elsewhere.py'}:RGLRUMixer", "mixer_plugin": None})
+    monkeypatch.chdir(cwd)
+    for argv in (["evaluate", str(ckpt), "--out", str(tmp_path / "eval"), "--cpu"],
+                 ["publish-model", str(ckpt), "--repo-id", "org/x", "--dry-run"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("selectivbench: error: "), err
+        if named == "spec as the config's mixer":
+            assert "allowed in a saved config one of" in err and "(code a config names is never imported)" in err
+        else:
+            assert f"checkpoint={str(ckpt)!r} is invalid: mixer plugin 'rglru'" in err
+            assert "is not known in this process: code a checkpoint names is never imported on its say-so. " \
+                   "Pass --mixer PATH.py:CLASS or MODULE:CLASS naming its source" in err
+            assert "trust_remote_code=True" in err
+    with pytest.raises((PluginError, ValueError)):
+        SelectivBenchForTokenClassification.from_pretrained(ckpt)
+    assert not marker.exists() and fresh_process == []  # nothing ran, nothing prompted
+    assert not (tmp_path / "eval.jsonl").exists() and not (ckpt / "README.md").exists()
+
+
+def test_mixer_naming_the_recorded_source_loads_the_checkpoint(trained, tmp_path, capsys, fresh_process):
+    """The plugin file has moved (the record's path is gone): --mixer names it, evaluate and
+    publish-model run, and the rows equal those of the run's own evaluation (the same model)."""
+    ckpt = checkpoint_copy(trained, tmp_path)
+    moved = tmp_path / "moved" / "rglru_v1.py"
+    moved.parent.mkdir()
+    shutil.copy(trained[1], moved)
+    set_plugin_record(ckpt, origin=f"file:{tmp_path / 'gone.py'}:RGLRUMixer")
+    argv = ["evaluate", str(ckpt), "--out", str(tmp_path / "eval"), "--cpu"]
+    assert main(argv) == 2
+    assert f"mixer plugin 'rglru' (from file:{tmp_path / 'gone.py'}:RGLRUMixer" in capsys.readouterr().err
+    assert main([*argv, "--mixer", f"{moved}:RGLRUMixer"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert {r["mixer"] for r in rows} == {"rglru"} and {r["split"] for r in rows} == {"validation", "test"}
+    assert main(["evaluate", str(trained[0]), "--out", str(tmp_path / "eval_own"), "--cpu"]) == 0
+    own = [json.loads(line) for line in (tmp_path / "eval_own.jsonl").read_text().splitlines()]
+    assert [r["element_accuracy"] for r in rows] == [r["element_accuracy"] for r in own]
+    assert main(["publish-model", str(ckpt), "--repo-id", "org/sb-rglru", "--dry-run", "--mixer",
+                 f"{moved}:RGLRUMixer", "--results", str(tmp_path / "eval.jsonl")]) == 0
+    assert "| `rglru` | data-dependent diagonal" in (ckpt / "README.md").read_text()
+    assert fresh_process == []
+
+
+@pytest.mark.parametrize("command", ["evaluate", "publish-model"])
+def test_mixer_whose_source_differs_from_the_record_is_one_error_and_never_imported(trained, tmp_path, capsys,
+                                                                                    fresh_process, command):
+    ckpt, marker = checkpoint_copy(trained, tmp_path), tmp_path / "MARKER"
+    marker_plugin(tmp_path / "edited.py", marker)  # the plugin, edited since the checkpoint was made
+    spec = f"{tmp_path / 'edited.py'}:RGLRUMixer"
+    argv = ["evaluate", str(ckpt), "--out", str(tmp_path / "eval"), "--cpu"] if command == "evaluate" \
+        else ["publish-model", str(ckpt), "--repo-id", "org/x", "--dry-run"]
+    assert main([*argv, "--mixer", spec]) == 2
+    err = capsys.readouterr().err
+    recorded = json.loads((ckpt / "config.json").read_text())["mixer_plugin"]["sha256"]
+    assert err.count("\n") == 1 and err.startswith(f"selectivbench: error: mixer={spec!r} is invalid: its source "
+                                                   "(sha256 ")
+    assert f"is not the one the checkpoint recorded ('rglru' sha256 {recorded[:12]}...); not imported" in err
+    assert not marker.exists() and not (tmp_path / "eval.jsonl").exists() and not (ckpt / "README.md").exists()

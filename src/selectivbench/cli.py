@@ -188,9 +188,30 @@ def cmd_train(args) -> None:
         print(json.dumps(metrics))
 
 
+def use_mixers(specs, checkpoints) -> None:
+    """evaluate's and publish-model's --mixer: the user's plugins, resolved and registered before any
+    checkpoint is loaded, each the source a checkpoint recorded. A checkpoint whose plugin is still not
+    known here is refused now: its config's record is never imported."""
+    from .models.plugins import PluginError, plugin_class, resolve_for_checkpoints, saved_plugin
+
+    records = {c: saved_plugin(c) for c in checkpoints}
+    for spec in specs or ():
+        try:
+            resolve_for_checkpoints(spec, list(records.values()))
+        except PluginError as err:
+            raise ParameterError(f"mixer={spec!r} is invalid: {err}") from None
+    for checkpoint, record in records.items():
+        if record is not None:
+            try:
+                plugin_class(record)
+            except PluginError as err:
+                raise ParameterError(f"checkpoint={checkpoint!r} is invalid: {err}") from None
+
+
 def cmd_evaluate(args) -> None:
     from .evaluation.evaluate import evaluate
 
+    use_mixers(args.mixer, args.checkpoints)
     evaluate(args.checkpoints, args.configs, args.out, splits=args.splits, data_dir=args.data_dir,
              batch_size=args.batch_size, num_samples=args.num_samples, noise_seed=args.noise_seed, cpu=args.cpu,
              **_sizes(args), **_task_overrides(args))
@@ -203,6 +224,7 @@ def cmd_evaluate(args) -> None:
 def cmd_publish_model(args) -> None:
     from .hub.model import publish_model
 
+    use_mixers(args.mixer, [args.checkpoint])
     files = publish_model(args.checkpoint, args.repo_id, results=args.results, dry_run=args.dry_run,
                           private=args.private, dataset_repo=args.dataset_repo)
     verb = "Would upload" if args.dry_run else "Uploaded"
@@ -256,6 +278,12 @@ def cmd_score(args) -> None:
 def _add_sizes(parser, help_text: str) -> None:
     for k in _SIZES:
         parser.add_argument("--" + k.replace("_", "-"), type=int, default=None, help=help_text)
+
+
+def _add_plugin_flag(parser) -> None:
+    parser.add_argument("--mixer", action="append", default=None, metavar="SPEC",
+                        help="the checkpoint's mixer plugin, PATH.py:CLASS or MODULE:CLASS (repeat for several): "
+                             "imported only when its source is the one the checkpoint recorded (sha256)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-samples", type=int, default=None, help="first N samples of each split")
     ev.add_argument("--noise-seed", type=int, default=0, help="seed of the evaluation input noise")
     ev.add_argument("--cpu", action="store_true")
+    _add_plugin_flag(ev)
     _add_sizes(ev, "split size when built here")
     add_dataclass_flags(ev, TaskParams, keep_defaults=False, title=task_title)
     ev.set_defaults(func=cmd_evaluate)
@@ -333,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--dataset-repo", default=None,
                     help="the Hub dataset it was trained on (default: the one recorded by training, if any)")
     pm.add_argument("--private", action="store_true")
+    _add_plugin_flag(pm)
     pm.add_argument("--dry-run", action="store_true", help="write the card and list the files; upload nothing")
     pm.set_defaults(func=cmd_publish_model)
 

@@ -281,6 +281,7 @@ def execute(spec: dict) -> list[dict]:
     trained in this call), and `run_seconds`, the wall time of the whole run."""
     from .data.task import load_task
     from .evaluation.evaluate import evaluate
+    from .models import resolve_mixer
     from .training.loop import total_steps, train
 
     started = time.perf_counter()
@@ -292,6 +293,8 @@ def execute(spec: dict) -> list[dict]:
     train(args, task)  # resumes the run's newest intact checkpoint, if any
     train_seconds = None if resumed else time.perf_counter() - trained
     train_tokens = total_steps(args, len(task.data["train"])) * args.batch_size * mean_length(task.data["train"])
+    if args.backbone is None and args.mixer not in MIXERS:  # the run's own spec names a plugin's code, never
+        resolve_mixer(args.mixer)  # the checkpoint's record: known here (this process or worker) before it loads
     rows = evaluate([str(Path(args.output_dir) / "model")], [spec["task"]], None, splits=spec["splits"],
                     cpu=args.cpu, **spec["data"])
     timing = {"train_tokens": train_tokens, "train_seconds": train_seconds,

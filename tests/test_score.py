@@ -336,7 +336,7 @@ def test_presets_plan_four_tasks_two_seeds_and_a_two_value_lr_grid():
     assert (data["complexity"]["ambiguities"], data["complexity"]["vocab_size"]) == (8, 9)
     assert data["generalization"]["test_gaps"] == (sc.LITE_GAP,) and lite.split_of("generalization") == "test_gap20"
     assert data["distractor"]["gap_start"] == 0  # distractors from the first element (sequences are 40 long)
-    assert [sc.resolve(m) for m in MIXERS] == list(MIXERS)
+    assert [sc.resolve(m).name for m in MIXERS] == list(MIXERS)
     with pytest.raises(ParameterError, match="mixer='nope' is invalid"):
         sc.resolve("nope")
 

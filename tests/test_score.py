@@ -165,6 +165,39 @@ class PeekMixer(Mixer):  # every output reads the mean of the whole sequence, la
 """
 
 
+def test_a_score_folder_belongs_to_one_plugin_source(plugin_scored, tmp_path, capsys, monkeypatch):
+    """The same plugin name from another file, or the file edited since: refused, the folder left alone."""
+    path, _, _, out, _ = plugin_scored
+    monkeypatch.setattr(sc, "execute_scored", lambda spec: pytest.fail("a run was trained"))
+    folder = tmp_path / "card"
+    shutil.copytree(out, folder)
+    elsewhere = tmp_path / "elsewhere" / "my_rglru.py"
+    elsewhere.parent.mkdir()
+    shutil.copy(path, elsewhere)
+    edited = tmp_path / "edited.py"
+    edited.write_text(path.read_text().replace("uniform_(self.a_logit, 2.0, 6.0)", "uniform_(self.a_logit, 1.0, 6.0)"))
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    for spec in (f"{elsewhere}:RGLRUMixer", f"{edited}:RGLRUMixer"):
+        assert main(["score", "--mixer", spec, "--preset", "smoke", "--out", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert f"from the same source (its runs are of file:{path}:RGLRUMixer with source sha256 " in err, err
+        assert err.count("\n") == 1
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_a_plugin_registered_in_python_runs_in_this_process_only(tmp_path):
+    from selectivbench.models import register_mixer
+
+    path = tmp_path / "peek.py"
+    path.write_text(PEEKING)
+    register_mixer("registered_peek", sc.resolve(f"{path}:PeekMixer").cls)
+    for extra in (dict(workers=2), dict(launcher="ray")):
+        with pytest.raises(ParameterError, match=r"mixer='registered_peek' is invalid: allowed with --workers 1 "
+                                                 r"and --launcher local only"):
+            sc.score("registered_peek", "smoke", out=str(tmp_path / "out"), **extra)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_non_causal_plugin_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     path = tmp_path / "peek.py"
     path.write_text(PEEKING)

@@ -18,6 +18,7 @@ import pytest
 
 from selectivbench import score as sc
 from selectivbench.builders import ParameterError
+from selectivbench.check_mixer import check_mixer
 from selectivbench.cli import main
 from selectivbench.data import load_task
 from selectivbench.metrics import element_accuracy
@@ -207,6 +208,8 @@ def test_a_non_causal_plugin_is_refused_before_any_work(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert err.startswith(f"selectivbench: error: mixer='{path}:PeekMixer' is invalid: allowed a causal mixer; "
                           "check-mixer's causal check fails: max |change| at t <= 23 when inputs after it change: ")
+    causal = check_mixer(f"{path}:PeekMixer")[0]  # the whole contract, as `check-mixer` runs it
+    assert causal.name == "causal" and causal.passed is False and f"fails: {causal.figure} (" in err
     assert err.count("\n") == 1 and not out.exists()  # no score folder, no run folder
 
 

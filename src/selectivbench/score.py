@@ -36,7 +36,7 @@ from pathlib import Path
 from .atomic import atomic_write_text
 from .builders import ParameterError
 from .builders.config import gap_split
-from .models import MIXERS, PluginError, ResolvedMixer, resolve_mixer, taxonomy_rows
+from .models import MIXERS, PluginError, ResolvedMixer, resolve_mixer
 from .reproduce import (ROW_KEYS, Outcome, Scale, _grammar_rng, _run_all, check_launcher, check_outputs,
                         check_ray_address, check_ray_resources, complete_runs, execute, launch_local, launch_ray,
                         mean_std, plan, ray_cluster, read_rows, replace_outputs, run_spec, select_on_validation,
@@ -628,6 +628,7 @@ def taxonomy_of(resolved: ResolvedMixer) -> dict | None:
     declares none)."""
     import sys
 
+    from .models import taxonomy_rows
     from .models.taxonomy import plugin_taxonomy
 
     if resolved.plugin is None:
@@ -641,6 +642,7 @@ def build_card(resolved: ResolvedMixer, p: Preset, folder: Path, planned: dict, 
     """The scorecard of a score folder from its records (rows, failures), the chance level of each
     task's scored split and the model's state size."""
     from .data import load_task
+    from .models import taxonomy_rows
 
     mixer = run_mixer(resolved)
     tasks, timing, data_of = {}, [], {}

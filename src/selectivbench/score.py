@@ -642,7 +642,6 @@ def build_card(resolved: ResolvedMixer, p: Preset, folder: Path, planned: dict, 
     """The scorecard of a score folder from its records (rows, failures), the chance level of each
     task's scored split and the model's state size."""
     from .data import load_task
-    from .models import taxonomy_rows
 
     mixer = run_mixer(resolved)
     tasks, timing, data_of = {}, [], {}

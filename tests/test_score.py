@@ -2,8 +2,11 @@
 the choice on validation, resume after a kill, a diverged run recorded as failed), the rank and plot
 among reference cards, the leaderboard, and bad input refused before any work."""
 import dataclasses
+import hashlib
 import json
 import re
+import runpy
+import shlex
 import shutil
 import statistics
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 
 from selectivbench import score as sc
 from selectivbench.builders import ParameterError
+from selectivbench.check_mixer import check_mixer
 from selectivbench.cli import main
 from selectivbench.data.task import load_task
 from selectivbench.evaluation.metrics import element_accuracy
@@ -41,12 +45,9 @@ def scored(tmp_path_factory):
     return outcome, out, json.loads((out / "scorecard.json").read_text())
 
 
-def test_smoke_score_runs_the_protocol_and_writes_every_field(scored):
-    outcome, out, card = scored
-    assert outcome.planned == len(outcome.ran) == 4 * RUNS_PER_TASK and not outcome.failed
-    assert (card["mixer"], card["preset"], card["seeds"]) == ("gla", "smoke", [0, 1])
-    assert card["command"] == f"selectivbench score --mixer gla --preset smoke --out {out}"
-    assert card["version"] == version("selectivbench")
+def assert_tasks_and_score_recomputed(card: dict, out: Path) -> None:
+    """Every task's entry and the score against the run rows: the choice on validation, the test accuracy
+    of the chosen runs, the normalization, the per-seed scores; and the measured throughput."""
     assert list(card["tasks"]) == ["complexity", "gapped", "distractor", "generalization"]
     per_seed_scores = {0: [], 1: []}
     for task, t in card["tasks"].items():
@@ -67,14 +68,7 @@ def test_smoke_score_runs_the_protocol_and_writes_every_field(scored):
     seed_scores = [np.mean(v) for v in per_seed_scores.values()]
     assert card["score_per_seed"] == {"0": pytest.approx(seed_scores[0]), "1": pytest.approx(seed_scores[1])}
     assert card["score_std"] == pytest.approx(np.std(seed_scores, ddof=1))
-    assert card["complete"] and card["failed_runs"] == 0 and card["rank"] is None
-    # efficiency: the model's parameters, its carried state at T = 1,024 by the taxonomy's formula
-    # (gla: heads x d_head x expand_v d_head, plus the short convs' window of q, k and v), and the
-    # throughput measured in the runs (every run trained in one go here)
     assert card["parameters"] == card["tasks"]["complexity"]["parameters"]
-    heads, d_head, expand_v, conv = 2, 8 // 2, 2, 4
-    floats = heads * d_head * expand_v * d_head + (conv - 1) * (8 + 8 + expand_v * 8)
-    assert card["state_bytes"] == floats * 4 and card["state_T"] == 1024
     runs = [r for task in sc.TASKS for r in rows_of(out, task) if r["split"] == "test"]
     assert all(r["train_seconds"] > 0 for r in runs)
     assert card["train_tokens_per_s"] == pytest.approx(sum(r["train_tokens"] for r in runs)
@@ -82,6 +76,22 @@ def test_smoke_score_runs_the_protocol_and_writes_every_field(scored):
     assert runs[0]["train_tokens"] == pytest.approx(2 * 16 * np.mean([len(x) for x in load_task(
         "complexity", None, **task_data(SMOKE, "complexity")).data["train"]["input_ids"]]))
     assert card["run_seconds"] == pytest.approx(sum(r["run_seconds"] for r in runs))
+
+
+def test_smoke_score_runs_the_protocol_and_writes_every_field(scored):
+    outcome, out, card = scored
+    assert outcome.planned == len(outcome.ran) == 4 * RUNS_PER_TASK and not outcome.failed
+    assert (card["mixer"], card["mixer_plugin"], card["preset"], card["seeds"]) == ("gla", None, "smoke", [0, 1])
+    assert card["command"] == f"selectivbench score --mixer gla --preset smoke --out {out}"
+    assert card["version"] == version("selectivbench")
+    assert_tasks_and_score_recomputed(card, out)
+    assert card["complete"] and card["failed_runs"] == 0 and card["rank"] is None
+    # efficiency: the model's parameters, its carried state at T = 1,024 by the taxonomy's formula
+    # (gla: heads x d_head x expand_v d_head, plus the short convs' window of q, k and v), and the
+    # throughput measured in the runs (every run trained in one go here: checked above)
+    heads, d_head, expand_v, conv = 2, 8 // 2, 2, 4
+    floats = heads * d_head * expand_v * d_head + (conv - 1) * (8 + 8 + expand_v * 8)
+    assert card["state_bytes"] == floats * 4 and card["state_T"] == 1024
     assert card["taxonomy"] == {k: v for k, v in next(t for t in taxonomy_rows() if t["mixer"] == "gla").items()
                                 if k != "mixer"}
     md = (out / "scorecard.md").read_text()
@@ -90,6 +100,127 @@ def test_smoke_score_runs_the_protocol_and_writes_every_field(scored):
     assert (out / "scorecard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads((out / "outputs.json").read_text())
     assert record["written_by"] == "selectivbench score" and sorted(record["files"]) == sorted(sc.SCORECARD_FILES)
+
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "rglru_mixer.py"
+
+
+@pytest.fixture(scope="module")
+def plugin_scored(tmp_path_factory):
+    """The example RG-LRU copied to a temporary folder (not under models/), scored at smoke size from
+    the command line, placed among a tiny reference leaderboard (one built-in above it, one below)."""
+    root = tmp_path_factory.mktemp("plugin")
+    path = root / "mine" / "my_rglru.py"
+    path.parent.mkdir()
+    shutil.copy(EXAMPLE, path)
+    refs = root / "refs.json"
+    refs.write_text(json.dumps([{"mixer": "gla", "score": 10.0, "state_bytes": 640},
+                                {"mixer": "s4d", "score": -10.0, "state_bytes": 256}]))
+    argv = ["score", "--mixer", f"{path}:RGLRUMixer", "--preset", "smoke", "--out", str(root / "card"),
+            "--references", str(refs)]
+    assert main(argv) == 0
+    return path, refs, argv, root / "card", json.loads((root / "card" / "scorecard.json").read_text())
+
+
+def test_smoke_score_of_a_plugin_in_a_file_writes_every_field(plugin_scored, capsys):
+    from selectivbench.models import SelectivBenchForTokenClassification, resolve_mixer
+
+    path, refs, argv, out, card = plugin_scored
+    record = resolve_mixer(f"{path}:RGLRUMixer").plugin
+    assert record["origin"] == f"file:{path}:RGLRUMixer"
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (card["mixer"], card["mixer_plugin"], card["preset"], card["seeds"]) == ("rglru", record, "smoke", [0, 1])
+    assert json.loads((out / "score_run.json").read_text())["mixer_plugin"] == record  # as the config records it
+    assert card["command"] == "selectivbench " + shlex.join(argv) and card["version"] == version("selectivbench")
+    for task in sc.TASKS:  # the runs are the plugin's, under its name
+        assert {r["mixer"] for r in rows_of(out, task)} == {"rglru"}
+        assert all(r["run"].startswith("rglru-d8-") for r in rows_of(out, task))
+    assert_tasks_and_score_recomputed(card, out)
+    assert card["complete"] and card["failed_runs"] == 0
+    # parameters: those of a checkpoint the runs saved, loaded here (the plugin resolved in this process)
+    run = sc.plan("complexity", SMOKE.scale_of("complexity"), [f"{path}:RGLRUMixer"])[0].key
+    model = SelectivBenchForTokenClassification.from_pretrained(out / "complexity" / "runs" / run / "model")
+    assert card["parameters"] == sum(p.numel() for p in model.parameters())
+    # RG-LRU carries one float32 per channel and layer, whatever T: 1 layer x d_model 8 x 4 bytes
+    assert (card["state_bytes"], card["state_T"]) == (1 * 8 * 4, 1024)
+    assert card["taxonomy"] == runpy.run_path(str(path))["TAXONOMY"]
+    assert card["rank"] == {"rank": 2, "of": 3, "references": str(refs)}  # below gla (10), above s4d (-10)
+    md = (out / "scorecard.md").read_text()
+    assert "rank **2 of 3**" in md and f"from `file:{path}:RGLRUMixer`" in md
+    assert "| data-dependent diagonal (a^(8 r_t)) |" in md
+
+
+PEEKING = """
+import torch.nn as nn
+from selectivbench.models import DiagonalState, Mixer
+
+
+class PeekMixer(Mixer):  # every output reads the mean of the whole sequence, later inputs included
+    def __init__(self, config):
+        super().__init__()
+        self.proj = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, x, state=None):
+        y = self.proj(x.mean(1, keepdim=True)).expand_as(x)
+        return y, DiagonalState(y[:, -1])
+"""
+
+
+def test_a_score_folder_belongs_to_one_plugin_source(plugin_scored, tmp_path, capsys, monkeypatch):
+    """The same plugin name from another file, or the file edited since: refused, the folder left alone."""
+    path, _, _, out, _ = plugin_scored
+    monkeypatch.setattr(sc, "execute_scored", lambda spec: pytest.fail("a run was trained"))
+    folder = tmp_path / "card"
+    shutil.copytree(out, folder)
+    elsewhere = tmp_path / "elsewhere" / "my_rglru.py"
+    elsewhere.parent.mkdir()
+    shutil.copy(path, elsewhere)
+    edited = tmp_path / "edited.py"
+    edited.write_text(path.read_text().replace("uniform_(self.a_logit, 2.0, 6.0)", "uniform_(self.a_logit, 1.0, 6.0)"))
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    for spec in (f"{elsewhere}:RGLRUMixer", f"{edited}:RGLRUMixer"):
+        assert main(["score", "--mixer", spec, "--preset", "smoke", "--out", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert f"from the same source (its runs are of file:{path}:RGLRUMixer with source sha256 " in err, err
+        assert err.count("\n") == 1
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_a_plugin_registered_in_python_runs_in_this_process_only(tmp_path):
+    from selectivbench.models import register_mixer
+
+    path = tmp_path / "peek.py"
+    path.write_text(PEEKING)
+    register_mixer("registered_peek", sc.resolve(f"{path}:PeekMixer").cls)
+    for extra in (dict(workers=2), dict(launcher="ray")):
+        with pytest.raises(ParameterError, match=r"mixer='registered_peek' is invalid: allowed with --workers 1 "
+                                                 r"and --launcher local only"):
+            sc.score("registered_peek", "smoke", out=str(tmp_path / "out"), **extra)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_causal_plugin_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "peek.py"
+    path.write_text(PEEKING)
+    monkeypatch.setattr(sc, "execute_scored", lambda spec: pytest.fail("a run was trained"))
+    out = tmp_path / "out"
+    assert main(["score", "--mixer", f"{path}:PeekMixer", "--preset", "smoke", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"selectivbench: error: mixer='{path}:PeekMixer' is invalid: allowed a causal mixer; "
+                          "check-mixer's causal check fails: max |change| at t <= 23 when inputs after it change: ")
+    causal = check_mixer(f"{path}:PeekMixer")[0]  # the whole contract, as `check-mixer` runs it
+    assert causal.name == "causal" and causal.passed is False and f"fails: {causal.figure} (" in err
+    assert err.count("\n") == 1 and not out.exists()  # no score folder, no run folder
+
+
+def test_a_plugin_taxonomy_row_only_when_it_declares_one(tmp_path):
+    path = tmp_path / "peek.py"
+    path.write_text(PEEKING)
+    assert sc.taxonomy_of(sc.resolve(f"{path}:PeekMixer")) is None
+    path.write_text(PEEKING + "\nTAXONOMY = dict(transition='none', softmax='no')\n")
+    assert sc.taxonomy_of(sc.resolve(f"{path}:PeekMixer")) == {
+        "transition": "none", "input_gating": "not given", "channel_mixing": "not given", "softmax": "no",
+        "state": "not given"}
 
 
 def test_the_learning_rate_is_chosen_on_validation_per_task_and_seed(scored):
@@ -271,6 +402,9 @@ def test_a_pool_of_two_processes_gives_the_rows_of_the_local_launcher(scored, tm
 @pytest.mark.parametrize("argv, message", [
     (["--mixer", "gla", "--preset", "huge"], "preset='huge' is invalid: allowed one of ('lite', 'smoke')"),
     (["--mixer", "lstm", "--preset", "smoke"], "mixer='lstm' is invalid: allowed one of ("),
+    (["--mixer", "mine.py:Mixer", "--preset", "smoke"], f"mixer='mine.py:Mixer' is invalid: allowed one of {MIXERS} or "
+                                                        "a plugin (PATH.py:CLASS, MODULE:CLASS, an installed or "
+                                                        "registered name): no file "),
     (["--mixer", "gla", "--preset", "smoke", "--workers", "0"], "workers=0 is invalid: allowed an integer >= 1"),
     (["--mixer", "gla", "--preset", "smoke", "--launcher", "ray", "--workers", "2"],
      "workers=2 is invalid: allowed only with --launcher local"),
@@ -336,7 +470,7 @@ def test_presets_plan_four_tasks_two_seeds_and_a_two_value_lr_grid():
     assert (data["complexity"]["ambiguities"], data["complexity"]["vocab_size"]) == (8, 9)
     assert data["generalization"]["test_gaps"] == (sc.LITE_GAP,) and lite.split_of("generalization") == "test_gap20"
     assert data["distractor"]["gap_start"] == 0  # distractors from the first element (sequences are 40 long)
-    assert [sc.resolve(m) for m in MIXERS] == list(MIXERS)
+    assert [sc.resolve(m).name for m in MIXERS] == list(MIXERS)
     with pytest.raises(ParameterError, match="mixer='nope' is invalid"):
         sc.resolve("nope")
 

@@ -175,15 +175,20 @@ def probe(target: str, sizes: dict) -> SelectivBenchForTokenClassification:
     return model
 
 
-def check_mixer(target: str, pieces: tuple = PIECES, **sizes) -> list[CheckResult]:
+def check_mixer(target: str, pieces: tuple = PIECES, only: tuple | None = None, **sizes) -> list[CheckResult]:
     """Every check of the contract on `target` (a built-in name or any `--mixer` plugin form), in the
-    order of the module docstring. `pieces`: the step counts of the streamed pieces. `sizes`: config
-    fields of the small model (d_model=32, n_layers=2, n_heads=4, d_state=8 by default). Raises
-    ParameterError when the mixer cannot be imported, is not a Mixer, or cannot run at all."""
+    order of the module docstring. `pieces`: the step counts of the streamed pieces. `only`: the names
+    of the checks to run (default all; `score` runs ("causal",) alone). `sizes`: config fields of the
+    small model (d_model=32, n_layers=2, n_heads=4, d_state=8 by default). Raises ParameterError when
+    the mixer cannot be imported, is not a Mixer, or cannot run at all."""
     model = probe(target, sizes)
     checks = [("causal", lambda: check_causal(model)), ("step = forward", lambda: check_step(model)),
               ("pieces = one pass", lambda: check_pieces(model, pieces)), ("state size", lambda: check_state_size(model)),
               ("bf16 autocast", lambda: check_bf16(target, sizes)), ("save/load", lambda: check_save_load(target, sizes))]
+    unknown = set(only or ()) - {name for name, _ in checks}
+    if unknown:
+        raise ValueError(f"only={only!r}: no check named {sorted(unknown)} (allowed {[name for name, _ in checks]})")
+    checks = [(name, check) for name, check in checks if only is None or name in only]
     results = []
     for name, check in checks:
         try:

@@ -384,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="score a mixer by the scorecard protocol and place it among the references")
     who = sc.add_mutually_exclusive_group(required=True)
-    who.add_argument("--mixer", default=None, help="the mixer to score (a built-in name)")
+    who.add_argument("--mixer", default=None, help="the mixer to score: a built-in, PATH.py:CLASS, MODULE:CLASS or "
+                     "an installed or registered plugin name")
     who.add_argument("--all", action="store_true", help="every built-in mixer, and the leaderboard")
     sc.add_argument("--preset", default="lite", help="lite: the protocol (2-core CPU); smoke: toy size (tests)")
     sc.add_argument("--out", default=None, help="score folder (default results/score_<preset>/<mixer>); with "

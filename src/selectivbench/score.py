@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .files import atomic_write_text
-from .builders import ParameterError
+from .errors import ParameterError
 from .builders.config import gap_split
-from .models import MIXERS
+from .models import MIXERS, PluginError, ResolvedMixer, resolve_mixer
 from .reproduce import (ROW_KEYS, Outcome, Scale, _grammar_rng, _run_all, check_launcher, check_outputs,
                         check_ray_address, check_ray_resources, complete_runs, execute, launch_local, launch_ray,
                         mean_std, plan, ray_cluster, read_rows, replace_outputs, run_spec, select_on_validation,
@@ -122,12 +122,35 @@ def check_preset(name) -> Preset:
     return PRESETS[name]
 
 
-def resolve(mixer) -> str:
-    """The one door every --mixer value goes through: the name a run trains with. Built-in names
-    only until mixer plugins land (then `selectivbench.models.resolve_mixer`)."""
-    if mixer not in MIXERS:
-        raise ParameterError(f"mixer={mixer!r} is invalid: allowed one of {MIXERS}")
-    return mixer
+def resolve(mixer) -> ResolvedMixer:
+    """The one door every --mixer value goes through: `selectivbench.models.resolve_mixer` (a built-in
+    name, PATH.py:CLASS, MODULE:CLASS, an installed entry point's or a registered name). A plugin is
+    then registered in this process under its name, so the checkpoints its runs save load here."""
+    try:
+        return resolve_mixer(mixer)
+    except PluginError as err:
+        raise ParameterError(f"mixer={mixer!r} is invalid: allowed one of {MIXERS} or a plugin (PATH.py:CLASS, "
+                             f"MODULE:CLASS, an installed or registered name): {err}") from None
+
+
+def run_mixer(resolved: ResolvedMixer) -> str:
+    """The --mixer value the runs train with, wherever they run: a built-in's name, a plugin's origin
+    (PATH.py:CLASS with its path absolute, MODULE:CLASS, an entry point's or a registered name)."""
+    if resolved.plugin is None:
+        return resolved.name
+    return resolved.plugin["origin"].partition(":")[2]
+
+
+def check_causal(mixer: str, resolved: ResolvedMixer) -> None:
+    """check-mixer's causality check, before any training: a model that reads later inputs would score
+    above the Bayes ceiling."""
+    from .check_mixer import check_mixer
+
+    (causal,) = check_mixer(run_mixer(resolved), only=("causal",))
+    if causal.passed is not True:
+        raise ParameterError(f"mixer={mixer!r} is invalid: allowed a causal mixer; check-mixer's causal check "
+                             f"fails: {causal.figure} ({causal.detail}), a model that reads later inputs would "
+                             "score above the Bayes ceiling")
 
 
 # --- the worker ------------------------------------------------------------------------------------
@@ -138,7 +161,9 @@ class Diverged(RuntimeError):
 def execute_scored(spec: dict) -> list[dict]:
     """reproduce's `execute` (train, resuming, then evaluate), refused when it diverged: a NaN model
     still predicts some class, and its accuracy must not be averaged in. A failure is recorded and
-    the rerun finds the same (the run's log keeps the NaN)."""
+    the rerun finds the same (the run's log keeps the NaN). The run's mixer is resolved first, so a
+    plugin is registered in this process (a pool's or Ray's worker too) before its checkpoint is loaded."""
+    resolve(spec["train"]["mixer"])
     rows = execute(spec)
     log = Path(spec["train"]["output_dir"]) / "metrics.jsonl"
     for line in log.read_text().splitlines():
@@ -258,14 +283,15 @@ def normalize(accuracy: float, chance: float, ceiling: float) -> float | None:
 
 
 def scorecard(mixer: str, preset: Preset, tasks: dict, seeds, command: str, efficiency: dict,
-              taxonomy: dict | None) -> dict:
+              taxonomy: dict | None, plugin: dict | None = None) -> dict:
     """The whole card from the tasks' entries: score = mean normalized accuracy over the four tasks
     (None unless every task has one), its per-seed values and their std."""
     normalized = [t["normalized"] for t in tasks.values()]
     per_seed = {s: statistics.fmean(t["normalized_per_seed"][s] for t in tasks.values())
                 for s in seeds if all(s in t["normalized_per_seed"] for t in tasks.values())}
     complete = all(t["runs_done"] == t["runs"] for t in tasks.values())
-    return {"mixer": mixer, "preset": preset.name, "command": command, "version": _version(), "seeds": list(seeds),
+    return {"mixer": mixer, "mixer_plugin": plugin, "preset": preset.name, "command": command, "version": _version(),
+            "seeds": list(seeds),
             "protocol": preset.description, "tasks": tasks,
             "score": statistics.fmean(normalized) if None not in normalized else None,
             "score_std": statistics.stdev(per_seed.values()) if len(per_seed) > 1 else None,
@@ -319,6 +345,10 @@ def scorecard_markdown(card: dict) -> str:
     lines = [f"# SelectivBench scorecard: `{card['mixer']}` (preset `{card['preset']}`)", "",
              f"**Score {_pm(card['score'], card['score_std'])}** (mean over the four tasks of the normalized test "
              f"accuracy, (accuracy - chance) / (ceiling - chance); ± the std of the per-seed scores), {where}.", ""]
+    plugin = card.get("mixer_plugin")
+    if plugin:
+        lines += [f"Mixer plugin `{card['mixer']}`: class `{plugin['class']}` from `{plugin['origin']}` (source sha256 "
+                  f"`{plugin['sha256'][:12]}`).", ""]
     if not card["complete"]:
         lines += [f"**Incomplete:** {card['failed_runs']} run(s) failed (listed below) and "
                   f"{sum(t['runs'] - t['runs_done'] for t in tasks.values())} planned run(s) have no results; they "
@@ -397,9 +427,15 @@ def leaderboard_files(preset: str) -> tuple[str, ...]:
     return tuple(f"leaderboard_{preset}{ext}" for ext in (".json", ".md", ".png"))
 
 
-def check_score_folder(folder: Path, mixer: str, preset: str, flag: str) -> None:
-    """A score folder is new or empty, or holds this command's files for this very mixer and preset:
-    anything else (a user's files, another mixer's runs) is one error before any work."""
+def _provenance(plugin: dict | None) -> tuple | None:
+    """Where a plugin came from and which source it had (None: a built-in)."""
+    return None if plugin is None else (plugin.get("origin"), plugin.get("sha256"))
+
+
+def check_score_folder(folder: Path, mixer: str, preset: str, flag: str, plugin: dict | None = None) -> None:
+    """A score folder is new or empty, or holds this command's files for this very mixer and preset
+    (a plugin: from the same origin with the same source): anything else (a user's files, another
+    mixer's runs, an edited plugin's) is one error before any work."""
     if folder.exists() and not folder.is_dir():
         raise ParameterError(f"{flag}={str(folder)!r} is invalid: allowed a folder ({folder} is a file)")
     existing = next(p for p in (folder, *folder.parents) if p.exists())
@@ -419,6 +455,11 @@ def check_score_folder(folder: Path, mixer: str, preset: str, flag: str) -> None
     if (claim.get("mixer"), claim.get("preset")) != (mixer, preset):
         raise ParameterError(f"{flag}={str(folder)!r} is invalid: {allowed} (it is the score folder of mixer "
                              f"{claim.get('mixer')!r} and preset {claim.get('preset')!r})")
+    if _provenance(claim.get("mixer_plugin")) != _provenance(plugin):
+        was = claim.get("mixer_plugin") or {"origin": "built-in", "sha256": "-"}
+        raise ParameterError(f"{flag}={str(folder)!r} is invalid: {allowed} from the same source (its runs are of "
+                             f"{was.get('origin')} with source sha256 {str(was.get('sha256'))[:12]}, this plugin's "
+                             f"{str((plugin or {}).get('sha256'))[:12]}: give another --out)")
     ours = {RUN_RECORD, LOCK_FILE, "outputs.json", *SCORECARD_FILES, *TASKS}
     for path in sorted(folder.iterdir()):
         if path.name not in ours or (path.name in TASKS and not path.is_dir()):
@@ -430,11 +471,12 @@ def check_score_folder(folder: Path, mixer: str, preset: str, flag: str) -> None
         read_rows(folder / task / "results.jsonl", keys=ROW_KEYS)
 
 
-def claim_folder(folder: Path, mixer: str, preset: str) -> None:
+def claim_folder(folder: Path, mixer: str, preset: str, plugin: dict | None = None) -> None:
+    """The folder's run record: the mixer (a plugin also where it came from, as its config records it)."""
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / RUN_RECORD).exists():
-        atomic_write_text(folder / RUN_RECORD, json.dumps({"written_by": WRITER, "mixer": mixer, "preset": preset},
-                                                          indent=1) + "\n")
+        claim = {"written_by": WRITER, "mixer": mixer, "preset": preset, **({"mixer_plugin": plugin} if plugin else {})}
+        atomic_write_text(folder / RUN_RECORD, json.dumps(claim, indent=1) + "\n")
 
 
 # --- the driver ------------------------------------------------------------------------------------
@@ -465,15 +507,22 @@ def score(mixer: str | None = None, preset: str = "lite", out: str | None = None
     p = check_preset(preset)
     if everything == (mixer is not None):
         raise ParameterError(f"mixer={mixer!r} is invalid: allowed either one mixer or --all (every built-in)")
-    mixers = list(MIXERS) if everything else [resolve(mixer)]
+    resolved = {run_mixer(r): r for r in map(resolve, MIXERS if everything else [mixer])}
+    mixers = list(resolved)  # what the runs train with; resolved[m].name is what the cards call them
+    name = {m: r.name for m, r in resolved.items()}
     check_launcher(launcher, gpus_per_run, cpus_per_run, address)
     check_workers(workers, launcher)
+    only_here = [r.name for r in resolved.values() if r.plugin and r.plugin["origin"].startswith("registered:")]
+    if only_here and (workers > 1 or launcher == "ray"):
+        raise ParameterError(f"mixer={mixer!r} is invalid: allowed with --workers 1 and --launcher local only (a "
+                             "plugin registered in this process is unknown to other processes: give its "
+                             "PATH.py:CLASS or MODULE:CLASS)")
     if out == "":
         raise ParameterError("out='' is invalid: allowed a folder path (not empty)")
-    out = out or default_out(preset, None if everything else mixers[0])
-    folders = {m: Path(out) / f"score_{preset}" / folder_name(m) if everything else Path(out) for m in mixers}
+    out = out or default_out(preset, None if everything else name[mixers[0]])
+    folders = {m: Path(out) / f"score_{preset}" / folder_name(name[m]) if everything else Path(out) for m in mixers}
     for m, folder in folders.items():
-        check_score_folder(folder, m, preset, "out")
+        check_score_folder(folder, name[m], preset, "out", resolved[m].plugin)
     if everything:
         if Path(out).exists() and not Path(out).is_dir():
             raise ParameterError(f"out={out!r} is invalid: allowed a folder ({out} is a file)")
@@ -483,13 +532,15 @@ def score(mixer: str | None = None, preset: str = "lite", out: str | None = None
         else []
     if launcher == "ray" and address is not None:
         check_ray_address(address)
+    for m in mixers:  # the last check, the only one that runs the mixer: still before any file is written
+        check_causal(mixer or m, resolved[m])
     command = command or "selectivbench score " + shlex.join(
         (["--all"] if everything else ["--mixer", mixers[0]]) + ["--preset", preset, "--out", out])
 
     with contextlib.ExitStack() as locks:
         specs, planned = [], {}
         for m, folder in folders.items():
-            claim_folder(folder, m, preset)
+            claim_folder(folder, name[m], preset, resolved[m].plugin)
             locks.enter_context(sweep_lock(folder, out, command="score", lock_file=LOCK_FILE))
             for task in TASKS:
                 specs += missing_runs(p, m, task, folder / task, planned, cpu=launcher == "ray" and not gpus_per_run)
@@ -519,8 +570,8 @@ def score(mixer: str | None = None, preset: str = "lite", out: str | None = None
                 references, and the leaderboard of those: written as each mixer settles, so a killed
                 leaderboard keeps every finished mixer's card."""
                 if finished_mixer is not None:
-                    cards[finished_mixer] = build_card(finished_mixer, p, folders[finished_mixer], planned, command,
-                                                       threads)
+                    cards[finished_mixer] = build_card(resolved[finished_mixer], p, folders[finished_mixer], planned,
+                                                       command, threads)
                 for m, card in cards.items():
                     card["rank"] = place(card, list(cards.values()) if everything else refs,
                                          str(Path(out) / leaderboard_files(preset)[0]) if everything else str(refs_path))
@@ -540,13 +591,14 @@ def score(mixer: str | None = None, preset: str = "lite", out: str | None = None
                 launch(lambda spec, rows: (finished(spec, rows), settled(spec)),
                        lambda spec, error, trace=None: (failed(spec, error, trace), settled(spec)))
 
-            _run_all(specs, outcome, Path(out), f"score {'all' if everything else mixers[0]} ({preset})",
+            _run_all(specs, outcome, Path(out), f"score {'all' if everything else name[mixers[0]]} ({preset})",
                      launch_and_report)
         for m in mixers:
             if m not in cards:  # nothing left to run: its card from the records
-                cards[m] = build_card(m, p, folders[m], planned, command, threads)
+                cards[m] = build_card(resolved[m], p, folders[m], planned, command, threads)
         leaderboard = report()
-    return ScoreOutcome(cards, folders, outcome.planned, outcome.ran, outcome.failed, leaderboard)
+    return ScoreOutcome({name[m]: card for m, card in cards.items()}, {name[m]: folders[m] for m in mixers},
+                        outcome.planned, outcome.ran, outcome.failed, leaderboard)
 
 
 def _torch_threads() -> int:
@@ -571,12 +623,27 @@ def missing_runs(p: Preset, mixer: str, task: str, folder: Path, planned: dict, 
     return [{**run_spec(task, s, r, folder, cpu), "record_to": str(folder)} for r in runs if r.key not in done]
 
 
-def build_card(mixer: str, p: Preset, folder: Path, planned: dict, command: str, threads: int) -> dict:
+def taxonomy_of(resolved: ResolvedMixer) -> dict | None:
+    """A built-in's row of `selectivbench taxonomy`; a plugin's from its module's TAXONOMY (None when it
+    declares none)."""
+    import sys
+
+    from .models import taxonomy_rows
+    from .models.taxonomy import plugin_taxonomy
+
+    if resolved.plugin is None:
+        return next({k: v for k, v in row.items() if k != "mixer"} for row in taxonomy_rows()
+                    if row["mixer"] == resolved.name)
+    declared = isinstance(getattr(sys.modules.get(resolved.cls.__module__), "TAXONOMY", None), dict)
+    return plugin_taxonomy(resolved.cls) if declared else None
+
+
+def build_card(resolved: ResolvedMixer, p: Preset, folder: Path, planned: dict, command: str, threads: int) -> dict:
     """The scorecard of a score folder from its records (rows, failures), the chance level of each
     task's scored split and the model's state size."""
     from .data.task import load_task
-    from .models import taxonomy_rows
 
+    mixer = run_mixer(resolved)
     tasks, timing, data_of = {}, [], {}
     for task in TASKS:
         s = p.scale_of(task)
@@ -599,9 +666,8 @@ def build_card(mixer: str, p: Preset, folder: Path, planned: dict, command: str,
         "train_tokens_per_s": (sum(r["train_tokens"] for r in measured) / sum(r["train_seconds"] for r in measured)
                                if measured else None),
         "threads_per_run": threads, "run_seconds": sum(r.get("run_seconds") or 0.0 for r in timing)}
-    taxonomy = next(({k: v for k, v in t.items() if k != "mixer"} for t in taxonomy_rows() if t["mixer"] == mixer),
-                    None)
-    return scorecard(mixer, p, tasks, p.scale.seeds, command, efficiency, taxonomy)
+    return scorecard(resolved.name, p, tasks, p.scale.seeds, command, efficiency, taxonomy_of(resolved),
+                     resolved.plugin)
 
 
 def write_scorecard(folder: Path, card: dict, references: list[dict]) -> None:

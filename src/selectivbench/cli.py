@@ -17,7 +17,6 @@ import typing
 from .builders.config import TASKS, ParameterError, TaskParams
 
 _SIZES = ("num_train", "num_validation", "num_test")
-SWEEP_TASKS = tuple(TASKS)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -212,7 +211,8 @@ def cmd_publish_model(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from .reproduce import SweepIncomplete, estimate, reproduce
+    from .sweeps.driver import SweepIncomplete, reproduce
+    from .sweeps.estimate import estimate
 
     if args.dry_run:
         e = estimate(args.task, args.scale, mixers=args.mixers, out=args.out, launcher=args.launcher,
@@ -232,7 +232,7 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from .reproduce import SweepIncomplete
+    from .sweeps.driver import SweepIncomplete
     from .score import score
 
     outcome = score(args.mixer, args.preset, out=args.out, everything=args.all, launcher=args.launcher,
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     pm.set_defaults(func=cmd_publish_model)
 
     rp = sub.add_parser("reproduce", help="run one of the paper's sweeps (train + evaluate), resumable")
-    rp.add_argument("--task", required=True, choices=SWEEP_TASKS)
+    rp.add_argument("--task", required=True, choices=list(TASKS))
     rp.add_argument("--scale", default="small",
                     help="paper: the paper's grids; small: a 2-core CPU study; smoke: a few tiny runs")
     rp.add_argument("--out", default="results")

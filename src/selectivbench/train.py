@@ -121,7 +121,7 @@ def check_fits_in_memory(args: TrainArgs, device: torch.device) -> None:
     it is built here; the config's defaults for a data folder, a small term of the count)."""
     from .builders import task_params
     from .builders.builder import PAPER_SIZES
-    from .reproduce import parameter_count
+    from .sweeps.estimate import parameter_count
 
     p = task_params(args.config, **{k: v for k, v in args.task_overrides.items() if k not in PAPER_SIZES})
     count = parameter_count(args.mixer, p, args.d_model, args.n_layers, args.n_heads, args.d_state,

@@ -7,6 +7,9 @@ import math
 import statistics
 from collections import defaultdict
 
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
 from ..builders.config import gap_of_split, gap_split
 
 def select_on_validation(rows: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -112,24 +115,21 @@ def summary_markdown(task: str, rows: list[dict], missing: int = 0) -> str:
 
 
 def plot(task: str, rows: list[dict]) -> dict[str, bytes]:
-    """{file name: PNG bytes} of the task's plots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """{file name: PNG bytes} of the task's plots (matplotlib's Figure without pyplot: no backend is
+    chosen or changed for the process, and no figure is left open)."""
     plots = {}
     for name, xlabel, part, x_of, logx in views(task, rows):
         if not part:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
         # 11 mixers outnumber the 10 default colours: cycle colours and markers apart
         markers = "osD^v<>ph*X"
         for i, (m, points) in enumerate(sorted(pivot(part, x_of).items())):
             xs = sorted(points)
             means, stds = zip(*(mean_std(points[x]) for x in xs))
             ax.errorbar(xs, means, yerr=stds, marker=markers[i % len(markers)], capsize=3, label=m,
-                        color=plt.get_cmap("tab20")(i % 20))
+                        color=colormaps["tab20"](i % 20))
         ceiling = pivot([{**r, "mixer": ""} for r in part], x_of, "bayes_element_accuracy")[""]
         xs = sorted(ceiling)
         ax.plot(xs, [statistics.fmean(ceiling[x]) for x in xs], "k--", label="Bayes ceiling")
@@ -143,6 +143,5 @@ def plot(task: str, rows: list[dict]) -> dict[str, bytes]:
         fig.tight_layout()
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=120)
-        plt.close(fig)
         plots[f"{name}.png"] = png.getvalue()
     return plots

@@ -32,17 +32,14 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
-from ..builders import ParameterError
-from ..builders.config import TASKS
 from ..data import load_task
 from ..evaluate import evaluate
-from ..models import MIXERS
 from ..models.plugins import absolute_spec
 from ..train import check_output_dir, total_steps, train
-from ..train_args import TrainArgs, check_mixer_spec, check_train_args
-from .launchers import (check_launcher, check_ray_address, check_ray_installed, check_ray_resources, launch_local,
-                        launch_ray, ray_cluster, sweep_lock)
-from .outputs import ROW_KEYS, append_lines, check_out_folder, check_outputs, read_rows, write_outputs
+from ..train_args import TrainArgs, check_train_args
+from .arguments import check_arguments
+from .launchers import check_ray_address, check_ray_resources, launch_local, launch_ray, ray_cluster, sweep_lock
+from .outputs import ROW_KEYS, append_lines, check_outputs, read_rows, write_outputs
 from .plan import complete_runs, plan, run_spec
 from .scales import SCALES
 
@@ -57,32 +54,6 @@ class Outcome:
     planned: int
     ran: list = field(default_factory=list)  # keys finished by this call
     failed: list = field(default_factory=list)  # keys that failed in this call
-
-
-def check_arguments(task, scale, mixers, launcher, gpus_per_run=None, cpus_per_run=None, address=None,
-                    out: str | None = None) -> None:
-    """Every bad argument is one ParameterError, before any work. `address`, `gpus_per_run` and
-    `cpus_per_run` are Ray's: None (not given) unless launcher='ray'."""
-    if task not in TASKS:
-        raise ParameterError(f"task={task!r} is invalid: allowed one of {tuple(TASKS)}")
-    if scale not in SCALES:
-        raise ParameterError(f"scale={scale!r} is invalid: allowed one of {tuple(SCALES)}")
-    if mixers is not None and not mixers:
-        raise ParameterError(f"mixers={list(mixers)!r} is invalid: allowed one or more of {MIXERS} or plugins")
-    for m in mixers or ():
-        if m not in MIXERS:  # a plugin: it must import and run, before any run starts
-            try:
-                check_mixer_spec(m)
-            except ParameterError as err:
-                raise ParameterError(f"mixers={list(mixers)!r} is invalid: allowed one or more of {MIXERS} or "
-                                     f"plugins ({err})") from None
-    check_launcher(launcher, gpus_per_run, cpus_per_run, address, check_ray=False)
-    if out is not None:
-        if not out:
-            raise ParameterError("out='' is invalid: allowed a folder path (not empty)")
-        check_out_folder(out, Path(out) / f"{task}_{scale}")
-    if launcher == "ray":
-        check_ray_installed()
 
 
 def reproduce(task: str, scale: str, out: str = "results", mixers: list[str] | None = None,

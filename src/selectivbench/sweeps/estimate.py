@@ -10,7 +10,7 @@ from ..builders import TaskParams, task_params
 from ..builders.builder import PAPER_SIZES
 from ..builders.config import duration_to_steps
 from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from .driver import check_arguments
+from .arguments import check_arguments
 from .outputs import ROW_KEYS, check_outputs, read_rows
 from .plan import Run, complete_runs, plan
 from .scales import SCALES, Scale

@@ -238,7 +238,7 @@ def test_train_evaluate_publish_and_load_where_the_plugin_is_gone(example, tmp_p
 
 
 def test_reproduce_smoke_runs_a_plugin(example, tmp_path):
-    from selectivbench.reproduce import reproduce
+    from selectivbench.sweeps.driver import reproduce
 
     outcome = reproduce("gapped", "smoke", out=str(tmp_path / "results"), mixers=[example])
     assert outcome.failed == [] and len(outcome.ran) == outcome.planned == 4  # 2 seeds x 2 learning rates

@@ -23,7 +23,8 @@ from selectivbench.cli import main
 from selectivbench.data.task import load_task
 from selectivbench.evaluation.metrics import element_accuracy
 from selectivbench.models import MIXERS, taxonomy_rows
-from selectivbench.reproduce import read_rows, select_on_validation
+from selectivbench.sweeps.outputs import read_rows
+from selectivbench.sweeps.report import select_on_validation
 
 SMOKE = sc.PRESETS["smoke"]
 RUNS_PER_TASK = 4  # 2 seeds x 2 learning rates

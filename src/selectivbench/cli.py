@@ -234,7 +234,8 @@ def cmd_publish_model(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from .reproduce import SweepIncomplete, estimate, reproduce
+    from .sweeps.driver import SweepIncomplete, reproduce
+    from .sweeps.estimate import estimate
 
     if args.dry_run:
         e = estimate(args.task, args.scale, mixers=args.mixers, out=args.out, launcher=args.launcher,
@@ -254,7 +255,7 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from .reproduce import SweepIncomplete
+    from .sweeps.driver import SweepIncomplete
     from .score import score
 
     outcome = score(args.mixer, args.preset, out=args.out, everything=args.all, launcher=args.launcher,

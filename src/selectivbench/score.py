@@ -37,10 +37,13 @@ from .files import atomic_write_text
 from .errors import ParameterError
 from .builders.config import gap_split
 from .models import MIXERS, PluginError, ResolvedMixer, resolve_mixer
-from .reproduce import (ROW_KEYS, Outcome, Scale, _grammar_rng, _run_all, check_launcher, check_outputs,
-                        check_ray_address, check_ray_resources, complete_runs, execute, launch_local, launch_ray,
-                        mean_std, plan, ray_cluster, read_rows, replace_outputs, run_spec, select_on_validation,
-                        sweep_lock)
+from .sweeps.driver import Outcome, _run_all, execute
+from .sweeps.launchers import (check_launcher, check_ray_address, check_ray_resources, launch_local, launch_ray,
+                               ray_cluster, sweep_lock)
+from .sweeps.outputs import ROW_KEYS, check_outputs, read_rows, replace_outputs
+from .sweeps.plan import complete_runs, plan, run_spec
+from .sweeps.report import mean_std, select_on_validation
+from .sweeps.scales import Scale, _grammar_rng
 from .training.args import TrainArgs, check_train_args
 
 TASKS = ("complexity", "gapped", "distractor", "generalization")

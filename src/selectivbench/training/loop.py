@@ -37,7 +37,7 @@ from ..evaluation.evaluate import evaluate_loader
 from ..models.configuration_selectivbench import IGNORE_INDEX
 from ..files import atomic_write_text
 from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
-from ..reproduce import parameter_count
+from ..sweeps.estimate import parameter_count
 from .args import TrainArgs, check_train_args
 from .record import run_record
 from .run_folder import (check_output_dir, check_same_task, check_state_task, check_state_within, drop_log_after, log,

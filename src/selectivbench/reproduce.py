@@ -44,7 +44,7 @@ from .files import atomic_write_text, file_lock, read_record, replaced, sha256, 
 from .builders import TaskParams, task_params
 from .errors import ParameterError, check_choice, is_number
 from .builders.builder import PAPER_SIZES
-from .builders.config import TASKS, duration_to_steps, gap_of_split, gap_split
+from .builders.config import TASKS, gap_of_split, gap_split
 from .evaluation.tables import FIELDS
 from .models import MIXERS
 from .training.args import TrainArgs, check_train_args
@@ -351,12 +351,7 @@ def run_flops(task: str, s: Scale, run: Run) -> float:
 
 def mean_steps_per_sequence(p: TaskParams) -> float:
     """Elements plus the expected gap steps that follow them."""
-    if p.gap_law == "fixed":
-        gap = duration_to_steps(p.gap_duration, p.timestep)
-    elif p.gap_law == "uniform":
-        gap = (p.gap_low + p.gap_high) / 2 / p.timestep
-    else:
-        gap = math.exp(p.gap_mean + p.gap_sigma ** 2 / 2) / p.timestep
+    gap = p.duration_law.mean_steps()
     gapped_elements = max(0, p.seq_len - p.gap_start) * p.gap_prob
     return p.seq_len + gapped_elements * gap
 

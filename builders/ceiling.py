@@ -8,43 +8,12 @@ the ideal model; the ceiling is the SPEC §4 element accuracy of that ideal mode
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 import numpy as np
 
-from .config import LOGNORMAL_CUT_SIGMAS, TaskParams, duration_to_steps
 from .grammar import END
 from .sampler import Sampler, split_gap_steps
-
-
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def duration_step_pmf(params: TaskParams) -> dict[int, float]:
-    """P(gap of k steps | a gap occurs), from the duration law, rounding and ceiling (SPEC §3)."""
-    p = params
-    if p.gap_law == "fixed":
-        return {duration_to_steps(p.gap_duration, p.timestep): 1.0}
-    if p.gap_law == "uniform":
-        if p.gap_high == p.gap_low:
-            return {duration_to_steps(p.gap_low, p.timestep): 1.0}
-        cdf = lambda x: min(max((x - p.gap_low) / (p.gap_high - p.gap_low), 0.0), 1.0)  # noqa: E731
-        lo, hi = p.gap_low, p.gap_high
-    else:
-        def cdf(x):
-            return 0.0 if x <= 0 else _normal_cdf((math.log(x) - p.gap_mean) / p.gap_sigma)
-        lo, hi = 0.0, math.exp(p.gap_mean + LOGNORMAL_CUT_SIGMAS * p.gap_sigma)
-    pmf = defaultdict(float)
-    # every tenth a draw can round to; the durations that round to it are those within half a tenth
-    # (bounds as (tenth -+ 0.5) / 10: v - 0.05 is off by an ulp and gave a gap_high of 0.65 mass above it)
-    for tenth in range(math.floor(lo * 10), math.ceil(hi * 10) + 1):
-        mass = cdf((tenth + 0.5) / 10) - cdf((tenth - 0.5) / 10)
-        if mass > 0:
-            pmf[duration_to_steps(tenth / 10, p.timestep)] += mass
-    total = sum(pmf.values())
-    return {k: w / total for k, w in sorted(pmf.items())}
 
 
 class BayesFilter:
@@ -54,7 +23,7 @@ class BayesFilter:
         self.sampler, self.params, self.grammar = sampler, sampler.params, sampler.grammar
         self.law = sampler.law
         fixed = split_gap_steps(self.params, split)
-        step_pmf = {fixed: 1.0} if fixed is not None else duration_step_pmf(self.params)
+        step_pmf = {fixed: 1.0} if fixed is not None else self.params.duration_law.step_pmf()
         gp = self.params.gap_prob
         # gap-length pmf once gaps are allowed; before gap_start there is none
         self.gap_pmf = defaultdict(float, {k: gp * w for k, w in step_pmf.items()})

@@ -9,18 +9,13 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..errors import ParameterError, check_choice, check_int, check_real, fail, is_int, is_number
+from .gap_law import GAP_LAWS, GapLaw
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MAX_VOCAB = len(LETTERS) + 1  # the letters plus the end-of-string marker '#'
 # A gap step is the low 20 bits of the sampler's draw counters: no gap is longer than this
 MAX_GAP_STEPS = (1 << 20) - 1
-# The lognormal gap law is cut at exp(gap_mean + LOGNORMAL_CUT_SIGMAS * gap_sigma), by the sampler
-# and the Bayes ceiling alike (the mass beyond is below 1e-18)
-LOGNORMAL_CUT_SIGMAS = 9
-GAP_LAWS = ("fixed", "uniform", "lognormal")
 GAP_CONTENTS = ("silence", "distractor")
 GRAMMAR_RNGS = ("symseq", "selectivbench")
 
@@ -89,7 +84,7 @@ class TaskParams:
     """Standard deviation of the underlying normal of a 'lognormal' gap duration."""
     timestep: float = 0.1
     """Duration of one step; a gap of duration t lasts ceil(t rounded to one decimal / timestep) steps
-    (numpy's rounding, half to even: `duration_to_steps`)."""
+    (numpy's rounding, half to even: `gap_law.duration_to_steps`)."""
     gap_content: str = "silence"
     """'silence' (zero input) or 'distractor' (a symbol forbidden after the current state)."""
     noise: float = 0.0
@@ -117,22 +112,20 @@ class TaskParams:
         return self.seq_len
 
     @property
+    def duration_law(self) -> GapLaw:
+        """The gap duration law `gap_law` names, with its fields (gap_law.py)."""
+        return GAP_LAWS[self.gap_law].of(self)
+
+    @property
     def longest_gap_steps(self) -> int:
         """The longest gap the training law can draw, in steps (lognormal: at its cut)."""
-        if self.gap_law == "lognormal":
-            return duration_to_steps(math.exp(self.gap_mean + LOGNORMAL_CUT_SIGMAS * self.gap_sigma), self.timestep)
-        return self.train_max_gap_steps
+        return self.duration_law.longest_steps()
 
     @property
     def train_max_gap_steps(self) -> int:
-        """The largest gap the training law can draw, in steps (the test splits' fixed gap)."""
-        if self.gap_law == "fixed":
-            duration = self.gap_duration
-        elif self.gap_law == "uniform":  # draws lie in [gap_low, gap_high): the largest is just below gap_high
-            duration = self.gap_high if self.gap_high == self.gap_low else np.nextafter(self.gap_high, self.gap_low)
-        else:  # lognormal has no maximum: use its 99th percentile
-            duration = math.exp(self.gap_mean + 2.3263478740408408 * self.gap_sigma)
-        return duration_to_steps(duration, self.timestep)
+        """The largest gap the training law can draw, in steps (the test splits' fixed gap;
+        lognormal, which has no maximum: its 99th percentile)."""
+        return self.duration_law.test_steps()
 
     def replace(self, **changes) -> "TaskParams":
         return dataclasses.replace(self, **changes)
@@ -173,21 +166,6 @@ def gap_of_split(split: str) -> int | None:
     return int(rest) if rest.isdigit() else None
 
 
-def duration_to_steps(duration, timestep: float):
-    """SPEC §3: round the duration to one decimal, then ceil(duration / timestep). Takes one
-    duration (returns an int) or the sampler's array of draws (returns int64 steps).
-
-    One rounding for both, numpy's (10 x to the nearest even integer): the one that fixed the stored
-    bytes. Python's round differs at some halves (round(0.45, 1) is 0.5, numpy's 0.4), which gave
-    test splits and the Bayes ceiling other gaps than the training data drew.
-    The 1e-9 guards against float noise: 1.1 / 0.1 is 11.000000000000002, which is 11 steps.
-    """
-    rounded = np.round(duration, 1)
-    if isinstance(rounded, np.ndarray):
-        return np.ceil(rounded / timestep - 1e-9).astype(np.int64)
-    return max(0, math.ceil(float(rounded) / timestep - 1e-9))
-
-
 def validate(p: TaskParams) -> None:
     """Raise one ParameterError naming the first bad field, its value and the allowed range."""
     _check_int("vocab_size", p.vocab_size, 2, MAX_VOCAB)
@@ -208,24 +186,18 @@ def validate(p: TaskParams) -> None:
         _check_int("seq_len_min", p.seq_len_min, 1, p.seq_len)
     _check_int("gap_start", p.gap_start, 0)
     _check_float("gap_prob", p.gap_prob, 0.0, 1.0)
-    check_choice("gap_law", p.gap_law, GAP_LAWS)
+    check_choice("gap_law", p.gap_law, tuple(GAP_LAWS))
     _check_float("timestep", p.timestep, 0.0, low_open=True)
-    if p.gap_law == "fixed":
-        _check_float("gap_duration", p.gap_duration, 0.0, 1e4)
-    elif p.gap_law == "uniform":
-        _check_float("gap_low", p.gap_low, 0.0, 1e4)
-        _check_float("gap_high", p.gap_high, p.gap_low, 1e4)
-    else:
-        _check_float("gap_mean", p.gap_mean, -20.0, 9.0)
-        _check_float("gap_sigma", p.gap_sigma, 0.0, 3.0, low_open=True)
+    law = p.duration_law
+    for name, value, low, high, low_open in law.bounds():
+        _check_float(name, value, low, high, low_open)
     try:
-        longest = p.longest_gap_steps
+        longest = law.longest_steps()
     except OverflowError:  # a timestep so small that the gap in steps is infinite
         longest = math.inf
     if longest > MAX_GAP_STEPS:
-        field_ = {"fixed": "gap_duration", "uniform": "gap_high", "lognormal": "gap_mean"}[p.gap_law]
-        fail(field_, getattr(p, field_), f"a longest gap of at most {MAX_GAP_STEPS:,} steps of timestep="
-              f"{p.timestep} (this law draws gaps of up to {longest:,} steps)")
+        fail(law.LIMIT_FIELD, getattr(p, law.LIMIT_FIELD), f"a longest gap of at most {MAX_GAP_STEPS:,} steps of "
+             f"timestep={p.timestep} (this law draws gaps of up to {longest:,} steps)")
     check_choice("gap_content", p.gap_content, GAP_CONTENTS)
     _check_float("noise", p.noise, 0.0, 1.0)
     for g in p.test_gaps:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ParameterError
-from .config import LOGNORMAL_CUT_SIGMAS, TaskParams, duration_to_steps, gap_of_split
+from .config import TaskParams, gap_of_split
 from .grammar import END, Grammar
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -213,16 +213,9 @@ class Sampler:
         if fixed_steps is not None:
             steps = np.full(occurs.shape, fixed_steps)
         else:
-            if p.gap_law == "fixed":
-                duration = np.full(occurs.shape, float(p.gap_duration))
-            elif p.gap_law == "uniform":
-                duration = p.gap_low + uniform(keys, counter(e[None, :], GAP_U1)) * (p.gap_high - p.gap_low)
-            else:  # lognormal, its normal drawn by Box-Muller
-                u1 = uniform(keys, counter(e[None, :], GAP_U1))
-                u2 = uniform(keys, counter(e[None, :], GAP_U2))
-                z = np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)
-                duration = np.exp(p.gap_mean + p.gap_sigma * np.minimum(z, LOGNORMAL_CUT_SIGMAS))
-            steps = duration_to_steps(duration, p.timestep)
+            def draw(k):  # the law's k-th uniform draw after each element
+                return uniform(keys, counter(e[None, :], (GAP_U1, GAP_U2)[k]))
+            steps = p.duration_law.draw_steps(occurs.shape, draw)
         return np.where(occurs, steps, 0)
 
     def generate(self, split: str, indices) -> SampleBatch:

@@ -341,7 +341,7 @@ def files_of(folder):
 def test_evaluate_appends_only_to_its_own_tables(place, tmp_path):
     """A table evaluate wrote takes more rows (one header); a user's csv or jsonl of the same name is
     left byte for byte as it was, and nothing is written beside it."""
-    from selectivbench.evaluation.tables import FIELDS
+    from selectivbench.evaluation.tables import FIELDS, TABLES_RECORD
     from selectivbench.evaluation.evaluate import evaluate
 
     out = tmp_path / "t" / "eval"
@@ -352,10 +352,11 @@ def test_evaluate_appends_only_to_its_own_tables(place, tmp_path):
     assert lines[0] == ",".join(FIELDS) and len(lines) == 3
     rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
     assert rows == first + second and rows[1]["noise_seed"] == 2**63 - 1
-    assert sorted(p.name for p in out.parent.iterdir()) == ["eval.csv", "eval.jsonl"]  # no temporary left
+    assert sorted(p.name for p in out.parent.iterdir()) == ["eval.csv", "eval.jsonl", TABLES_RECORD]  # no temporary
     dotted = tmp_path / "t" / "lr0.001"  # the suffixes are added, not swapped for '.001'
     assert evaluate([str(place / "run" / "model")], out=str(dotted), splits=["test"], num_samples=4, cpu=True) == first
-    assert sorted(p.name for p in out.parent.iterdir()) == ["eval.csv", "eval.jsonl", "lr0.001.csv", "lr0.001.jsonl"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["eval.csv", "eval.jsonl", "lr0.001.csv", "lr0.001.jsonl",
+                                                           TABLES_RECORD]
     for users, content in (("eval.csv", "a,b\n1,2\n"), ("eval.jsonl", json.dumps({"a": 1}) + "\n")):
         user = tmp_path / "u" / users
         user.parent.mkdir(exist_ok=True)

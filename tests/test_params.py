@@ -1,7 +1,7 @@
 import pytest
 
 from selectivbench.builders import ParameterError, TaskParams, task_params
-from selectivbench.builders.config import duration_to_steps
+from selectivbench.builders.gap_law import duration_to_steps
 
 
 @pytest.mark.parametrize("field, value, allowed", [

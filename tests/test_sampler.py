@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from selectivbench.builders import Sampler, TaskParams, bayes_ceiling, make_grammar, task_params
-from selectivbench.builders.ceiling import duration_step_pmf
 from selectivbench.builders.grammar import END
 from selectivbench.builders.sampler import rejection_string
 
@@ -83,7 +82,7 @@ def test_gap_lengths_follow_their_law(law):
     per_elem = np.stack(per_elem)
     assert per_elem.sum(1).tolist() == gaps.tolist()
     assert (per_elem[:, :2] == 0).all()
-    law_pmf = duration_step_pmf(s.params)
+    law_pmf = s.params.duration_law.step_pmf()
     expected = {k: 0.7 * w for k, w in law_pmf.items()}
     expected[0] = expected.get(0, 0) + 0.3
     got = Counter(per_elem[:, 2:].ravel().tolist())
@@ -93,7 +92,7 @@ def test_gap_lengths_follow_their_law(law):
 
 
 def test_uniform_one_to_ten_has_half_weight_ends():
-    pmf = duration_step_pmf(task_params("gapped"))
+    pmf = task_params("gapped").duration_law.step_pmf()
     assert list(pmf) == list(range(1, 11))
     assert pmf[1] == pytest.approx(1 / 18) and pmf[10] == pytest.approx(1 / 18) and pmf[5] == pytest.approx(1 / 9)
 
@@ -108,7 +107,7 @@ def test_test_gap_and_ceiling_law_are_the_gaps_training_draws(law):
         _, first = element_states(row)
         drawn |= set((np.diff(np.append(first, len(row["labels"]))) - 1).tolist())
     assert max(drawn) == s.params.train_max_gap_steps
-    assert set(duration_step_pmf(s.params)) == drawn
+    assert set(s.params.duration_law.step_pmf()) == drawn
     test = s.generate("test", np.arange(5))
     assert (np.diff(test.offsets) == test.num_elements * (1 + max(drawn))).all()
     p = s.params.replace(gap_content="distractor")

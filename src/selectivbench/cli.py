@@ -13,9 +13,11 @@ import os
 import shlex
 import sys
 import typing
+from pathlib import Path
 
 from .builders.config import TASKS, TaskParams
 from .errors import ParameterError, check_int
+from .files import check_new_file
 
 _SIZES = ("num_train", "num_validation", "num_test")
 
@@ -113,7 +115,10 @@ def cmd_inspect(args) -> None:
 
     p = task_params(args.config, **_task_overrides(args))
     if args.grammar_json is not None:
+        from .hub.dataset_records import check_outside_configs
+
         check_new_file(args.grammar_json, "grammar_json")
+        check_outside_configs(Path(args.grammar_json).parent, "grammar_json")
     g = make_grammar(p)
     s = Sampler(p, g)
     print(json.dumps(p.to_dict()))
@@ -132,24 +137,6 @@ def cmd_inspect(args) -> None:
             raise ParameterError(f"grammar_json={args.grammar_json!r} is invalid: allowed a path that does not "
                                  "exist yet (a file appeared there while this ran; never overwritten)") from None
         print(f"grammar written to {args.grammar_json}")
-
-
-def check_new_file(path: str, field: str) -> None:
-    """A file we are asked to write: never over a user's file, and its folder must take it."""
-    from pathlib import Path
-
-    if not path:
-        raise ParameterError(f"{field}='' is invalid: allowed a file path (not empty)")
-    p = Path(path)
-    if os.path.lexists(p):  # a dangling link too: the file would be made at its target, or fail after the work
-        raise ParameterError(f"{field}={path!r} is invalid: allowed a path that does not exist yet (never overwritten"
-                             f"{'; it is a link' if p.is_symlink() else ''})")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ParameterError(f"{field}={path!r} is invalid: allowed a path in a writable folder ({parent})")
-    from .hub.dataset_records import check_outside_configs
-
-    check_outside_configs(parent, field)
 
 
 def cmd_taxonomy(args) -> None:

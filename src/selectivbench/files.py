@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .errors import ParameterError
@@ -104,6 +104,18 @@ def check_writable(path: str | Path, field: str, value=None) -> None:
                              f"can be written ({existing} is {what})")
 
 
+def check_new_file(path: str, field: str) -> None:
+    """A file we are asked to write: never over a user's file, and its folder must take it."""
+    if not path:
+        raise ParameterError(f"{field}='' is invalid: allowed a file path (not empty)")
+    p = Path(path)
+    if os.path.lexists(p):  # a dangling link too: the file would be made at its target, or fail after the work
+        raise ParameterError(f"{field}={path!r} is invalid: allowed a path that does not exist yet (never overwritten"
+                             f"{'; it is a link' if p.is_symlink() else ''})")
+    if not p.parent.is_dir() or not os.access(p.parent, os.W_OK):
+        raise ParameterError(f"{field}={path!r} is invalid: allowed a path in a writable folder ({p.parent})")
+
+
 def swap_in(new: Path, target: Path, old: Path) -> None:
     """Folder `new` (complete) becomes `target`: the current `target` is renamed to `old` first, and
     removed after. A kill between the two renames leaves `old` and `new` and no `target`: the caller
@@ -148,14 +160,24 @@ def is_ours(path: Path, record: dict[str, list[str]]) -> bool:
 
 def write_owned(path: Path, data: bytes, record_path: Path, writer: str, record: dict[str, list[str]],
                 new: bool = False, prefix: str | None = None) -> None:
-    """Replace `path` (ours: checked by the caller) with `data`: the record is widened to the new
-    bytes first and narrowed to them after, so a crash in between leaves the file recorded.
-    new=True: `path` must not exist (FileExistsError if one appears meanwhile; it stays)."""
-    name, digest = path.name, sha256(data)
-    write_record(record_path, writer, {**record, name: sorted({*record.get(name, ()), digest})}, prefix)
-    with replaced(path, prefix, new=new) as tmp:
-        tmp.write_bytes(data)
-    record[name] = [digest]
+    """Replace `path` (ours: checked by the caller) with `data` (`write_all_owned`)."""
+    write_all_owned({path: data}, record_path, writer, record, new, prefix)
+
+
+def write_all_owned(files: dict[Path, bytes], record_path: Path, writer: str, record: dict[str, list[str]],
+                    new: bool = False, prefix: str | None = None) -> None:
+    """Replace each file (ours: checked by the caller) with its bytes: all of them are written to
+    temporary siblings first (a full disk leaves every file, and the record, as they were); the record
+    is widened to the new bytes before the renames and narrowed to them after, so a crash in between
+    leaves every file recorded. new=True: the files must not exist (FileExistsError if one appears
+    meanwhile; it stays)."""
+    digests = {path.name: sha256(data) for path, data in files.items()}
+    with ExitStack() as renames:
+        for path, data in files.items():
+            renames.enter_context(replaced(path, prefix, new=new)).write_bytes(data)
+        write_record(record_path, writer, {**record, **{name: sorted({*record.get(name, ()), digest})
+                                                         for name, digest in digests.items()}}, prefix)
+    record.update({name: [digest] for name, digest in digests.items()})
     write_record(record_path, writer, record, prefix)
 
 

@@ -103,7 +103,7 @@ def render_card(out: Path, records: list[dict], repo_id: str) -> DatasetCard:
     for r in records:
         p = TaskParams.from_dict(r["params"])
         configs.append({"name": r["config"], "p": p, "description": r["description"], "stats": r["stats"],
-                        "ceiling": r["ceiling"], "gap_law": _gap_law_text(p), "command": r["command"] or
+                        "ceiling": r["ceiling"], "gap_law": p.duration_law.text(), "command": r["command"] or
                         "selectivbench generate", "elements": (f"{p.seq_len_min}-{p.seq_len}" if p.seq_len_min
                                                                else p.seq_len),
                         "sizes": ", ".join(f"{k} {v:,}" for k, v in r["sizes"].items())})
@@ -133,14 +133,6 @@ def render_sample(sampler, split="validation", steps=24) -> str:
     width = max(len(s) for s in inputs + states) + 1
     return "\n".join((head + "".join(s.ljust(width) for s in cells)).rstrip()
                      for head, cells in (("input: ", inputs), ("label: ", states)))
-
-
-def _gap_law_text(p) -> str:
-    if p.gap_law == "fixed":
-        return f"fixed {p.gap_duration}"
-    if p.gap_law == "uniform":
-        return f"uniform({p.gap_low}, {p.gap_high})"
-    return f"lognormal({p.gap_mean}, {p.gap_sigma})"
 
 
 def _size_category(n: int) -> str:

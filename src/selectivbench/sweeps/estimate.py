@@ -1,14 +1,12 @@
 """The dry run: how many runs a sweep has, how many are done, and the GPU-hours of the others."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 
 from ..builders import TaskParams, task_params
 from ..builders.builder import PAPER_SIZES
-from ..builders.config import duration_to_steps
 from ..models import SelectivBenchConfig, SelectivBenchForTokenClassification
 from .arguments import check_arguments
 from .outputs import ROW_KEYS, check_outputs, read_rows
@@ -58,12 +56,7 @@ def run_flops(task: str, s: Scale, run: Run) -> float:
 
 def mean_steps_per_sequence(p: TaskParams) -> float:
     """Elements plus the expected gap steps that follow them."""
-    if p.gap_law == "fixed":
-        gap = duration_to_steps(p.gap_duration, p.timestep)
-    elif p.gap_law == "uniform":
-        gap = (p.gap_low + p.gap_high) / 2 / p.timestep
-    else:
-        gap = math.exp(p.gap_mean + p.gap_sigma ** 2 / 2) / p.timestep
+    gap = p.duration_law.mean_steps()
     gapped_elements = max(0, p.seq_len - p.gap_start) * p.gap_prob
     return p.seq_len + gapped_elements * gap
 

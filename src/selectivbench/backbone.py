@@ -20,9 +20,13 @@ import torch
 import torch.nn as nn
 from transformers import (AutoConfig, AutoModel, AutoModelForTokenClassification, PretrainedConfig,
                           PreTrainedModel)
+from transformers import initialization as init
 from transformers.modeling_outputs import TokenClassifierOutput
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from .errors import ParameterError
+from .models import SelectivBenchForTokenClassification
 from .models.modeling_selectivbench import OneHotInput, token_loss
 
 # size flag -> the config fields it sets, where the backbone's config has them
@@ -41,8 +45,6 @@ def _bad(value, reason: str):
 
 def base_config_dict(backbone: str) -> dict:
     """The backbone's config as a dict: a model type transformers knows, a config.json, or a Hub id."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
     if backbone in CONFIG_MAPPING:
         return {"model_type": backbone}
     path = Path(backbone)
@@ -64,8 +66,6 @@ def base_config_dict(backbone: str) -> dict:
 def backbone_config(backbone: str, kwargs_json: str | None, d_model: int, n_layers: int, n_heads: int,
                     d_state: int) -> PretrainedConfig:
     """The backbone's transformers config at the run's sizes; ParameterError before any work if it cannot be."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
     try:
         extra = json.loads(kwargs_json) if kwargs_json else {}
         assert isinstance(extra, dict)
@@ -108,8 +108,6 @@ def backbone_config(backbone: str, kwargs_json: str | None, d_model: int, n_laye
 
 
 def _base_model_class(config, backbone):
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
     try:
         return MODEL_MAPPING[type(config)]
     except KeyError:
@@ -140,8 +138,6 @@ class BackboneConfig(PretrainedConfig):
                    label2id={s: i for i, s in enumerate(states)})
 
     def backbone_config(self) -> PretrainedConfig:
-        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
         fields = dict(self.backbone)
         return CONFIG_MAPPING[fields.pop("model_type")](**fields)  # transformers' own classes: no remote code
 
@@ -186,8 +182,6 @@ class BackboneForTokenClassification(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module):
-        from transformers import initialization as init
-
         if module is self.classifier:
             init.normal_(module.weight, std=module.in_features ** -0.5)
             init.zeros_(module.bias)
@@ -221,8 +215,6 @@ AutoModelForTokenClassification.register(BackboneConfig, BackboneForTokenClassif
 
 def model_class_of(checkpoint) -> type:
     """The class a checkpoint folder was saved from (by its config.json's model_type)."""
-    from .models import SelectivBenchForTokenClassification
-
     try:
         model_type = json.loads((Path(checkpoint) / "config.json").read_text()).get("model_type")
     except (OSError, ValueError, AttributeError):

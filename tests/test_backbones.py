@@ -101,6 +101,9 @@ def test_a_config_json_gives_the_model_type_model(tmp_path):
      "allowed fields of the llama config \\(no_such_field is not one\\)"),
     (["--backbone-kwargs", "{}"], "backbone_kwargs='{}' is invalid: allowed only with --backbone"),
     (["--backbone", "{root}/missing.json"], "missing.json' is invalid: allowed a readable config.json"),
+    (["--backbone", "mamba", "--mixer", "deltanet"], "mixer='deltanet' is invalid: allowed its default 'gla' with "
+                                                     "--backbone"),
+    (["--backbone", "llama", "--dropout", "0.1"], "dropout=0.1 is invalid: allowed its default 0.0 with --backbone"),
 ])
 def test_a_bad_backbone_is_one_line_exit_2_before_any_work(tmp_path, capsys, flags, message):
     import re

@@ -9,6 +9,8 @@ from ..builders.config import TASKS
 from ..errors import check_choice, check_int, check_real, fail
 
 OPTIMIZERS = ("adam", "adamw")
+# fields of the SelectivBench model alone (`training.loop.model_config`), which a --backbone does not read
+SELECTIVBENCH_MODEL_ONLY = ("mixer", "num_householder", "dropout", "norm", "rope_theta", "linear_init")
 PRECISIONS = ("no", "fp16", "bf16")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "trackio")
 
@@ -109,6 +111,10 @@ def check_train_args(a: TrainArgs) -> None:
     if a.backbone is not None:
         from ..backbone import backbone_config
 
+        for name in SELECTIVBENCH_MODEL_ONLY:  # a backbone would silently ignore them
+            if getattr(a, name) != getattr(TrainArgs, name):
+                fail(name, getattr(a, name), f"its default {getattr(TrainArgs, name)!r} with --backbone (the "
+                     "backbone's own fields go in --backbone-kwargs)")
         backbone_config(a.backbone, a.backbone_kwargs, a.d_model, a.n_layers, a.n_heads, a.d_state)
     else:
         check_mixer_spec(a.mixer, d_model=a.d_model, n_heads=a.n_heads, d_state=a.d_state)

@@ -204,12 +204,14 @@ def test_a_sweep_replaces_only_the_outputs_it_wrote(local_sweep, tmp_path, capsy
     (folder / "my_notes.png").write_bytes(b"a user's figure, under a name no output takes")
     assert reproduce("complexity", "smoke", out=str(folder.parent)).ran == []  # its own files: replaced
     assert (folder / "my_notes.png").read_bytes() == b"a user's figure, under a name no output takes"
-    # a sweep folder of a version before the record: its results.jsonl says the outputs are its own
-    legacy = tmp_path / "legacy" / local_sweep.folder.name
-    shutil.copytree(local_sweep.folder, legacy)
-    (legacy / "outputs.json").unlink()
-    assert reproduce("complexity", "smoke", out=str(legacy.parent)).ran == []
-    assert json.loads((legacy / "outputs.json").read_text()) == json.loads((folder / "outputs.json").read_text())
+    # without the record, outputs are nobody's to replace (a results.jsonl beside them proves nothing)
+    unrecorded = tmp_path / "unrecorded" / local_sweep.folder.name
+    shutil.copytree(local_sweep.folder, unrecorded)
+    (unrecorded / "outputs.json").unlink()
+    kept = {p.name: p.read_bytes() for p in unrecorded.iterdir() if p.is_file()}
+    with pytest.raises(ParameterError, match="was not written by it"):
+        reproduce("complexity", "smoke", out=str(unrecorded.parent))
+    assert {p.name: p.read_bytes() for p in unrecorded.iterdir() if p.is_file()} == kept
 
     def snapshot(root):
         return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}

@@ -85,18 +85,14 @@ def check_outputs(folder: Path, out: str, is_ours=is_output, writer: str = RECOR
     """The rule that keeps a user's files: a file in the sweep folder with an output's name
     (results.csv, selection.csv, summary.md, accuracy_*.png) is replaced only when its bytes are those this
     command wrote there, as its record `outputs.json` holds (sha256). Anything else there (a
-    user's table or notes, or an output edited since) is one error naming it, before any work. A
-    sweep folder without the record but with its results.jsonl was made by an earlier version: its
-    outputs are replaced. `is_ours` and `writer`: another command's output names and record (score).
+    user's table or notes, or an output edited since, or one of a folder without the record) is one
+    error naming it, before any work. `is_ours` and `writer`: another command's output names and record (score).
     Returns the record: {name: [accepted sha256, ...]}."""
     record_path = folder / OUTPUTS_RECORD
     record = read_record(record_path, writer, f"out={str(out)!r} is invalid: allowed a sweep folder whose "
                                                      f"{OUTPUTS_RECORD} is this command's record") or {}
     if not folder.is_dir():
         return record
-    if not record_path.exists() and (folder / "results.jsonl").exists():
-        # a sweep folder of a version before the record: its outputs are this command's, as they are now
-        return {p.name: [sha256(p.read_bytes())] for p in folder.iterdir() if is_ours(p.name) and p.is_file()}
     for path in sorted(folder.iterdir()):
         if is_ours(path.name) and (not path.is_file() or sha256(path.read_bytes()) not in record.get(path.name, ())):
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a sweep folder whose tables, summary and "

@@ -1,6 +1,7 @@
 """Any transformers model as the backbone: tiny mamba, mamba2, llama and qwen3_next from scratch on CPU through
-train -> evaluate -> save -> load -> publish-model --dry-run; a local config.json (a Hub id's stand-in,
-offline) gives the model type's model; bad backbones are one line, exit 2, before any work."""
+train -> evaluate -> save -> load -> publish-model --dry-run; a local config.json gives the model type's model; a Hub
+id (offline, from a temporary Hub cache) gives its config's fields, never its weights or code; bad backbones are one
+line, exit 2, before any work."""
 import json
 
 import pytest
@@ -133,3 +134,79 @@ def test_a_backbone_checkpoint_missing_a_weight_is_refused_by_evaluate(tmp_path,
     assert last == f"selectivbench: error: checkpoint={str(run / 'model')!r} is invalid: allowed the complete " \
                    "weights of its backbone:llama model (missing_keys: backbone.layers.0.input_layernorm.weight)"
     assert not (tmp_path / "eval.jsonl").exists()
+
+
+def _cached_hub_repo(cache, repo_id, files):
+    """A Hub repo as huggingface_hub's cache holds it: models--org--name/refs/main names the snapshot's commit."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, content in files.items():
+        (snapshot / name).write_bytes(content)
+    return snapshot
+
+
+def test_a_hub_id_reads_only_its_cached_config_never_its_weights_or_code(tmp_path, monkeypatch, capsys):
+    """`--backbone org/tiny-llama` offline from the Hub cache: the config's own fields reach the model; the garbage
+    weights (unloadable if ever read) and the auto_map's code (writes a marker if ever imported) stay untouched."""
+    from huggingface_hub import constants
+
+    cache, marker = tmp_path / "hub", tmp_path / "remote-code-ran"
+    # huggingface_hub reads HF_HUB_CACHE / HF_HUB_OFFLINE once, at import: its constants are what it uses
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    evil = f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n".encode()
+    hub_config = AutoConfig.for_model("llama", hidden_size=64, num_hidden_layers=5, num_attention_heads=8,
+                                      num_key_value_heads=1, intermediate_size=24, rms_norm_eps=1e-3).to_dict()
+    hub_config["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig", "AutoModel": "modeling_evil.EvilModel"}
+    snapshot = _cached_hub_repo(cache, "org/tiny-llama", {
+        "config.json": json.dumps(hub_config).encode(), "configuration_evil.py": evil, "modeling_evil.py": evil,
+        "model.safetensors": b"\xff" * 64, "pytorch_model.bin": b"\xff" * 64})
+    run = tmp_path / "run"
+    assert main(["train", "--backbone", "org/tiny-llama", "--output-dir", str(run), *TINY, *DATA]) == 0
+    config = AutoConfig.from_pretrained(run / "model")
+    assert type(config) is BackboneConfig and config.backbone_source == "org/tiny-llama"
+    assert "auto_map" not in (run / "model" / "config.json").read_text()  # no pointer to code the checkpoint lacks
+    inner = config.backbone_config()
+    keep = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+            "intermediate_size", "rms_norm_eps")
+    assert inner.model_type == "llama" and {k: getattr(inner, k) for k in keep} == {
+        "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
+        "intermediate_size": 24, "rms_norm_eps": 1e-3}
+    # the same config.json read as a local file gives the same backbone config (two routes, one reader each)
+    from_file = backbone_config(str(snapshot / "config.json"), None, 16, 1, 2, 4)
+    assert {k: getattr(from_file, k) for k in keep} == {k: getattr(inner, k) for k in keep}
+    assert main(["evaluate", str(run / "model"), "--out", str(tmp_path / "eval"), "--cpu"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert {(r["mixer"], r["split"]) for r in rows} == {("backbone:llama", "validation"), ("backbone:llama", "test")}
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("config, reason", [
+    ({"model_type": "evil", "auto_map": {"AutoConfig": "configuration_evil.EvilConfig"}},
+     "ValueError: The repository org/evil contains custom code"),
+    ({"model_type": "no_such_type"}, "ValueError: .*no_such_type"),
+])
+def test_a_cached_hub_config_that_needs_its_own_code_is_one_line_exit_2(tmp_path, monkeypatch, capsys, config, reason):
+    """A Hub config transformers cannot build without the repo's code is refused, that code never imported."""
+    import re
+
+    from huggingface_hub import constants
+
+    cache, marker = tmp_path / "hub", tmp_path / "remote-code-ran"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    evil = f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n".encode()
+    _cached_hub_repo(cache, "org/evil", {"config.json": json.dumps(config).encode(), "configuration_evil.py": evil})
+    out = tmp_path / "run"
+    assert main(["train", "--backbone", "org/evil", "--output-dir", str(out), *TINY, *DATA]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("selectivbench: error: backbone='org/evil' is invalid: allowed a "
+                                                   "model type transformers knows") and re.search(reason, err), err
+    assert not out.exists() and not marker.exists()

@@ -57,7 +57,7 @@ def base_config_dict(backbone: str) -> dict:
         return found
     try:  # a Hub id: its config only, never its code
         return AutoConfig.from_pretrained(backbone, trust_remote_code=False).to_dict()
-    except Exception as err:
+    except (OSError, ValueError) as err:  # not cached/reachable, a bad repo id, unreadable, or needs its own code
         _bad(backbone, "allowed a model type transformers knows (e.g. mamba, mamba2, llama), a config.json or a "
                        f"Hub model id whose config loads without remote code ({type(err).__name__}: "
                        f"{' '.join(str(err).split())[:200]})")
@@ -97,6 +97,7 @@ def backbone_config(backbone: str, kwargs_json: str | None, d_model: int, n_laye
     fields.update(extra)
     fields.pop("model_type", None)
     fields.pop("transformers_version", None)
+    fields.pop("auto_map", None)  # it names the source's own code, which is never read: the checkpoint has none
     try:
         config = cls(**fields)
     except Exception as err:

@@ -279,7 +279,7 @@ CLI_CASES = [
     (["reproduce", "--task", "complexity", "--out", "{root}/file.txt"], r"out=.*file.txt.* is invalid: allowed a folder"),
     (["reproduce", "--task", "complexity", "--out", "{root}/file.txt", "--dry-run"], r"out=.*file.txt.* is invalid"),
     (["reproduce", "--task", "complexity", "--out", "{root}/file.txt/r"],
-     r"out=.*file.txt/r.* is invalid: allowed a folder that can be made and written \(.*file.txt is not a folder\)"),
+     r"out=.*file.txt/r.* is invalid: allowed a folder that can be written \(.*file.txt is not a folder\)"),
     (["reproduce", "--task", "complexity", "--out", "{root}/r", "--gpus-per-run", "-1", "--dry-run"],
      r"gpus_per_run=-1.0 is invalid: allowed only with --launcher ray"),
     (["reproduce", "--task", "complexity", "--out", "{root}/r", "--gpus-per-run", "-1", "--launcher", "ray"],

@@ -84,7 +84,9 @@ def test_out_that_is_a_file_or_not_writable_fails_before_any_work(tmp_path):
     a_file.write_text("x")
     with pytest.raises(ParameterError, match=r"out='.*file' is invalid: allowed a folder \(it is an existing file\)"):
         generate_folder(["gapped"], a_file, **SMALL)
-    with pytest.raises(ParameterError, match=r"out='.*file/sub' is invalid: allowed a writable folder"):
+    with pytest.raises(ParameterError,
+                       match=r"out='.*file/sub' is invalid: allowed a folder that can be written "
+                             r"\(.*file is not a folder\)"):
         generate_folder(["gapped"], a_file / "sub", **SMALL)
     assert a_file.read_text() == "x"
 

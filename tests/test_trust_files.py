@@ -450,3 +450,30 @@ def test_a_d_model_that_cannot_be_allocated_is_refused_before_the_data(tmp_path,
     assert "d_model=1048576 is invalid: allowed a model whose weights, gradients and optimizer state fit in " \
            "memory (" in err and " GiB of memory available)" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    [*TRAIN_FLAGS, "--output-dir", "{target}"],
+    ["generate", "gapped", "--out", "{target}", *TINY_FLAGS],
+    ["inspect", "gapped", "--samples", "1", "--grammar-json", "{target}/grammar.json"],
+    ["reproduce", "--task", "gapped", "--scale", "smoke", "--mixers", "gru", "--out", "{target}"],
+    ["score", "--mixer", "gru", "--preset", "smoke", "--out", "{target}"],
+], ids=lambda argv: argv[0])
+@pytest.mark.parametrize("inside", [False, True], ids=["the-folder", "a-folder-made-there"])
+def test_every_command_that_writes_refuses_a_read_only_folder_before_any_work(argv, inside, tmp_path, read_only,
+                                                                              capsys):
+    (tmp_path / "ro").mkdir()
+    folder = read_only(tmp_path / "ro")
+    target = folder / "sub" if inside else folder
+    argv = [a.format(target=target) for a in argv]
+    flag = next(a for a, value in zip(argv, argv[1:]) if a.startswith("--") and value.startswith(str(target)))
+    value = argv[argv.index(flag) + 1]
+    assert main(argv) == 2
+    err = one_error_line(capsys)
+    assert f"{flag[2:].replace('-', '_')}={value!r} is invalid: allowed " in err
+    if argv[0] == "inspect":  # a file it writes into an existing folder: that folder is named
+        assert err.rstrip().endswith(f"allowed a path in a writable folder ({Path(value).parent})")
+    else:  # the folder that refuses it is named
+        assert err.rstrip().endswith(f"allowed a folder that can be written ({folder} is not writable)")
+    assert capsys.readouterr().out == ""  # nothing was built, trained or sampled
+    assert list(tmp_path.rglob("*")) == [folder]  # and nothing left behind

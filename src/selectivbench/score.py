@@ -33,7 +33,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import atomic_write_text
+from .files import atomic_write_text, check_writable
 from .errors import ParameterError
 from .builders.config import gap_split
 from .models import MIXERS, PluginError, ResolvedMixer, resolve_mixer
@@ -441,10 +441,7 @@ def check_score_folder(folder: Path, mixer: str, preset: str, flag: str, plugin:
     mixer's runs, an edited plugin's) is one error before any work."""
     if folder.exists() and not folder.is_dir():
         raise ParameterError(f"{flag}={str(folder)!r} is invalid: allowed a folder ({folder} is a file)")
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ParameterError(f"{flag}={str(folder)!r} is invalid: allowed a folder that can be made and written "
-                             f"({existing} is not writable)")
+    check_writable(folder, flag)
     if not folder.is_dir() or not any(folder.iterdir()):
         return
     allowed = f"allowed a new or empty folder, or the score folder of mixer {mixer!r} and preset {preset!r}"

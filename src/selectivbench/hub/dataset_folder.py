@@ -29,7 +29,7 @@ from ..builders.config import task_description
 from ..builders.shards import (ShardPool, exit_if_orphaned, features_of, max_steps_per_sample, sampler_for, shard_job,
                                shard_ranges)
 from ..errors import ParameterError, check_choice
-from ..files import UMASK, atomic_write_text, swap_in
+from ..files import UMASK, atomic_write_text, check_writable, swap_in
 from .dataset_card import card_record, write_card
 from .dataset_records import (BUILD_PREFIX, CEILING_SAMPLES, RECORD, RECORD_FORMAT, check_outside_configs,
                               file_sha256, folder_records, foreign_files)
@@ -194,6 +194,7 @@ def _prepare_out(out: Path, configs: list[str]) -> None:
     if out.exists() and not out.is_dir():
         raise _out_error(out, "a folder (it is an existing file)")
     check_outside_configs(out, "out")
+    check_writable(out, "out")  # names the folder that is not; the probe below catches what access() cannot see
     if out.is_dir():
         if any(p.suffix == ".py" for p in out.glob("*")):
             raise _out_error(out, "a folder without Python files")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import ParameterError
 from ..evaluation.tables import FIELDS
-from ..files import atomic_write_text, read_record, replaced, sha256, write_record
+from ..files import atomic_write_text, check_writable, read_record, replaced, sha256, write_record
 from ..hub.dataset_records import check_outside_configs
 from .report import plot, select_on_validation, summary_markdown
 
@@ -75,10 +75,7 @@ def check_out_folder(out: str, folder: Path) -> None:
         if path.exists() and not path.is_dir():
             raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder ({path} is a file)")
     check_outside_configs(folder, "out")
-    existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ParameterError(f"out={str(out)!r} is invalid: allowed a folder that can be made and written "
-                             f"({existing} is {'not a folder' if not existing.is_dir() else 'not writable'})")
+    check_writable(folder, "out", out)
 
 
 def check_outputs(folder: Path, out: str, is_ours=is_output, writer: str = RECORD_WRITER) -> dict[str, list[str]]:

@@ -3,7 +3,6 @@ time, its log, and its `model/` swapped in whole."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, replace
@@ -15,7 +14,7 @@ from ..data.task import RUN_FILE, Task, checkpoint_record, differences, fingerpr
 
 from ..data.hub_ids import resolve_hub_id
 from ..errors import ParameterError
-from ..files import atomic_write_text, file_lock, swap_in
+from ..files import atomic_write_text, check_writable, file_lock, swap_in
 from ..hub.dataset_records import check_outside_configs
 from ..models.plugins import absolute_spec
 from .args import TrainArgs
@@ -46,9 +45,7 @@ def check_output_dir(out: Path, args: TrainArgs) -> None:
     if out.exists() and not out.is_dir():
         raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a folder (it is a file)")
     check_outside_configs(out, "output_dir")
-    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
-        raise ParameterError(f"output_dir={str(out)!r} is invalid: allowed a writable folder ({probe} is not writable)")
+    check_writable(out, "output_dir")
     if not (out.exists() and any(p.name != TRAIN_LOCK for p in out.iterdir())):
         return
     if not args.resume:

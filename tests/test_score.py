@@ -16,7 +16,7 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 
-from selectivbench import score as sc
+from selectivbench.sweeps import score as sc
 from selectivbench.builders import ParameterError
 from selectivbench.check_mixer import check_mixer
 from selectivbench.cli import main

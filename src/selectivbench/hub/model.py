@@ -120,7 +120,7 @@ def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_r
 def scorecard_of(checkpoint: Path) -> dict | None:
     """The scorecard of the `selectivbench score` folder a checkpoint belongs to
     (<folder>/<task>/runs/<run>/model), or None for a checkpoint made otherwise."""
-    from ..score import RUN_RECORD, WRITER
+    from ..sweeps.score import RUN_RECORD, WRITER
 
     parts = Path(checkpoint).resolve().parents
     if len(parts) < 4 or parts[1].name != "runs":

@@ -33,18 +33,18 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import atomic_write_text
-from .errors import ParameterError
-from .builders.config import gap_split
-from .models import MIXERS, PluginError, ResolvedMixer, resolve_mixer
-from .sweeps.driver import Outcome, _run_all, execute
-from .sweeps.launchers import (check_launcher, check_ray_address, check_ray_resources, launch_local, launch_ray,
+from ..files import atomic_write_text
+from ..errors import ParameterError
+from ..builders.config import gap_split
+from ..models import MIXERS, PluginError, ResolvedMixer, resolve_mixer
+from .driver import Outcome, _run_all, execute
+from .launchers import (check_launcher, check_ray_address, check_ray_resources, launch_local, launch_ray,
                                ray_cluster, sweep_lock)
-from .sweeps.outputs import ROW_KEYS, check_outputs, read_rows, replace_outputs
-from .sweeps.plan import complete_runs, plan, run_spec
-from .sweeps.report import mean_std, select_on_validation
-from .sweeps.scales import Scale, _grammar_rng
-from .training.args import TrainArgs, check_train_args
+from .outputs import ROW_KEYS, check_outputs, read_rows, replace_outputs
+from .plan import complete_runs, plan, run_spec
+from .report import mean_std, select_on_validation
+from .scales import Scale, _grammar_rng
+from ..training.args import TrainArgs, check_train_args
 
 TASKS = ("complexity", "gapped", "distractor", "generalization")
 STATE_T = 1024  # the sequence length at which the carried state (or the KV cache) is measured
@@ -52,7 +52,7 @@ WRITER = "selectivbench score"
 RUN_RECORD = "score_run.json"
 LOCK_FILE = ".score.lock"
 SCORECARD_FILES = ("scorecard.json", "scorecard.md", "scorecard.png")
-REPOSITORY = Path(__file__).resolve().parents[2]  # the source tree of an editable install
+REPOSITORY = Path(__file__).resolve().parents[3]  # the source tree of an editable install
 
 
 # --- presets ---------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def run_mixer(resolved: ResolvedMixer) -> str:
 def check_causal(mixer: str, resolved: ResolvedMixer) -> None:
     """check-mixer's causality check, before any training: a model that reads later inputs would score
     above the Bayes ceiling."""
-    from .check_mixer import check_mixer
+    from ..check_mixer import check_mixer
 
     (causal,) = check_mixer(run_mixer(resolved), only=("causal",))
     if causal.passed is not True:
@@ -183,7 +183,7 @@ def _one_process_worker(threads: int) -> None:
     """A pool process: `threads` torch threads, and glibc keeps freed memory (as the CLI's own process)."""
     import torch
 
-    from .allocator import keep_freed_memory
+    from ..allocator import keep_freed_memory
 
     torch.set_num_threads(threads)
     keep_freed_memory()
@@ -243,8 +243,8 @@ def state_bytes(train: dict, task) -> int:
     there), measured on the model the runs train (fresh weights: the size does not depend on them)."""
     import torch
 
-    from .models import SelectivBenchForTokenClassification
-    from .training.loop import model_config
+    from ..models import SelectivBenchForTokenClassification
+    from ..training.loop import model_config
 
     args = TrainArgs(**{k: v for k, v in train.items() if k in TrainArgs.__dataclass_fields__})
     model = SelectivBenchForTokenClassification(model_config(args, task)).eval()
@@ -547,7 +547,7 @@ def score(mixer: str | None = None, preset: str = "lite", out: str | None = None
             locks.enter_context(sweep_lock(folder, out, command="score", lock_file=LOCK_FILE))
             for task in TASKS:
                 specs += missing_runs(p, m, task, folder / task, planned, cpu=launcher == "ray" and not gpus_per_run)
-        from .training.run_folder import check_output_dir
+        from ..training.run_folder import check_output_dir
 
         for spec in specs:  # a bad combination, or a run folder holding a user's files: one error now
             args = TrainArgs(**spec["train"])
@@ -631,8 +631,8 @@ def taxonomy_of(resolved: ResolvedMixer) -> dict | None:
     declares none)."""
     import sys
 
-    from .models import taxonomy_rows
-    from .models.taxonomy import plugin_taxonomy
+    from ..models import taxonomy_rows
+    from ..models.taxonomy import plugin_taxonomy
 
     if resolved.plugin is None:
         return next({k: v for k, v in row.items() if k != "mixer"} for row in taxonomy_rows()
@@ -644,7 +644,7 @@ def taxonomy_of(resolved: ResolvedMixer) -> dict | None:
 def build_card(resolved: ResolvedMixer, p: Preset, folder: Path, planned: dict, command: str, threads: int) -> dict:
     """The scorecard of a score folder from its records (rows, failures), the chance level of each
     task's scored split and the model's state size."""
-    from .data.task import load_task
+    from ..data.task import load_task
 
     mixer = run_mixer(resolved)
     tasks, timing, data_of = {}, [], {}

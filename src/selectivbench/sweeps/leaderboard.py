@@ -12,7 +12,7 @@ from .score_folders import WRITER, leaderboard_files
 from .score_presets import Preset
 from .scorecard import format_mean_std, format_value, package_version, plot_scores
 
-SELECTIVITY_TASKS = ("complexity", "gapped", "distractor")
+SELECTIVITY_TASKS = tuple(t for t in TASKS if t != "generalization")  # tasks 1-3, the paper's selectivity tasks
 
 
 def _group_mean(cards: list[dict], keep, tasks=TASKS) -> float | None:

@@ -16,17 +16,23 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 
-from selectivbench import score as sc
+from selectivbench.builders.config import TASKS
 from selectivbench.builders import ParameterError
 from selectivbench.check_mixer import check_mixer
 from selectivbench.cli import main
 from selectivbench.data.task import load_task
 from selectivbench.evaluation.metrics import element_accuracy
 from selectivbench.models import MIXERS, taxonomy_rows
+from selectivbench.sweeps import score as sc
+from selectivbench.sweeps.leaderboard import findings, leaderboard_markdown
 from selectivbench.sweeps.outputs import read_rows
+from selectivbench.sweeps.plan import plan, run_spec
 from selectivbench.sweeps.report import select_on_validation
+from selectivbench.sweeps.score_folders import SCORECARD_FILES, leaderboard_files
+from selectivbench.sweeps.score_presets import LITE_GAP, PRESETS, resolve
+from selectivbench.sweeps.scorecard import chance_accuracy, place, taxonomy_of
 
-SMOKE = sc.PRESETS["smoke"]
+SMOKE = PRESETS["smoke"]
 RUNS_PER_TASK = 4  # 2 seeds x 2 learning rates
 
 
@@ -36,7 +42,7 @@ def rows_of(folder: Path, task: str) -> list[dict]:
 
 def task_data(preset, task: str) -> dict:
     s = preset.scale_of(task)
-    return {**s.data, **sc.plan(task, s, ["gla"])[0].overrides}
+    return {**s.data, **plan(task, s, ["gla"])[0].overrides}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +76,7 @@ def assert_tasks_and_score_recomputed(card: dict, out: Path) -> None:
     assert card["score_per_seed"] == {"0": pytest.approx(seed_scores[0]), "1": pytest.approx(seed_scores[1])}
     assert card["score_std"] == pytest.approx(np.std(seed_scores, ddof=1))
     assert card["parameters"] == card["tasks"]["complexity"]["parameters"]
-    runs = [r for task in sc.TASKS for r in rows_of(out, task) if r["split"] == "test"]
+    runs = [r for task in TASKS for r in rows_of(out, task) if r["split"] == "test"]
     assert all(r["train_seconds"] > 0 for r in runs)
     assert card["train_tokens_per_s"] == pytest.approx(sum(r["train_tokens"] for r in runs)
                                                        / sum(r["train_seconds"] for r in runs))
@@ -100,7 +106,7 @@ def test_smoke_score_runs_the_protocol_and_writes_every_field(scored):
     assert f"| complexity | test | {card['tasks']['complexity']['accuracy']:.3f} ± " in md
     assert (out / "scorecard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads((out / "outputs.json").read_text())
-    assert record["written_by"] == "selectivbench score" and sorted(record["files"]) == sorted(sc.SCORECARD_FILES)
+    assert record["written_by"] == "selectivbench score" and sorted(record["files"]) == sorted(SCORECARD_FILES)
 
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "rglru_mixer.py"
@@ -133,13 +139,13 @@ def test_smoke_score_of_a_plugin_in_a_file_writes_every_field(plugin_scored, cap
     assert (card["mixer"], card["mixer_plugin"], card["preset"], card["seeds"]) == ("rglru", record, "smoke", [0, 1])
     assert json.loads((out / "score_run.json").read_text())["mixer_plugin"] == record  # as the config records it
     assert card["command"] == "selectivbench " + shlex.join(argv) and card["version"] == version("selectivbench")
-    for task in sc.TASKS:  # the runs are the plugin's, under its name
+    for task in TASKS:  # the runs are the plugin's, under its name
         assert {r["mixer"] for r in rows_of(out, task)} == {"rglru"}
         assert all(r["run"].startswith("rglru-d8-") for r in rows_of(out, task))
     assert_tasks_and_score_recomputed(card, out)
     assert card["complete"] and card["failed_runs"] == 0
     # parameters: those of a checkpoint the runs saved, loaded here (the plugin resolved in this process)
-    run = sc.plan("complexity", SMOKE.scale_of("complexity"), [f"{path}:RGLRUMixer"])[0].key
+    run = plan("complexity", SMOKE.scale_of("complexity"), [f"{path}:RGLRUMixer"])[0].key
     model = SelectivBenchForTokenClassification.from_pretrained(out / "complexity" / "runs" / run / "model")
     assert card["parameters"] == sum(p.numel() for p in model.parameters())
     # RG-LRU carries one float32 per channel and layer, whatever T: 1 layer x d_model 8 x 4 bytes
@@ -192,7 +198,7 @@ def test_a_plugin_registered_in_python_runs_in_this_process_only(tmp_path):
 
     path = tmp_path / "peek.py"
     path.write_text(PEEKING)
-    register_mixer("registered_peek", sc.resolve(f"{path}:PeekMixer").cls)
+    register_mixer("registered_peek", resolve(f"{path}:PeekMixer").cls)
     for extra in (dict(workers=2), dict(launcher="ray")):
         with pytest.raises(ParameterError, match=r"mixer='registered_peek' is invalid: allowed with --workers 1 "
                                                  r"and --launcher local only"):
@@ -217,9 +223,9 @@ def test_a_non_causal_plugin_is_refused_before_any_work(tmp_path, capsys, monkey
 def test_a_plugin_taxonomy_row_only_when_it_declares_one(tmp_path):
     path = tmp_path / "peek.py"
     path.write_text(PEEKING)
-    assert sc.taxonomy_of(sc.resolve(f"{path}:PeekMixer")) is None
+    assert taxonomy_of(resolve(f"{path}:PeekMixer")) is None
     path.write_text(PEEKING + "\nTAXONOMY = dict(transition='none', softmax='no')\n")
-    assert sc.taxonomy_of(sc.resolve(f"{path}:PeekMixer")) == {
+    assert taxonomy_of(resolve(f"{path}:PeekMixer")) == {
         "transition": "none", "input_gating": "not given", "channel_mixing": "not given", "softmax": "no",
         "state": "not given"}
 
@@ -241,7 +247,7 @@ def test_the_learning_rate_is_chosen_on_validation_per_task_and_seed(scored):
 
 def test_chance_is_the_best_constant_prediction_through_the_metric(scored):
     """chance_accuracy (from Arrow columns) against the project's metric fed constant predictions."""
-    for task in sc.TASKS:
+    for task in TASKS:
         split = SMOKE.split_of(task)
         data = load_task(task, None, splits=[split], with_train=False, **task_data(SMOKE, task)).data[split]
         labels = [np.asarray(x) for x in data["labels"]]
@@ -252,7 +258,7 @@ def test_chance_is_the_best_constant_prediction_through_the_metric(scored):
             acc = [element_accuracy(np.eye(classes)[np.full(len(y), state)][None], y[None], i[None], "probs")
                    for y, i in zip(labels, index)]
             best = max(best, sum(a["element_correct"] for a in acc) / sum(a["elements"] for a in acc))
-        assert sc.chance_accuracy(data) == pytest.approx(best)
+        assert chance_accuracy(data) == pytest.approx(best)
 
 
 def test_rank_and_plot_among_reference_cards(scored, tmp_path, capsys):
@@ -306,11 +312,11 @@ def test_a_killed_score_continues_with_the_missing_runs(scored, tmp_path, monkey
     assert sorted(again.ran) == sorted(lost[1:]) and not again.failed
     times = {r["run"]: r["train_seconds"] for r in read_rows(table) if r["split"] == "test"}
     assert times[lost[0]] is None and all(times[key] > 0 for key in lost[1:])
-    measured = [r for task in sc.TASKS for r in rows_of(folder, task) if r["split"] == "test" and r["train_seconds"]]
+    measured = [r for task in TASKS for r in rows_of(folder, task) if r["split"] == "test" and r["train_seconds"]]
     final = json.loads((folder / "scorecard.json").read_text())
     assert final["train_tokens_per_s"] == pytest.approx(sum(r["train_tokens"] for r in measured)
                                                         / sum(r["train_seconds"] for r in measured))
-    for task in sc.TASKS:
+    for task in TASKS:
         for key in ("accuracy", "accuracy_std", "normalized", "lr_chosen_per_seed", "parameters"):
             assert final["tasks"][task][key] == pytest.approx(card["tasks"][task][key], abs=1e-9)
     assert final["score"] == pytest.approx(card["score"], abs=1e-9)
@@ -321,7 +327,7 @@ def test_a_diverged_run_is_recorded_as_failed_and_not_averaged_in(tmp_path, monk
     NaN model scores better on validation than the healthy run (0.25 against 0.104 here), so without
     the check it would be chosen; it is a failure, and the other lr is kept."""
     nan = dataclasses.replace(SMOKE, name="nan", scale=dataclasses.replace(SMOKE.scale, seeds=(0,), lrs=(3e-3, 1e30)))
-    monkeypatch.setitem(sc.PRESETS, "nan", nan)
+    monkeypatch.setitem(PRESETS, "nan", nan)
     folder = tmp_path / "gla"
     assert main(["score", "--mixer", "gla", "--preset", "nan", "--out", str(folder)]) == 2
     err = capsys.readouterr().err
@@ -353,12 +359,12 @@ def test_the_leaderboard_ranks_the_cards_and_reports_the_protocol_figures(scored
     assert [c["mixer"] for c in board] == ["gla"] and board[0]["rank"]["rank"] == 1
     assert board[0]["command"] == f"selectivbench score --all --preset smoke --out {tmp_path}"
     record = json.loads((tmp_path / "outputs.json").read_text())
-    assert sorted(record["files"]) == sorted(sc.leaderboard_files("smoke"))
+    assert sorted(record["files"]) == sorted(leaderboard_files("smoke"))
 
     taxonomy = {t["mixer"]: {k: v for k, v in t.items() if k != "mixer"} for t in taxonomy_rows()}
 
     def fake(mixer, scores, std):  # normalized per task -> the card's fields the leaderboard reads
-        tasks = {t: {**card["tasks"][t], "normalized": v} for t, v in zip(sc.TASKS, scores)}
+        tasks = {t: {**card["tasks"][t], "normalized": v} for t, v in zip(TASKS, scores)}
         return {**card, "mixer": mixer, "tasks": tasks, "score": float(np.mean(scores)), "score_std": std,
                 "taxonomy": taxonomy[mixer]}
 
@@ -366,15 +372,15 @@ def test_the_leaderboard_ranks_the_cards_and_reports_the_protocol_figures(scored
              fake("s4d", [0.3, 0.2, 0.1, 0.1], 0.01), fake("mamba", [0.7, 0.6, 0.5, 0.1], 0.03),
              fake("transformer", [0.6, 0.5, 0.4, 0.0], 0.04)]
     for c in cards:
-        c["rank"] = sc.place(c, cards, "x")
-    md = sc.leaderboard_markdown(SMOKE, cards, "cmd", "p.png")
+        c["rank"] = place(c, cards, "x")
+    md = leaderboard_markdown(SMOKE, cards, "cmd", "p.png")
     table = [line for line in md.splitlines() if re.match(r"\| \d+ \| `", line)]
     assert [line.split("|")[2].strip() for line in table] == ["`gated_deltanet`", "`deltanet`", "`mamba`",
                                                              "`transformer`", "`s4d`"]
     assert "| 1 | `gated_deltanet` | 0.675 ± 0.020 | 0.900 | 0.800 | 0.700 | 0.300 |" in md
     assert "0.500 from best to worst" in md and f"std {statistics.stdev(c['score'] for c in cards):.3f}" in md
     assert "largest seed std of a score (how stable it is): 0.050 (`deltanet`)" in md
-    verdicts = {f.split(" (")[0]: v for f, v, _ in sc.findings(cards)}
+    verdicts = {f.split(" (")[0]: v for f, v, _ in findings(cards)}
     # data-dependent (gated_deltanet, mamba) 0.70 vs fixed (s4d) 0.20, and the gate lifts deltanet: holds;
     # channel mixing (recurrent mixers only): task 4 0.40 - 0.10 = +0.30 against tasks 1-3 0.75 - 0.40 = +0.35:
     # not more, does not hold;
@@ -387,8 +393,8 @@ def test_the_leaderboard_ranks_the_cards_and_reports_the_protocol_figures(scored
 def test_a_pool_of_two_processes_gives_the_rows_of_the_local_launcher(scored, tmp_path):
     _, out, _ = scored
     s = SMOKE.scale_of("distractor")
-    runs = sc.plan("distractor", s, ["gla"])[:2]
-    specs = [{**sc.run_spec("distractor", s, r, tmp_path, cpu=True), "record_to": str(tmp_path)} for r in runs]
+    runs = plan("distractor", s, ["gla"])[:2]
+    specs = [{**run_spec("distractor", s, r, tmp_path, cpu=True), "record_to": str(tmp_path)} for r in runs]
     got, errors = {}, []
     sc.launch_pool(specs, lambda spec, rows: got.update({spec["key"]: rows}),
                    lambda spec, error: errors.append(error), workers=2)
@@ -458,29 +464,29 @@ def test_an_out_folder_holding_other_files_is_refused_and_left_alone(scored, tmp
 
 
 def test_presets_plan_four_tasks_two_seeds_and_a_two_value_lr_grid():
-    for preset in sc.PRESETS.values():
-        for task in sc.TASKS:
-            runs = sc.plan(task, preset.scale_of(task), ["s4d"])
+    for preset in PRESETS.values():
+        for task in TASKS:
+            runs = plan(task, preset.scale_of(task), ["s4d"])
             assert len(runs) == 4 and {(r.seed, r.lr) for r in runs} == {(s, lr) for s in (0, 1)
                                                                           for lr in preset.scale.lrs}
-            spec = sc.run_spec(task, preset.scale_of(task), runs[0], Path("x"), cpu=True)
+            spec = run_spec(task, preset.scale_of(task), runs[0], Path("x"), cpu=True)
             assert spec["splits"][:2] == ["validation", "test"] and preset.split_of(task) in spec["splits"]
             assert spec["train"]["dropout"] == 0.0
-    lite = sc.PRESETS["lite"]
-    data = {task: task_data(lite, task) for task in sc.TASKS}
+    lite = PRESETS["lite"]
+    data = {task: task_data(lite, task) for task in TASKS}
     assert (data["complexity"]["ambiguities"], data["complexity"]["vocab_size"]) == (8, 9)
-    assert data["generalization"]["test_gaps"] == (sc.LITE_GAP,) and lite.split_of("generalization") == "test_gap20"
+    assert data["generalization"]["test_gaps"] == (LITE_GAP,) and lite.split_of("generalization") == "test_gap20"
     assert data["distractor"]["gap_start"] == 0  # distractors from the first element (sequences are 40 long)
-    assert [sc.resolve(m).name for m in MIXERS] == list(MIXERS)
+    assert [resolve(m).name for m in MIXERS] == list(MIXERS)
     with pytest.raises(ParameterError, match="mixer='nope' is invalid"):
-        sc.resolve("nope")
+        resolve("nope")
 
 
 def test_publish_model_puts_the_scorecard_in_the_card_of_a_scored_checkpoint(scored, tmp_path, capsys):
     _, out, card = scored
     folder = tmp_path / "gla"
     shutil.copytree(out, folder)
-    run = sc.plan("gapped", SMOKE.scale_of("gapped"), ["gla"])[0].key
+    run = plan("gapped", SMOKE.scale_of("gapped"), ["gla"])[0].key
     ckpt = folder / "gapped" / "runs" / run / "model"
     assert main(["publish-model", str(ckpt), "--repo-id", "org/sb-gla", "--dry-run"]) == 0
     text = (ckpt / "README.md").read_text()

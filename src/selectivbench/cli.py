@@ -243,7 +243,7 @@ def cmd_reproduce(args) -> None:
 
 def cmd_score(args) -> None:
     from .sweeps.driver import SweepIncomplete
-    from .score import score
+    from .sweeps.score import score
 
     outcome = score(args.mixer, args.preset, out=args.out, everything=args.all, launcher=args.launcher,
                     workers=args.workers, references=args.references, address=args.address,

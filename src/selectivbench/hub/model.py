@@ -25,6 +25,7 @@ from ..evaluation.evaluate import check_model_type, check_weights, evaluate, wei
 from ..files import check_writable, is_ours, read_record, write_owned
 from ..backbone import model_class_of
 from ..models.taxonomy import mixer_taxonomy_row
+from ..sweeps.score_folders import RUN_RECORD, WRITER
 from .upload import check_can_upload, check_repo_id
 
 CARD_TEMPLATE = resources.files("selectivbench.hub") / "model_card.md"
@@ -120,8 +121,6 @@ def model_card(checkpoint: str | Path, repo_id: str, rows: list[dict], dataset_r
 def scorecard_of(checkpoint: Path) -> dict | None:
     """The scorecard of the `selectivbench score` folder a checkpoint belongs to
     (<folder>/<task>/runs/<run>/model), or None for a checkpoint made otherwise."""
-    from ..score import RUN_RECORD, WRITER
-
     parts = Path(checkpoint).resolve().parents
     if len(parts) < 4 or parts[1].name != "runs":
         return None

@@ -308,20 +308,14 @@ def test_outputs_a_view_no_longer_makes_are_removed(tmp_path):
     folder.mkdir()
     one = [_row("gla", 256, seed, "test_gap20", 0.9) for seed in (1, 2)]
     two = one + [_row("gla", 384, seed, "test_gap20", 0.5) for seed in (1, 2)]
-    for legacy in (False, True):  # True: a folder of a version before outputs.json (it has results.jsonl)
-        shutil.rmtree(folder)
-        folder.mkdir()
-        write_outputs("generalization", folder, one)
-        assert (folder / "accuracy_vs_test_gap.png").exists()
-        if legacy:
-            (folder / "outputs.json").unlink()
-            (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in one))
-        write_outputs("generalization", folder, two)
-        plots = sorted(p.name for p in folder.glob("*.png"))
-        assert plots == ["accuracy_vs_test_gap_d256.png", "accuracy_vs_test_gap_d384.png"]
-        assert sorted(json.loads((folder / "outputs.json").read_text())["files"]) == sorted(
-            plots + ["results.csv", "summary.md"])
-        write_outputs("generalization", folder, two)  # and the next call accepts the folder
+    write_outputs("generalization", folder, one)
+    assert (folder / "accuracy_vs_test_gap.png").exists()
+    write_outputs("generalization", folder, two)
+    plots = sorted(p.name for p in folder.glob("*.png"))
+    assert plots == ["accuracy_vs_test_gap_d256.png", "accuracy_vs_test_gap_d384.png"]
+    assert sorted(json.loads((folder / "outputs.json").read_text())["files"]) == sorted(
+        plots + ["results.csv", "summary.md"])
+    write_outputs("generalization", folder, two)  # and the next call accepts the folder
 
 
 def test_a_folder_that_cannot_be_locked_runs_with_a_warning(tmp_path, monkeypatch, capsys):

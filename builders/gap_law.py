@@ -6,6 +6,7 @@ A duration t (time units) lasts `duration_to_steps(t, timestep)` steps.
 """
 from __future__ import annotations
 
+import abc
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ def duration_to_steps(duration, timestep: float):
 
 
 @dataclass(frozen=True)
-class GapLaw:
+class GapLaw(abc.ABC):
     """A gap duration law with its parameters (the TaskParams fields `FIELDS` name, in order)."""
 
     timestep: float
@@ -49,20 +50,21 @@ class GapLaw:
     def steps(self, duration):
         return duration_to_steps(duration, self.timestep)
 
+    @abc.abstractmethod
     def bounds(self) -> list[tuple]:
         """(field, value, low, high, low_open) of each field, checked in this order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def support(self) -> tuple[float, float]:
         """The lowest and highest duration, before rounding."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cdf(self, x: float) -> float:
-        raise NotImplementedError
+        """P(duration <= x) under the law."""
 
+    @abc.abstractmethod
     def durations(self, shape, draw: Callable[[int], np.ndarray]) -> np.ndarray:
         """Durations of `shape`, from the sampler's uniform draws `draw(0)` and `draw(1)`."""
-        raise NotImplementedError
 
     def largest_duration(self) -> float:
         """The largest duration a draw can take."""
@@ -72,12 +74,13 @@ class GapLaw:
         """The duration of the `test` split's fixed gap: the largest the law draws."""
         return self.largest_duration()
 
+    @abc.abstractmethod
     def mean_steps(self) -> float:
         """Expected gap steps, as the sweep estimate counts them."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def text(self) -> str:
-        raise NotImplementedError
+        """The law in words, as the dataset card gives it."""
 
     def draw_steps(self, shape, draw: Callable[[int], np.ndarray]) -> np.ndarray:
         return self.steps(self.durations(shape, draw))

@@ -153,6 +153,14 @@ def _import_failure(where: str, err: BaseException) -> PluginError:
     return PluginError(f"cannot import {where}: {type(err).__name__}: {' '.join(str(err).split())}")
 
 
+def _existing_file(where: str) -> Path:
+    """A plugin spec's PATH.py, absolute; PluginError when there is no such file."""
+    path = Path(where).expanduser().resolve()
+    if not path.is_file():
+        raise PluginError(f"no file {path}")
+    return path
+
+
 def resolve_mixer(spec: str) -> ResolvedMixer:
     """The one resolution of a `--mixer` value (see the module docstring); PluginError names what is wrong."""
     if not isinstance(spec, str) or not spec:
@@ -179,9 +187,7 @@ def resolve_mixer(spec: str) -> ResolvedMixer:
     if not where or not NAME_PATTERN.match(class_name):
         raise PluginError("CLASS after the last ':' is not a class name")
     if where.endswith(".py"):
-        path = Path(where).expanduser().resolve()
-        if not path.is_file():
-            raise PluginError(f"no file {path}")
+        path = _existing_file(where)
         try:
             module = _load_file(path)
         except Exception as err:
@@ -276,9 +282,7 @@ def resolve_for_checkpoints(spec: str, records: list[dict]) -> ResolvedMixer:
         raise PluginError(f"{spec!r} is a built-in mixer: allowed the source of a checkpoint's plugin ({recorded})")
     where = spec.rpartition(":")[0] if isinstance(spec, str) else ""
     if where.endswith(".py"):
-        path = Path(where).expanduser().resolve()
-        if not path.is_file():
-            raise PluginError(f"no file {path}")
+        path = _existing_file(where)
         try:
             sha = file_sha256(path)
         except (OSError, SyntaxError, UnicodeDecodeError) as err:
